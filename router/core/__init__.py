@@ -1,0 +1,1 @@
+"""The pure core: protocol, versions, rules decisions. No I/O, no clock, no asyncio."""
