@@ -1,0 +1,109 @@
+"""The command line: serve, validate, hash-token, schema."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from router.config import load_rules
+from router.config.schema import json_schema
+
+DEFAULT_RULES = Path("rules")
+DEFAULT_LISTEN = "0.0.0.0:8080"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="goproxy-router", description="A GOPROXY gateway in front of several module proxies."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gateway")
+    serve.add_argument("--rules", type=Path, default=DEFAULT_RULES, help="rules file or folder")
+    serve.add_argument("--listen", help="HOST:PORT (default: rules' listen, else 0.0.0.0:8080)")
+    serve.add_argument("--redis", help="redis URL shared by replicas (env ROUTER_REDIS_URL)")
+    serve.add_argument("--workers", type=int, default=1, help="processes sharing the port")
+    serve.add_argument("--tls-cert", help="PEM certificate: serve HTTPS")
+    serve.add_argument("--tls-key", help="PEM private key for --tls-cert")
+    serve.add_argument("--log-level", default=os.environ.get("ROUTER_LOG_LEVEL", "info"))
+
+    validate = sub.add_parser("validate", help="check rule files; exit 1 on any error")
+    validate.add_argument("paths", type=Path, nargs="+")
+
+    token = sub.add_parser("hash-token", help="print the sha256: line for a tenant token")
+    token.add_argument("token", nargs="?", help="the token (read from stdin when absent)")
+
+    sub.add_parser("schema", help="print the JSON Schema of the rules")
+    return parser
+
+
+def cmd_validate(paths: Sequence[Path]) -> int:
+    result = load_rules(list(paths))
+    for problem in result.problems:
+        print(problem, file=sys.stdout if problem.warning else sys.stderr)
+    if result.rules is None:
+        return 1
+    print(f"ok: {len(result.rules.sources)} file(s), {len(result.rules.upstreams)} upstream(s)")
+    return 0
+
+
+def cmd_hash_token(token: str | None) -> int:
+    if token is None:
+        token = sys.stdin.readline().rstrip("\r\n")
+    if not token:
+        print("hash-token: empty token", file=sys.stderr)
+        return 1
+    print("sha256:" + hashlib.sha256(token.encode("utf-8")).hexdigest())
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from router.serve import ServeOptions, run
+
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    result = load_rules([args.rules])
+    for problem in result.problems:
+        print(problem, file=sys.stderr)
+    if result.rules is None:
+        print("serve: the rules are not valid; nothing started", file=sys.stderr)
+        return 1
+    rules = result.rules
+    tls_cert = args.tls_cert or (rules.tls.cert if rules.tls else None)
+    tls_key = args.tls_key or (rules.tls.key if rules.tls else None)
+    if bool(tls_cert) != bool(tls_key):
+        print("serve: --tls-cert and --tls-key go together", file=sys.stderr)
+        return 2
+    options = ServeOptions(
+        rules_paths=(args.rules,),
+        listen=args.listen or rules.listen or DEFAULT_LISTEN,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        redis=args.redis or os.environ.get("ROUTER_REDIS_URL") or rules.redis,
+        workers=args.workers,
+    )
+    return run(rules, options)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "validate":
+            return cmd_validate(args.paths)
+        if args.command == "hash-token":
+            return cmd_hash_token(args.token)
+        if args.command == "schema":
+            print(json.dumps(json_schema(), indent=2))
+            return 0
+        if args.command == "serve":
+            return cmd_serve(args)
+    except KeyboardInterrupt:
+        return 130
+    return 2

@@ -1,0 +1,333 @@
+"""The rules schema: every key the rules may hold, with its type and default.
+
+This is the single source of truth for what `validate` accepts and what
+`goproxy-router schema` prints. Behaviour for a key lives elsewhere; a key
+may exist here before the feature that uses it does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from router.config.spec import (
+    CIDR,
+    DURATION,
+    LISTEN,
+    NAME,
+    RATE,
+    REDIS_URL,
+    REGEX,
+    SIZE,
+    TOKEN_HASH,
+    URL,
+    AnyOf,
+    Bool,
+    Converted,
+    Field,
+    ListOf,
+    MapOf,
+    Number,
+    Obj,
+    Str,
+)
+
+
+def _check_glob(value: str) -> str:
+    """A GOPRIVATE-style pattern: path.Match syntax per element, prefix match."""
+    depth = 0
+    escaped = False
+    for ch in value:
+        if escaped:
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == "[":
+            if depth:
+                raise ValueError(f"glob {value!r} does not compile: nested '['")
+            depth = 1
+        elif ch == "]":
+            if not depth:
+                raise ValueError(f"glob {value!r} does not compile: unmatched ']'")
+            depth = 0
+    if depth or escaped:
+        raise ValueError(f"glob {value!r} does not compile: unterminated '[' or '\\'")
+    if not value.strip() or "," in value or " " in value:
+        raise ValueError(f"glob {value!r} is empty or holds a comma or space; list one per item")
+    return value
+
+
+GLOB = Converted(_check_glob, r"^[^, ]+$", "corp.example.com/*")
+GLOBS = ListOf(GLOB, one_or_many=True)
+KINDS = ("list", "info", "mod", "zip", "latest", "sumdb")
+
+TLS_SERVER = Obj(
+    {
+        "cert": Field(Str(), description="PEM certificate chain"),
+        "key": Field(Str(), description="PEM private key"),
+        "client_ca": Field(Str(), description="CA bundle that signs client certificates"),
+        "client_auth": Field(Str(choices=("none", "optional", "require")), default="none"),
+    }
+)
+
+SELECTION = Obj(
+    {
+        "weights": Field(
+            Obj(
+                {
+                    "rtt": Field(Number(minimum=0, maximum=1), default=0.40),
+                    "cost": Field(Number(minimum=0, maximum=1), default=0.35),
+                    "heat": Field(Number(minimum=0, maximum=1), default=0.25),
+                }
+            ),
+            default=None,
+        ),
+        "mode": Field(Str(choices=("best", "weighted")), default="weighted"),
+        "probe_interval": Field(DURATION, default=10.0, description="active probe of idle upstreams"),
+        "rtt_decay": Field(DURATION, default=10.0, description="peak-EWMA decay time"),
+        "heat_window": Field(DURATION, default=3600.0, description="how long heat is remembered"),
+        "ejection": Field(
+            Obj(
+                {
+                    "consecutive_failures": Field(Number(minimum=1, integer=True), default=5),
+                    "base": Field(DURATION, default=30.0),
+                    "max": Field(DURATION, default=300.0),
+                }
+            ),
+            default=None,
+        ),
+    }
+)
+
+TIMEOUTS = Obj(
+    {
+        "connect": Field(DURATION, default=2.0, description="TCP + TLS connect"),
+        "first_byte": Field(DURATION, default=10.0, description="until response headers"),
+        "metadata": Field(DURATION, default=30.0, description="whole list/info/mod/latest/sumdb"),
+        "total": Field(DURATION, default=600.0, description="whole .zip transfer"),
+        "idle": Field(DURATION, default=30.0, description="longest pause inside a body"),
+    }
+)
+
+UPSTREAM = Obj(
+    {
+        "name": Field(NAME, required=True),
+        "url": Field(URL, required=True),
+        "tier": Field(Str(choices=("L0", "L1", "L2", "L3")), default="L1"),
+        "cost_per_gb": Field(Number(minimum=0), default=0.0),
+        "sumdb": Field(ListOf(Str(pattern=r"[a-z0-9.-]+(:\d+)?")), default=()),
+        "public": Field(Bool(), default=True),
+        "timeouts": Field(TIMEOUTS, default=None),
+        "max_connections": Field(Number(minimum=1, integer=True), default=100),
+        "auth": Field(
+            Obj(
+                {
+                    "bearer_env": Field(Str()),
+                    "bearer_file": Field(Str()),
+                    "user": Field(Str()),
+                    "password_env": Field(Str()),
+                    "password_file": Field(Str()),
+                }
+            )
+        ),
+        "tls": Field(
+            Obj(
+                {
+                    "ca": Field(Str(), description="CA bundle for this upstream"),
+                    "cert": Field(Str(), description="client certificate"),
+                    "key": Field(Str(), description="client key"),
+                }
+            )
+        ),
+    }
+)
+
+CACHE = Obj(
+    {
+        "memory": Field(SIZE, default=256 << 20, description="metadata cache budget; 0 = off"),
+        "dir": Field(Str(), default="", description="artifact store folder; empty = none"),
+        "disk": Field(SIZE, default=10 << 30),
+        "ttl": Field(
+            Obj(
+                {
+                    "list": Field(DURATION, default=60.0),
+                    "latest": Field(DURATION, default=60.0),
+                    "not_found": Field(DURATION, default=30.0),
+                }
+            ),
+            default=None,
+        ),
+        "stale_if_error": Field(DURATION, default=86400.0),
+        "decay": Field(Number(minimum=0, maximum=1, exclusive_minimum=True), default=0.97),
+        "k": Field(Number(minimum=1, maximum=8, integer=True), default=2),
+    }
+)
+
+POOL = Obj(
+    {
+        "upstreams": Field(ListOf(NAME, min_items=1), required=True),
+        "fallback": Field(Str(choices=("not-found", "any-error")), default="not-found"),
+    }
+)
+
+BUCKET = Obj(
+    {
+        "rate": Field(RATE, required=True),
+        "burst": Field(Number(minimum=1, integer=True)),
+    }
+)
+
+TENANT = Obj(
+    {
+        "id": Field(NAME, required=True),
+        "tokens": Field(ListOf(TOKEN_HASH), default=()),
+        "pool": Field(NAME),
+        "private": Field(GLOBS, default=()),
+        "allow": Field(GLOBS, default=()),
+        "deny": Field(GLOBS, default=()),
+        "verify_checksums": Field(Bool(), default=False),
+        "client_certs": Field(ListOf(Str()), default=()),
+        "limit": Field(BUCKET),
+    }
+)
+
+HEADER_MATCH = AnyOf(
+    (
+        (str, Str()),
+        (dict, Obj({"regex": Field(REGEX, required=True)})),
+    ),
+    expected="text (exact match) or {regex: ...}",
+)
+
+ROUTE = Obj(
+    {
+        "name": Field(NAME, required=True),
+        "match": Field(
+            Obj(
+                {
+                    "tenant": Field(ListOf(NAME, one_or_many=True)),
+                    "go_version": Field(Str()),
+                    "module": Field(GLOBS),
+                    "kind": Field(ListOf(Str(choices=KINDS), one_or_many=True)),
+                    "header": Field(
+                        MapOf(HEADER_MATCH, key=Str(pattern=r"[A-Za-z0-9-]+", hint=" header name"))
+                    ),
+                }
+            ),
+            default=None,
+        ),
+        "pool": Field(NAME, required=True),
+        "prefer_fresh": Field(Bool(), default=False),
+        "verify_checksums": Field(Bool()),
+    }
+)
+
+ABUSE = Obj(
+    {
+        "pulls": Field(Number(minimum=1, integer=True), default=50),
+        "window": Field(DURATION, default=300.0),
+        "by": Field(
+            ListOf(Str(choices=("ip", "user_agent", "tenant")), min_items=1),
+            default=("ip", "user_agent"),
+        ),
+        "action": Field(Str(choices=("flag", "throttle")), default="flag"),
+        "throttle": Field(BUCKET),
+        "cooldown": Field(DURATION, default=900.0),
+        "exempt": Field(ListOf(Str()), default=()),
+    }
+)
+
+RULES = Obj(
+    {
+        "version": Field(Number(minimum=1, maximum=1, integer=True), required=True),
+        "listen": Field(LISTEN),
+        "tls": Field(TLS_SERVER),
+        "trusted_proxies": Field(ListOf(CIDR), default=()),
+        "redis": Field(REDIS_URL),
+        "selection": Field(SELECTION, default=None),
+        "upstreams": Field(ListOf(UPSTREAM), default=()),
+        "cache": Field(CACHE, default=None),
+        "pools": Field(MapOf(POOL), default=None),
+        "tenants": Field(ListOf(TENANT), default=()),
+        "routes": Field(ListOf(ROUTE), default=()),
+        "default": Field(
+            Obj(
+                {
+                    "pool": Field(NAME),
+                    "anonymous": Field(Bool(), default=True),
+                }
+            ),
+            default=None,
+        ),
+        "limits": Field(
+            Obj(
+                {
+                    "tenant": Field(BUCKET),
+                    "anonymous": Field(BUCKET),
+                    "abuse": Field(ABUSE),
+                }
+            )
+        ),
+        "checksum_dbs": Field(
+            ListOf(
+                Obj(
+                    {
+                        "name": Field(Str(pattern=r"[a-z0-9.-]+(:\d+)?"), required=True),
+                        "key": Field(Str(), required=True),
+                        "url": Field(URL),
+                    }
+                )
+            ),
+            default=(),
+        ),
+        "nosumdb": Field(GLOBS, default=()),
+        "rollouts": Field(
+            ListOf(
+                Obj(
+                    {
+                        "upstream": Field(NAME, required=True),
+                        "compare_with": Field(NAME, required=True),
+                        "sample": Field(Number(minimum=0, maximum=1), default=0.1),
+                        "max_mismatch": Field(Number(minimum=0, maximum=1), default=0.05),
+                        "window": Field(DURATION, default=30.0),
+                    }
+                )
+            ),
+            default=(),
+        ),
+        "admin": Field(
+            Obj(
+                {
+                    "networks": Field(ListOf(CIDR), default=("127.0.0.0/8", "::1/128")),
+                    "tokens": Field(ListOf(TOKEN_HASH), default=()),
+                }
+            ),
+            default=None,
+        ),
+        "server": Field(
+            Obj(
+                {
+                    "header_timeout": Field(DURATION, default=10.0),
+                    "max_header_bytes": Field(SIZE, default=16 << 10),
+                    "max_connections": Field(Number(minimum=1, integer=True), default=10000),
+                    "shutdown_timeout": Field(DURATION, default=30.0),
+                }
+            ),
+            default=None,
+        ),
+    }
+)
+
+# Keys whose values are lists: merged across files by concatenation, in file order.
+LIST_KEYS = frozenset(
+    {"upstreams", "tenants", "routes", "trusted_proxies", "checksum_dbs", "nosumdb", "rollouts"}
+)
+# Keys whose values are name -> object maps: merged across files, a name defined once.
+MAP_KEYS = frozenset({"pools"})
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of one rules file."""
+    out = RULES.json_schema()
+    out["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    out["title"] = "goproxy-router rules"
+    return out

@@ -1,0 +1,138 @@
+"""Checks across the whole rule set: names, references, sums, secrets, shadowing."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+from router.config import model as m
+from router.config.spec import Checker, Where
+
+
+def cross_check(rules: m.Rules, ck: Checker) -> None:
+    """Report every problem that needs more than one key to see."""
+    _unique(((u.name, u.where) for u in rules.upstreams), "upstream", ck)
+    _unique(((t.id, t.where) for t in rules.tenants), "tenant", ck)
+    _unique(((r.name, r.where) for r in rules.routes), "route", ck)
+    _check_presence(rules, ck)
+    _check_pools(rules, ck)
+    _check_references(rules, ck)
+    _check_weights(rules, ck)
+    _check_tokens(rules, ck)
+    _check_upstream_secrets(rules, ck)
+    _check_tls(rules, ck)
+
+
+def _err(ck: Checker, where: Where, message: str) -> None:
+    ck.error(where.file, where.line, message)
+
+
+def _unique(items: Iterable[tuple[str, Where]], what: str, ck: Checker) -> None:
+    seen: dict[str, Where] = {}
+    for name, where in items:
+        if name in seen:
+            first = seen[name]
+            _err(ck, where, f"duplicate {what} {name!r} (first at {first.file}:{first.line})")
+        else:
+            seen[name] = where
+
+
+def _first_source(rules: m.Rules) -> Where:
+    return Where(rules.sources[0] if rules.sources else "<rules>", 1)
+
+
+def _check_presence(rules: m.Rules, ck: Checker) -> None:
+    if not rules.upstreams:
+        _err(ck, _first_source(rules), "no upstreams defined: add at least one under 'upstreams'")
+    if not rules.pools:
+        _err(ck, _first_source(rules), "no pools defined: add at least one under 'pools'")
+
+
+def _check_pools(rules: m.Rules, ck: Checker) -> None:
+    known = {u.name for u in rules.upstreams}
+    for pool in rules.pools:
+        seen: set[str] = set()
+        for name in pool.upstreams:
+            if name not in known:
+                _err(ck, pool.where, f"pool {pool.name!r} names unknown upstream {name!r}")
+            elif name in seen:
+                _err(ck, pool.where, f"pool {pool.name!r} lists upstream {name!r} twice")
+            seen.add(name)
+
+
+def _check_references(rules: m.Rules, ck: Checker) -> None:
+    pools = {p.name for p in rules.pools}
+    tenants = {t.id for t in rules.tenants}
+    upstreams = {u.name for u in rules.upstreams}
+    if rules.default.pool is not None and rules.default.pool not in pools:
+        _err(ck, rules.default.where, f"default.pool names unknown pool {rules.default.pool!r}")
+    for tenant in rules.tenants:
+        if tenant.pool is not None and tenant.pool not in pools:
+            _err(ck, tenant.where, f"tenant {tenant.id!r} names unknown pool {tenant.pool!r}")
+    for route in rules.routes:
+        if route.pool not in pools:
+            _err(ck, route.where, f"route {route.name!r} names unknown pool {route.pool!r}")
+        for tid in route.match.tenant:
+            if tid not in tenants:
+                _err(ck, route.where, f"route {route.name!r} matches unknown tenant {tid!r}")
+    for rollout in rules.rollouts:
+        for name in (rollout.upstream, rollout.compare_with):
+            if name not in upstreams:
+                _err(ck, rollout.where, f"rollout names unknown upstream {name!r}")
+
+
+def _check_weights(rules: m.Rules, ck: Checker) -> None:
+    w = rules.selection.weights
+    total = w.rtt + w.cost + w.heat
+    if not math.isclose(total, 1.0, abs_tol=1e-6):
+        _err(
+            ck,
+            w.where,
+            f"selection.weights must sum to 1 (rtt + cost + heat = {total:g})",
+        )
+
+
+def _check_tokens(rules: m.Rules, ck: Checker) -> None:
+    owner: dict[str, str] = {}
+    for tenant in rules.tenants:
+        for token in tenant.tokens:
+            other = owner.get(token)
+            if other is not None and other != tenant.id:
+                _err(
+                    ck,
+                    tenant.where,
+                    f"tenant {tenant.id!r} shares a token with tenant {other!r}; "
+                    "each token must identify one tenant",
+                )
+            owner[token] = tenant.id
+
+
+def _check_upstream_secrets(rules: m.Rules, ck: Checker) -> None:
+    for up in rules.upstreams:
+        auth = up.auth
+        if auth is None:
+            continue
+        bearer = [x for x in (auth.bearer_env, auth.bearer_file) if x]
+        password = [x for x in (auth.password_env, auth.password_file) if x]
+        if len(bearer) > 1 or len(password) > 1:
+            _err(ck, up.where, f"upstream {up.name!r}: give a secret either from env or file")
+        if bearer and (auth.user or password):
+            _err(ck, up.where, f"upstream {up.name!r}: auth is bearer or basic, not both")
+        if not bearer and not (auth.user and password):
+            _err(
+                ck,
+                up.where,
+                f"upstream {up.name!r}: auth needs bearer_env/bearer_file, "
+                "or user with password_env/password_file",
+            )
+
+
+def _check_tls(rules: m.Rules, ck: Checker) -> None:
+    tls = rules.tls
+    if tls is not None and bool(tls.cert) != bool(tls.key):
+        _err(ck, _first_source(rules), "tls needs both cert and key")
+    if tls is not None and tls.client_auth != "none" and not tls.client_ca:
+        _err(ck, _first_source(rules), "tls.client_auth needs tls.client_ca")
+    for up in rules.upstreams:
+        if up.tls is not None and bool(up.tls.cert) != bool(up.tls.key):
+            _err(ck, up.where, f"upstream {up.name!r}: tls needs both cert and key")

@@ -1,0 +1,121 @@
+"""Reading YAML with line numbers, so that every rules error says FILE:LINE.
+
+PyYAML's composer gives nodes with positions; this module turns them into
+plain Python values whose mappings and sequences remember the line of every
+key and item. Duplicate keys, which PyYAML would silently overwrite, are
+reported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One finding about a rules file: an error, or a warning that does not block."""
+
+    file: str
+    line: int
+    message: str
+    warning: bool = False
+
+    def __str__(self) -> str:
+        prefix = "warning: " if self.warning else ""
+        return f"{self.file}:{self.line}: {prefix}{self.message}"
+
+
+class LocatedDict(dict[str, Any]):
+    """A mapping from a YAML file that knows its own line and each key's line."""
+
+    file: str
+    line: int
+    key_lines: dict[str, int]
+
+    def line_of(self, key: str) -> int:
+        return self.key_lines.get(key, self.line)
+
+
+class LocatedList(list[Any]):
+    """A sequence from a YAML file that knows its own line and each item's line."""
+
+    file: str
+    line: int
+    item_lines: list[int]
+
+    def line_of(self, index: int) -> int:
+        if 0 <= index < len(self.item_lines):
+            return self.item_lines[index]
+        return self.line
+
+
+@dataclass(slots=True)
+class _Reader:
+    file: str
+    problems: list[Problem] = field(default_factory=list)
+
+    def convert(self, node: yaml.Node) -> Any:
+        line = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            return self._mapping(node, line)
+        if isinstance(node, yaml.SequenceNode):
+            seq = LocatedList(self.convert(item) for item in node.value)
+            seq.file, seq.line = self.file, line
+            seq.item_lines = [item.start_mark.line + 1 for item in node.value]
+            return seq
+        return yaml.SafeLoader("").construct_object(node, deep=True)
+
+    def _mapping(self, node: yaml.MappingNode, line: int) -> LocatedDict:
+        out = LocatedDict()
+        out.file, out.line, out.key_lines = self.file, line, {}
+        for key_node, value_node in node.value:
+            key_line = key_node.start_mark.line + 1
+            if not isinstance(key_node, yaml.ScalarNode):
+                self.problems.append(Problem(self.file, key_line, "mapping keys must be plain text"))
+                continue
+            key = str(key_node.value)
+            if key in out:
+                self.problems.append(
+                    Problem(
+                        self.file,
+                        key_line,
+                        f"duplicate key {key!r} (first at line {out.key_lines[key]})",
+                    )
+                )
+                continue
+            out[key] = self.convert(value_node)
+            out.key_lines[key] = key_line
+        return out
+
+
+def read_yaml(path: Path, display: str | None = None) -> tuple[Any, list[Problem]]:
+    """Parse one YAML file; returns (document or None, problems)."""
+    name = display or str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, [Problem(name, 1, f"cannot read file: {exc}")]
+    return parse_yaml(text, name)
+
+
+def parse_yaml(text: str, name: str) -> tuple[Any, list[Problem]]:
+    """Parse YAML text; a syntax error becomes one problem at its line."""
+    reader = _Reader(name)
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else 1
+        return None, [Problem(name, line, f"YAML syntax error: {exc.problem or exc}")]
+    except yaml.YAMLError as exc:
+        return None, [Problem(name, 1, f"YAML error: {exc}")]
+    if node is None:
+        return None, []
+    try:
+        return reader.convert(node), reader.problems
+    except yaml.YAMLError as exc:
+        return None, [Problem(name, 1, f"YAML error: {exc}")]

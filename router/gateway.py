@@ -1,0 +1,187 @@
+"""Serving one GOPROXY request: walk the pool's upstreams, answer, stream.
+
+This is the fetch -> answer half of the request flow. It takes an already
+parsed request and a decided pool; it owns no policy of its own beyond the
+pure fallback walk in `router.core.fallback`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from router.config.model import Pool
+from router.core.fallback import (
+    Attempt,
+    Outcome,
+    Step,
+    classify_status,
+    final_failure,
+    next_step,
+)
+from router.core.protocol import MAX_BYTES, Kind, ModuleRequest, SumdbRequest
+from router.upstream import UpstreamAnswer, UpstreamClient, UpstreamError
+
+log = logging.getLogger("goproxy_router.gateway")
+
+_CAUSE_OUTCOME = {
+    "timeout": Outcome.TIMEOUT,
+    "unreachable": Outcome.UNREACHABLE,
+    "reset": Outcome.UNREACHABLE,
+}
+UPSTREAM_HEADER = "X-Router-Upstream"
+
+
+@dataclass(slots=True)
+class Served:
+    """What happened to one request: for the access log and metrics."""
+
+    upstream: str | None = None
+    attempts: list[Attempt] = field(default_factory=list)
+    status: int = 0
+    bytes: int = 0
+
+
+def text_response(status: int, reason: str, *, upstream: str | None = None) -> web.Response:
+    """A one-line text/plain answer, as the go command wants errors."""
+    one_line = " ".join(reason.split())[:500]
+    resp = web.Response(status=status, text=one_line + "\n", content_type="text/plain")
+    resp.headers[UPSTREAM_HEADER] = upstream or "none"
+    return resp
+
+
+def candidates_for(
+    request: ModuleRequest | SumdbRequest, pool: Pool, clients: Mapping[str, UpstreamClient]
+) -> list[UpstreamClient]:
+    """The pool's upstreams in order; for checksum-DB requests only those proxying the DB."""
+    ordered = [clients[name] for name in pool.upstreams if name in clients]
+    if isinstance(request, SumdbRequest):
+        ordered = [c for c in ordered if request.db in c.config.sumdb]
+    return ordered
+
+
+async def serve(
+    http: web.Request,
+    request: ModuleRequest | SumdbRequest,
+    pool: Pool,
+    clients: Sequence[UpstreamClient],
+    served: Served,
+    extra_headers: Mapping[str, str],
+) -> web.StreamResponse:
+    """Answer `request` from the first upstream of `clients` that serves it."""
+    if isinstance(request, SumdbRequest) and request.is_supported_probe:
+        if clients:
+            return _local_ok(b"", "text/plain; charset=utf-8")
+        return text_response(404, f"checksum database {request.db} is not proxied here")
+    stream = request.kind is Kind.ZIP and http.method == "GET"
+    limit = MAX_BYTES[request.kind]
+    path = request.upstream_path()
+    for client in clients:
+        try:
+            answer = await client.fetch(
+                path, method=http.method, stream=stream, limit=limit, headers=extra_headers
+            )
+        except UpstreamError as exc:
+            outcome = _CAUSE_OUTCOME.get(exc.cause, Outcome.ERROR)
+            served.attempts.append(Attempt(client.name, outcome, None, str(exc)))
+        else:
+            outcome = classify_status(answer.status)
+            if outcome is Outcome.OK:
+                served.upstream = client.name
+                served.attempts.append(Attempt(client.name, outcome, 200))
+                return await _answer(http, answer, limit, served, client.config.timeouts.total)
+            served.attempts.append(
+                Attempt(client.name, outcome, answer.status, _reason(answer))
+            )
+            answer.close()
+        fall = client.config.tier == "L3"
+        if next_step(pool.fallback, outcome, always_fall_through=fall) is Step.STOP:
+            break
+    failure = final_failure(served.attempts)
+    served.upstream = failure.upstream
+    return text_response(failure.status, failure.reason, upstream=failure.upstream)
+
+
+def _local_ok(body: bytes, content_type: str) -> web.Response:
+    resp = web.Response(status=200, body=body, headers={"Content-Type": content_type})
+    resp.headers[UPSTREAM_HEADER] = "none"
+    return resp
+
+
+def _reason(answer: UpstreamAnswer) -> str:
+    """A one-line reason from an upstream's error answer (its text if it is plain text)."""
+    text = ""
+    ctype = (answer.content_type or "").lower()
+    if answer.body and (not ctype or ctype.startswith("text/plain")):
+        lines = answer.body.decode("utf-8", "replace").strip().splitlines()
+        text = "".join(ch for ch in lines[0] if ch.isprintable())[:300] if lines else ""
+    if answer.status in (404, 410):
+        return text or "not found"
+    return f"{answer.status} {text}".strip()
+
+
+async def _answer(
+    http: web.Request, answer: UpstreamAnswer, limit: int, served: Served, deadline: float
+) -> web.StreamResponse:
+    headers = {UPSTREAM_HEADER: answer.upstream}
+    if answer.content_type:
+        headers["Content-Type"] = answer.content_type
+    if answer.body is not None or http.method == "HEAD":
+        body = answer.body or b""
+        resp = web.Response(status=200, body=body, headers=headers)
+        if http.method == "HEAD" and answer.content_length is not None:
+            resp.content_length = answer.content_length
+        served.status, served.bytes = 200, len(body)
+        return resp
+    return await _stream(http, answer, limit, headers, served, deadline)
+
+
+async def _stream(
+    http: web.Request,
+    answer: UpstreamAnswer,
+    limit: int,
+    headers: dict[str, str],
+    served: Served,
+    deadline: float,
+) -> web.StreamResponse:
+    """Stream a large body; a body that breaks midway aborts the client connection,
+    so the client can never take a short body for a whole one."""
+    resp = web.StreamResponse(status=200, headers=headers)
+    if answer.content_length is not None:
+        resp.content_length = answer.content_length
+    served.status = 200
+    try:
+        await resp.prepare(http)
+        async with asyncio.timeout(deadline):
+            async for chunk in answer.iter_body(limit):
+                await resp.write(chunk)
+                served.bytes += len(chunk)
+    except TimeoutError:
+        log.warning("upstream %s: zip transfer exceeded %gs", answer.upstream, deadline)
+        served.status = 504
+        answer.close()
+        _abort(http)
+        return resp
+    except UpstreamError as exc:
+        log.warning("upstream %s broke mid-body: %s", answer.upstream, exc)
+        served.attempts.append(Attempt(answer.upstream, Outcome.ERROR, 200, str(exc)))
+        served.status = 502
+        answer.close()
+        _abort(http)
+        return resp
+    except (ConnectionError, asyncio.CancelledError):
+        answer.close()
+        raise
+    answer.release()
+    await resp.write_eof()
+    return resp
+
+
+def _abort(http: web.Request) -> None:
+    transport = http.transport
+    if transport is not None:
+        transport.abort()

@@ -1,0 +1,223 @@
+"""Talking to one upstream GOPROXY: pooled keep-alive connections, deadlines, streaming.
+
+`UpstreamClient.fetch` returns an `UpstreamAnswer` whose body is either read
+whole (small answers, bounded by a size cap) or left open for streaming
+(.zip). Every failure is an `UpstreamError` with a cause (timeout, reset,
+unreachable, truncated, too_large, redirect) and a one-line message that
+never carries a credential.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+from urllib.parse import urljoin, urlsplit
+
+import aiohttp
+
+from router import __version__
+from router.config.model import Upstream
+
+Cause = Literal["timeout", "reset", "unreachable", "truncated", "too_large", "redirect", "status"]
+
+USER_AGENT = f"goproxy-router/{__version__}"
+MAX_REDIRECTS = 10
+ERROR_BODY_BYTES = 4096
+CHUNK = 256 << 10
+
+
+class UpstreamError(Exception):
+    """An upstream that did not give a usable answer."""
+
+    def __init__(self, upstream: str, cause: Cause, message: str) -> None:
+        super().__init__(message)
+        self.upstream = upstream
+        self.cause = cause
+
+
+@dataclass(slots=True)
+class UpstreamAnswer:
+    """An upstream's answer: status and headers, and a body read whole or streamed."""
+
+    upstream: str
+    status: int
+    content_type: str | None
+    content_length: int | None
+    first_byte_seconds: float
+    body: bytes | None = None
+    _response: aiohttp.ClientResponse | None = field(default=None, repr=False)
+
+    async def iter_body(self, limit: int) -> AsyncIterator[bytes]:
+        """Stream the body; raises UpstreamError on a broken, stalled or oversized body."""
+        if self.body is not None:
+            yield self.body
+            return
+        assert self._response is not None
+        received = 0
+        try:
+            async for chunk in self._response.content.iter_chunked(CHUNK):
+                received += len(chunk)
+                if received > limit:
+                    raise UpstreamError(self.upstream, "too_large", "body exceeds the size cap")
+                yield chunk
+        except (TimeoutError, asyncio.TimeoutError):
+            raise UpstreamError(self.upstream, "timeout", "body stalled") from None
+        except aiohttp.ClientPayloadError:
+            raise UpstreamError(self.upstream, "truncated", "body ended early") from None
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(self.upstream, "reset", _describe(exc)) from None
+        if self.content_length is not None and received != self.content_length:
+            raise UpstreamError(self.upstream, "truncated", "body shorter than announced")
+
+    def release(self) -> None:
+        if self._response is not None:
+            self._response.release()
+            self._response = None
+
+    def close(self) -> None:
+        """Drop the connection (the body was not read to the end)."""
+        if self._response is not None:
+            self._response.close()
+            self._response = None
+
+
+def _describe(exc: BaseException) -> str:
+    """A one-line, credential-free description of a client error."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"cannot connect ({exc.os_error.strerror or type(exc.os_error).__name__})"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "connection closed before an answer"
+    if isinstance(exc, aiohttp.ClientOSError):
+        return f"connection error ({exc.strerror or type(exc).__name__})"
+    return type(exc).__name__
+
+
+class UpstreamClient:
+    """One upstream's connection pool and request logic."""
+
+    def __init__(self, config: Upstream) -> None:
+        self.config = config
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def url_for(self, path: str) -> str:
+        return f"{self.config.url}/{path}"
+
+    async def start(self) -> None:
+        t = self.config.timeouts
+        connector = aiohttp.TCPConnector(
+            limit=self.config.max_connections,
+            keepalive_timeout=30,
+            ttl_dns_cache=300,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(
+                total=None, connect=t.connect, sock_connect=t.connect, sock_read=t.idle
+            ),
+            auto_decompress=False,
+            headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
+            skip_auto_headers=("Accept-Encoding",),
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def fetch(
+        self,
+        path: str,
+        *,
+        method: str = "GET",
+        stream: bool = False,
+        limit: int,
+        headers: Mapping[str, str] | None = None,
+    ) -> UpstreamAnswer:
+        """Ask for `path` (already escaped). Small answers are read whole within the
+        metadata deadline; with `stream`, the body is left open for the caller."""
+        t = self.config.timeouts
+        if stream:
+            return await self._open(path, method, limit, headers or {})
+        try:
+            async with asyncio.timeout(t.metadata):
+                answer = await self._open(path, method, limit, headers or {})
+                try:
+                    if answer.status == 200 and method != "HEAD":
+                        answer.body = b"".join([c async for c in answer.iter_body(limit)])
+                    elif method != "HEAD":
+                        answer.body = await self._error_body(answer)
+                finally:
+                    answer.release()
+                return answer
+        except TimeoutError:
+            raise UpstreamError(self.name, "timeout", f"no answer within {t.metadata:g}s") from None
+
+    async def _error_body(self, answer: UpstreamAnswer) -> bytes:
+        assert answer._response is not None
+        try:
+            return await answer._response.content.read(ERROR_BODY_BYTES)
+        except (aiohttp.ClientError, TimeoutError):
+            return b""
+
+    async def _open(
+        self, path: str, method: str, limit: int, headers: Mapping[str, str]
+    ) -> UpstreamAnswer:
+        """Send the request and wait for the response head (first-byte deadline)."""
+        if self._session is None:
+            raise UpstreamError(self.name, "unreachable", "client not started")
+        url = self.url_for(path)
+        started = time.monotonic()
+        first_byte = self.config.timeouts.first_byte
+        try:
+            async with asyncio.timeout(first_byte):
+                response = await self._follow(url, method, headers)
+        except TimeoutError:
+            raise UpstreamError(self.name, "timeout", f"no response within {first_byte:g}s") from None
+        except aiohttp.ClientConnectorError as exc:
+            raise UpstreamError(self.name, "unreachable", _describe(exc)) from None
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(self.name, "reset", _describe(exc)) from None
+        length = response.content_length
+        answer = UpstreamAnswer(
+            upstream=self.name,
+            status=response.status,
+            content_type=response.headers.get("Content-Type"),
+            content_length=length,
+            first_byte_seconds=time.monotonic() - started,
+            _response=response,
+        )
+        if response.status == 200 and length is not None and length > limit:
+            answer.close()
+            raise UpstreamError(self.name, "too_large", f"answer of {length} bytes exceeds the cap")
+        return answer
+
+    async def _follow(
+        self, url: str, method: str, headers: Mapping[str, str]
+    ) -> aiohttp.ClientResponse:
+        """Send, following redirects only to the same scheme, host and port."""
+        assert self._session is not None
+        origin = urlsplit(self.config.url)
+        for _ in range(MAX_REDIRECTS + 1):
+            response = await self._session.request(
+                method, url, headers=dict(headers), allow_redirects=False
+            )
+            if response.status not in (301, 302, 303, 307, 308):
+                return response
+            location = response.headers.get("Location", "")
+            response.release()
+            target = urlsplit(urljoin(url, location))
+            if (target.scheme, target.hostname, target.port) != (
+                origin.scheme,
+                origin.hostname,
+                origin.port,
+            ):
+                raise UpstreamError(self.name, "redirect", "redirected to another host")
+            url = target.geturl()
+        raise UpstreamError(self.name, "redirect", f"more than {MAX_REDIRECTS} redirects")

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the tests and benchmarks use, when missing.
+# Needs root (CI runs as root); prints what it would need otherwise.
+set -euo pipefail
+need=()
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+if [[ "${WITH_BENCH:-0}" == 1 ]]; then
+  command -v nginx >/dev/null 2>&1 || need+=(nginx)
+  command -v wrk >/dev/null 2>&1 || need+=(wrk)
+fi
+if ((${#need[@]} == 0)); then
+  exit 0
+fi
+if [[ $(id -u) -ne 0 ]]; then
+  echo "missing system packages: ${need[*]} (run as root, or: sudo apt-get install -y ${need[*]})" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq "${need[@]}" >/dev/null

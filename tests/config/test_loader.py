@@ -1,0 +1,90 @@
+"""Rules loading: every broken file reports the exact FILE:LINE, good rules load whole."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from router.cli import main
+from router.config import load_rules
+
+HERE = Path(__file__).parent
+BROKEN = sorted((HERE / "broken").glob("*.yaml"))
+REPO = HERE.parents[1]
+
+
+def _expectations(path: Path) -> list[tuple[int, str]]:
+    out = []
+    for line in path.read_text().splitlines():
+        match = re.match(r"# expect: (\d+): (.*)$", line)
+        if match:
+            out.append((int(match.group(1)), match.group(2)))
+    return out
+
+
+@pytest.mark.parametrize("path", BROKEN, ids=[p.stem for p in BROKEN])
+def test_broken_rules_report_file_and_line(path: Path) -> None:
+    result = load_rules([path])
+    assert result.rules is None
+    rendered = [str(p) for p in result.errors]
+    expected = _expectations(path)
+    assert expected, f"{path.name} has no '# expect:' lines"
+    for line, text in expected:
+        prefix = f"{path}:{line}: "
+        assert any(r.startswith(prefix) and text in r for r in rendered), (
+            f"expected {prefix}{text!r} in {rendered}"
+        )
+
+
+def test_validate_cli_exits_1_and_prints_every_problem(capsys: pytest.CaptureFixture[str]) -> None:
+    path = HERE / "broken" / "bad_types.yaml"
+    assert main(["validate", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) >= 5
+    assert "Traceback" not in err
+    assert all(re.match(rf"{re.escape(str(path))}:\d+: ", ln) for ln in err.strip().splitlines())
+
+
+def test_shipped_rules_validate() -> None:
+    assert main(["validate", str(REPO / "rules")]) == 0
+
+
+def test_folder_merges_files_in_name_order(tmp_path: Path) -> None:
+    (tmp_path / "10-upstreams.yaml").write_text(
+        "version: 1\nupstreams:\n  - {name: a, url: 'https://a.example'}\n"
+    )
+    (tmp_path / "20-pools.yaml").write_text(
+        "version: 1\npools: {main: {upstreams: [a]}}\n"
+        "selection: {weights: {rtt: 0.5, cost: 0.5, heat: 0}}\n"
+    )
+    result = load_rules([tmp_path])
+    assert result.errors == []
+    assert result.rules is not None
+    assert result.rules.pool("main").upstreams == ("a",)
+    assert result.rules.selection.weights.rtt == 0.5
+
+
+def test_key_set_in_two_files_is_an_error(tmp_path: Path) -> None:
+    base = "version: 1\nupstreams:\n  - {name: a, url: 'https://a.example'}\n"
+    (tmp_path / "a.yaml").write_text(base + "pools: {main: {upstreams: [a]}}\nredis: redis://x\n")
+    (tmp_path / "b.yaml").write_text("version: 1\nredis: redis://y\n")
+    result = load_rules([tmp_path])
+    assert any("'redis' is already set at" in str(p) for p in result.errors)
+
+
+def test_units_and_defaults() -> None:
+    result = load_rules([REPO / "rules"])
+    assert result.rules is not None
+    cache = result.rules.cache
+    assert cache.memory == 256 << 20
+    assert cache.ttl.list == 60.0
+    assert result.rules.upstream("official").timeouts.total == 600.0
+
+
+def test_empty_and_missing_files(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    assert any("empty" in str(p) for p in load_rules([empty]).errors)
+    assert load_rules([tmp_path / "nope.yaml"]).errors

@@ -1,0 +1,1 @@
+"""Test support: fixture Go modules, a real fixture GOPROXY server, a go command runner."""
