@@ -11,10 +11,11 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from router.config.model import Rules
 from router.core.errors import ProtocolError
@@ -42,7 +43,6 @@ class GatewayState:
 
 
 STATE = web.AppKey("state", GatewayState)
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def request_id(http: web.Request) -> str:
@@ -52,12 +52,12 @@ def request_id(http: web.Request) -> str:
 
 
 @web.middleware
-async def identity_headers(http: web.Request, handler: Handler) -> web.StreamResponse:
+async def identity_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every response carries X-Request-ID and X-Router-Upstream, errors included."""
-    rid = request_id(http)
-    http["request_id"] = rid
+    rid = request_id(request)
+    request["request_id"] = rid
     try:
-        resp = await handler(http)
+        resp = await handler(request)
     except web.HTTPException as exc:
         resp = text_response(exc.status, exc.reason)
         for name in ("Allow",):

@@ -94,9 +94,7 @@ async def serve(
                 served.upstream = client.name
                 served.attempts.append(Attempt(client.name, outcome, 200))
                 return await _answer(http, answer, limit, served, client.config.timeouts.total)
-            served.attempts.append(
-                Attempt(client.name, outcome, answer.status, _reason(answer))
-            )
+            served.attempts.append(Attempt(client.name, outcome, answer.status, _reason(answer)))
             answer.close()
         fall = client.config.tier == "L3"
         if next_step(pool.fallback, outcome, always_fall_through=fall) is Step.STOP:

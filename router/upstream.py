@@ -63,7 +63,7 @@ class UpstreamAnswer:
                 if received > limit:
                     raise UpstreamError(self.upstream, "too_large", "body exceeds the size cap")
                 yield chunk
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             raise UpstreamError(self.upstream, "timeout", "body stalled") from None
         except aiohttp.ClientPayloadError:
             raise UpstreamError(self.upstream, "truncated", "body ended early") from None
@@ -179,7 +179,9 @@ class UpstreamClient:
             async with asyncio.timeout(first_byte):
                 response = await self._follow(url, method, headers)
         except TimeoutError:
-            raise UpstreamError(self.name, "timeout", f"no response within {first_byte:g}s") from None
+            raise UpstreamError(
+                self.name, "timeout", f"no response within {first_byte:g}s"
+            ) from None
         except aiohttp.ClientConnectorError as exc:
             raise UpstreamError(self.name, "unreachable", _describe(exc)) from None
         except aiohttp.ClientError as exc:

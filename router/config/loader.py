@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from router.config import model as m
-from router.config.source import LocatedDict, Problem, read_yaml
-from router.config.spec import Checker, Where
 from router.config.schema import LIST_KEYS, MAP_KEYS, RULES
 from router.config.semantic import cross_check
+from router.config.source import LocatedDict, Problem, read_yaml
+from router.config.spec import Checker, Where
 
 
 class RulesError(Exception):
@@ -129,9 +129,7 @@ def _merge(docs: list[LocatedDict], ck: Checker) -> dict[str, Any]:
                 merged.setdefault(key, value)
             elif key in origin:
                 first_file, first_line = origin[key]
-                ck.error(
-                    where[0], where[1], f"{key!r} is already set at {first_file}:{first_line}"
-                )
+                ck.error(where[0], where[1], f"{key!r} is already set at {first_file}:{first_line}")
             else:
                 merged[key] = value
                 origin[key] = where
@@ -249,7 +247,9 @@ def build_rules(doc: dict[str, Any], sources: tuple[str, ...]) -> m.Rules:
     return m.Rules(
         upstreams=tuple(_upstream(u) for u in doc.get("upstreams", ())),
         pools=tuple(
-            m.Pool(name=name, upstreams=tuple(p["upstreams"]), fallback=p["fallback"], where=_where(p))
+            m.Pool(
+                name=name, upstreams=tuple(p["upstreams"]), fallback=p["fallback"], where=_where(p)
+            )
             for name, p in doc.get("pools", {}).items()
         ),
         default=m.Default(

@@ -82,7 +82,9 @@ SELECTION = Obj(
             default=None,
         ),
         "mode": Field(Str(choices=("best", "weighted")), default="weighted"),
-        "probe_interval": Field(DURATION, default=10.0, description="active probe of idle upstreams"),
+        "probe_interval": Field(
+            DURATION, default=10.0, description="active probe of idle upstreams"
+        ),
         "rtt_decay": Field(DURATION, default=10.0, description="peak-EWMA decay time"),
         "heat_window": Field(DURATION, default=3600.0, description="how long heat is remembered"),
         "ejection": Field(

@@ -75,7 +75,9 @@ class _Reader:
         for key_node, value_node in node.value:
             key_line = key_node.start_mark.line + 1
             if not isinstance(key_node, yaml.ScalarNode):
-                self.problems.append(Problem(self.file, key_line, "mapping keys must be plain text"))
+                self.problems.append(
+                    Problem(self.file, key_line, "mapping keys must be plain text")
+                )
                 continue
             key = str(key_node.value)
             if key in out:

@@ -118,9 +118,11 @@ class Bool(Spec):
         return value
 
     def json_schema(self) -> dict[str, Any]:
-        return {"type": "boolean", "description": self.description} if self.description else {
-            "type": "boolean"
-        }
+        return (
+            {"type": "boolean", "description": self.description}
+            if self.description
+            else {"type": "boolean"}
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,7 +300,9 @@ class ListOf(Spec):
         arr: dict[str, Any] = {"type": "array", "items": self.item.json_schema()}
         if self.min_items:
             arr["minItems"] = self.min_items
-        out = {"anyOf": [self.item.json_schema(), arr]} if self.one_or_many else arr
+        out: dict[str, Any] = (
+            {"anyOf": [self.item.json_schema(), arr]} if self.one_or_many else arr
+        )
         if self.description:
             out["description"] = self.description
         return out

@@ -42,9 +42,7 @@ MAX_BYTES: dict[Kind, int] = {
 _FILE_KINDS = {"info": Kind.INFO, "mod": Kind.MOD, "zip": Kind.ZIP}
 _PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
 _SUMDB_NAME = re.compile(r"[a-z0-9][a-z0-9.-]*(:[0-9]{1,5})?")
-_TILE = re.compile(
-    r"tile/[0-9]+/(?:[0-9]+|data)/(?:x[0-9]{3}/)*[0-9]{3}(?:\.p/[0-9]+)?"
-)
+_TILE = re.compile(r"tile/[0-9]+/(?:[0-9]+|data)/(?:x[0-9]{3}/)*[0-9]{3}(?:\.p/[0-9]+)?")
 _LOOKUP_VERSION = re.compile(r"v[0-9]+\.[0-9]+\.[0-9]+(-[^@]*)?(\+incompatible)?")
 # Bytes Go's url.PathEscape leaves alone in a path segment (besides '/').
 _GO_PATH_SAFE = frozenset(
@@ -104,9 +102,7 @@ class SumdbRequest:
 
     def upstream_path(self) -> str:
         if self.module is not None and self.version is not None:
-            target = (
-                f"{modpath.escape_path(self.module)}@{modpath.escape_version(self.version)}"
-            )
+            target = f"{modpath.escape_path(self.module)}@{modpath.escape_version(self.version)}"
             return go_path_escape(f"sumdb/{self.db}/lookup/{target}")
         return go_path_escape(f"sumdb/{self.db}/{self.rest}")
 

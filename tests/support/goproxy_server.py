@@ -163,6 +163,12 @@ class FixtureProxy:
     ``/sumdb/NAME/supported`` answers 200. ``base_path`` mounts the protocol under a prefix (the
     URL then ends with it). ``zip_dir`` is where large modules' zips are written (a temporary
     directory removed on stop by default).
+
+    Attributes tests use: ``modules`` (the live :class:`ModuleSet`; add versions mid-test),
+    ``requests`` (every :class:`RecordedRequest`, in arrival order), ``sumdb_responses`` (canned
+    bodies keyed by the full decoded request path, e.g.
+    ``"/sumdb/sum.golang.org/lookup/rsc.io/quote@v1.5.2"``) and ``bytes_served`` (body bytes
+    sent for GET requests, for cost accounting checks).
     """
 
     def __init__(
@@ -242,7 +248,7 @@ class FixtureProxy:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
         runner = web.AppRunner(
-            app, access_log=None, handler_cancellation=True, shutdown_timeout=0.5
+            app, access_log=None, handler_cancellation=True, shutdown_timeout=0.25
         )
         await runner.setup()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -262,7 +268,7 @@ class FixtureProxy:
         return self
 
     async def aclose(self) -> None:
-        """Stop serving (in-flight requests get half a second, then are cancelled)."""
+        """Stop serving (in-flight requests get a quarter of a second, then are cancelled)."""
         running, self._running = self._running, None
         if running is None:
             return

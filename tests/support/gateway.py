@@ -1,0 +1,178 @@
+"""Running the gateway for tests: in-process on a real port, or as a real subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from aiohttp import web
+
+from router.app import create_app
+from router.config import load_or_raise
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def write_rules(
+    dest: Path,
+    upstreams: Sequence[Mapping[str, Any]],
+    pools: Mapping[str, Mapping[str, Any]],
+    **extra: Any,
+) -> Path:
+    """Write a rules file; `extra` adds top-level keys (default, tenants, routes, cache...)."""
+    doc: dict[str, Any] = {"version": 1, "upstreams": [dict(u) for u in upstreams]}
+    doc["pools"] = {name: dict(p) for name, p in pools.items()}
+    doc.update(extra)
+    dest.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return dest
+
+
+def one_pool_rules(
+    dest: Path,
+    urls: Mapping[str, str],
+    *,
+    fallback: str = "not-found",
+    upstream_extra: Mapping[str, Mapping[str, Any]] | None = None,
+    **extra: Any,
+) -> Path:
+    """Rules with one pool `main` over the given name -> url upstreams, in order."""
+    ups = []
+    for name, url in urls.items():
+        ups.append({"name": name, "url": url, **(upstream_extra or {}).get(name, {})})
+    extra.setdefault("default", {"pool": "main"})
+    return write_rules(
+        dest, ups, {"main": {"upstreams": list(urls), "fallback": fallback}}, **extra
+    )
+
+
+@dataclass(slots=True)
+class RunningGateway:
+    url: str
+    app: web.Application | None = None
+
+
+@asynccontextmanager
+async def gateway_in_process(
+    rules_path: Path, *, ssl_context: ssl.SSLContext | None = None
+) -> AsyncIterator[RunningGateway]:
+    """The real application on a real loopback port, in this event loop."""
+    app = create_app(load_or_raise([rules_path]))
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2)
+    await runner.setup()
+    port = free_port()
+    site = web.TCPSite(runner, "127.0.0.1", port, ssl_context=ssl_context)
+    await site.start()
+    scheme = "https" if ssl_context else "http"
+    try:
+        yield RunningGateway(url=f"{scheme}://127.0.0.1:{port}", app=app)
+    finally:
+        await runner.cleanup()
+
+
+class GatewayProcess:
+    """`python -m router serve` as a child process, for what must be measured from outside
+    (memory, signals) or needs its own process."""
+
+    def __init__(
+        self,
+        rules_path: Path,
+        *,
+        args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+        scheme: str = "http",
+    ) -> None:
+        self.port = free_port()
+        self.scheme = scheme
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
+        cmd = [
+            sys.executable,
+            "-m",
+            "router",
+            "serve",
+            "--rules",
+            str(rules_path),
+            "--listen",
+            f"127.0.0.1:{self.port}",
+            *args,
+        ]
+        self.proc = subprocess.Popen(
+            cmd,
+            env={**os.environ, **(env or {})},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self, timeout: float = 15.0, ssl_context: ssl.SSLContext | None = None) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                out = self.proc.stdout.read().decode() if self.proc.stdout else ""
+                raise RuntimeError(f"gateway exited with {self.proc.returncode}: {out}")
+            try:
+                with urllib.request.urlopen(
+                    f"{self.url}/readyz", timeout=1, context=ssl_context
+                ) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.05)
+        raise TimeoutError("gateway did not become ready")
+
+    def rss_bytes(self) -> int:
+        with open(f"/proc/{self.proc.pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS")
+
+    def stop(self, timeout: float = 10.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def output(self) -> str:
+        if self.proc.stdout is None:
+            return ""
+        return self.proc.stdout.read().decode(errors="replace")
+
+
+@contextmanager
+def gateway_process(rules_path: Path, **kwargs: Any) -> Iterator[GatewayProcess]:
+    gw = GatewayProcess(rules_path, **kwargs)
+    try:
+        gw.wait_ready()
+        yield gw
+    finally:
+        gw.stop()
+
+
+async def wait_for(predicate: Any, timeout: float = 5.0, interval: float = 0.02) -> None:
+    """Poll until `predicate()` is true (no fixed sleeps in tests)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        await asyncio.sleep(interval)
+    raise TimeoutError("condition not met in time")
