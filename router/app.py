@@ -43,6 +43,8 @@ class GatewayState:
 
 
 STATE = web.AppKey("state", GatewayState)
+REQUEST_ID = web.RequestKey("request_id", str)
+SERVED = web.RequestKey("served", Served)
 
 
 def request_id(http: web.Request) -> str:
@@ -55,7 +57,7 @@ def request_id(http: web.Request) -> str:
 async def identity_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every response carries X-Request-ID and X-Router-Upstream, errors included."""
     rid = request_id(request)
-    request["request_id"] = rid
+    request[REQUEST_ID] = rid
     try:
         resp = await handler(request)
     except web.HTTPException as exc:
@@ -71,7 +73,7 @@ async def identity_headers(request: web.Request, handler: Handler) -> web.Stream
 
 async def _prepare_headers(http: web.Request, resp: web.StreamResponse) -> None:
     """Streamed responses are prepared inside handlers; stamp them just before."""
-    rid = http.get("request_id")
+    rid = http.get(REQUEST_ID)
     if rid is not None:
         resp.headers.setdefault(REQUEST_ID_HEADER, rid)
     resp.headers.setdefault(UPSTREAM_HEADER, "none")
@@ -103,8 +105,8 @@ async def goproxy(http: web.Request) -> web.StreamResponse:
     pool = rules.pool(rules.default_pool)
     clients = candidates_for(request, pool, state.clients)
     served = Served()
-    http["served"] = served
-    headers = {REQUEST_ID_HEADER: http["request_id"]}
+    http[SERVED] = served
+    headers = {REQUEST_ID_HEADER: http[REQUEST_ID]}
     return await serve(http, request, pool, clients, served, headers)
 
 

@@ -128,12 +128,17 @@ async def _answer(
     headers = {UPSTREAM_HEADER: answer.upstream}
     if answer.content_type:
         headers["Content-Type"] = answer.content_type
-    if answer.body is not None or http.method == "HEAD":
-        body = answer.body or b""
-        resp = web.Response(status=200, body=body, headers=headers)
-        if http.method == "HEAD" and answer.content_length is not None:
-            resp.content_length = answer.content_length
-        served.status, served.bytes = 200, len(body)
+    if http.method == "HEAD":
+        head = web.StreamResponse(status=200, headers=headers)
+        if answer.content_length is not None:
+            head.content_length = answer.content_length
+        await head.prepare(http)
+        await head.write_eof()
+        served.status = 200
+        return head
+    if answer.body is not None:
+        resp = web.Response(status=200, body=answer.body, headers=headers)
+        served.status, served.bytes = 200, len(answer.body)
         return resp
     return await _stream(http, answer, limit, headers, served, deadline)
 

@@ -10,6 +10,7 @@ never carries a credential.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from typing import Literal
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
+from yarl import URL
 
 from router import __version__
 from router.config.model import Upstream
@@ -87,7 +89,9 @@ class UpstreamAnswer:
 def _describe(exc: BaseException) -> str:
     """A one-line, credential-free description of a client error."""
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return f"cannot connect ({exc.os_error.strerror or type(exc.os_error).__name__})"
+        errno = exc.os_error.errno
+        detail = os.strerror(errno) if errno else type(exc.os_error).__name__
+        return f"cannot connect ({detail})"
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return "connection closed before an answer"
     if isinstance(exc, aiohttp.ClientOSError):
@@ -208,7 +212,7 @@ class UpstreamClient:
         origin = urlsplit(self.config.url)
         for _ in range(MAX_REDIRECTS + 1):
             response = await self._session.request(
-                method, url, headers=dict(headers), allow_redirects=False
+                method, URL(url, encoded=True), headers=dict(headers), allow_redirects=False
             )
             if response.status not in (301, 302, 303, 307, 308):
                 return response

@@ -300,9 +300,7 @@ class ListOf(Spec):
         arr: dict[str, Any] = {"type": "array", "items": self.item.json_schema()}
         if self.min_items:
             arr["minItems"] = self.min_items
-        out: dict[str, Any] = (
-            {"anyOf": [self.item.json_schema(), arr]} if self.one_or_many else arr
-        )
+        out: dict[str, Any] = {"anyOf": [self.item.json_schema(), arr]} if self.one_or_many else arr
         if self.description:
             out["description"] = self.description
         return out

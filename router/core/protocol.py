@@ -213,10 +213,7 @@ def _check_version_for(kind: Kind, module: str, version: str) -> None:
         raise ModuleError(
             f"invalid version {version!r}: .{kind.value} needs a canonical semantic version"
         )
-    try:
-        modpath.check(module, version)
-    except ModuleError as exc:
-        raise ModuleError(f"invalid version: {exc}") from None
+    modpath.check(module, version)
 
 
 def _parse_sumdb(rest: str) -> SumdbRequest:

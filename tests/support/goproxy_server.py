@@ -100,6 +100,16 @@ class Fault:
     redirect_to: str | None = None
     times: int | None = None
 
+    def __post_init__(self) -> None:
+        if self.times is not None and self.times < 1:
+            raise ValueError("Fault.times must be at least 1 (or None for always)")
+        for name in ("truncate_at", "stall_after"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"Fault.{name} must not be negative")
+        if self.pattern is not None:
+            re.compile(self.pattern)
+
     def matches(self, decoded_path: str) -> bool:
         """True when this fault applies to ``decoded_path``."""
         return self.pattern is None or re.search(self.pattern, decoded_path) is not None

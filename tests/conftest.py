@@ -1,0 +1,51 @@
+"""Test-wide guards and fixtures.
+
+No test may reach the internet: every outbound connection from this process
+must go to a loopback address (or a Unix socket). The go command runs with
+GOPROXY pointing at loopback, GOSUMDB off or at a test checksum DB, and
+GOTOOLCHAIN=local, so it has nothing to fetch from outside either.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+_real_connect = socket.socket.connect
+_real_connect_ex = socket.socket.connect_ex
+
+
+def _check_address(address: Any) -> None:
+    if isinstance(address, tuple) and address:
+        host = address[0]
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            if host != "localhost":
+                raise OSError(f"test tried to reach a non-loopback host: {host!r}") from None
+            return
+        if not ip.is_loopback:
+            raise OSError(f"test tried to reach a non-loopback address: {host}")
+
+
+def _guarded_connect(self: socket.socket, address: Any) -> None:
+    _check_address(address)
+    _real_connect(self, address)
+
+
+def _guarded_connect_ex(self: socket.socket, address: Any) -> int:
+    _check_address(address)
+    return _real_connect_ex(self, address)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _loopback_only() -> Iterator[None]:
+    socket.socket.connect = _guarded_connect  # type: ignore[method-assign]
+    socket.socket.connect_ex = _guarded_connect_ex  # type: ignore[method-assign]
+    yield
+    socket.socket.connect = _real_connect  # type: ignore[method-assign]
+    socket.socket.connect_ex = _real_connect_ex  # type: ignore[method-assign]
