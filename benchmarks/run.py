@@ -21,10 +21,13 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import io
 import json
 import os
 import platform
 import random
+import re
+import resource
 import shutil
 import signal
 import socket
@@ -33,6 +36,7 @@ import sys
 import tempfile
 import time
 import zipfile
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import asdict, dataclass, field
@@ -55,6 +59,8 @@ WORKLOADS = ("metadata", "zip-1k", "zip-1m")
 INSTALL_HINT = "apt-get install -y nginx wrk"
 STOP_GRACE_SECONDS = 15.0
 READY_TIMEOUT_SECONDS = 30.0
+IDLE_LIMIT_PCT = 10.0  # machine-wide busy CPU (% of one core) that still counts as quiet
+NOISY_PCT = 10.0  # other processes' load during a run above which the run is flagged
 
 TARGET_TITLES = {
     "upstream": "upstream nginx, direct",
@@ -124,6 +130,7 @@ class Settings:
     timeout: int
     repeat: int
     modules: int
+    idle_wait: int
     pin: bool
     sut_cpus: str
     load_cpus: str
@@ -143,6 +150,12 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
     p.add_argument("--timeout", type=int, default=5, help="wrk --timeout seconds (5)")
     p.add_argument("--repeat", type=int, default=1, help="runs per cell; the median is shown")
     p.add_argument("--modules", type=int, default=300, help="fixture modules (300)")
+    p.add_argument(
+        "--idle-wait",
+        type=int,
+        default=120,
+        help="before each run, wait up to this many seconds for other load to stop (120; 0: off)",
+    )
     p.add_argument("--quick", action="store_true", help="smoke run: 3 s, 1 s warm-up")
     p.add_argument("--no-pin", action="store_true", help="do not use taskset")
     p.add_argument("--sut-cpus", default="0", help="taskset -c list for the system under test")
@@ -161,6 +174,11 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
         p.error("--duration must be 1..600 and --warmup 0..60 seconds")
     if a.connections < a.threads or a.threads < 1 or a.repeat < 1 or a.modules < 1:
         p.error("need --threads >= 1, --connections >= --threads, --repeat >= 1, --modules >= 1")
+    try:
+        for spec in (a.sut_cpus, a.load_cpus):
+            cpu_list(spec)
+    except ValueError:
+        p.error("--sut-cpus/--load-cpus take taskset -c lists such as 0 or 0,2 or 1-3")
     targets = tuple(t for t in a.targets.split(",") if t)
     workloads = tuple(w for w in a.workloads.split(",") if w)
     if bad := [t for t in targets if t not in TARGETS] + [
@@ -175,6 +193,7 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
         timeout=a.timeout,
         repeat=a.repeat,
         modules=a.modules,
+        idle_wait=0 if a.quick else max(0, a.idle_wait),
         pin=not a.no_pin,
         sut_cpus=a.sut_cpus,
         load_cpus=a.load_cpus,
@@ -252,8 +271,6 @@ def module_zip(module: str, version: str, size: int, rng: random.Random) -> byte
     """A real module zip (stored, not compressed) of exactly `size` bytes."""
 
     def build(payload: int) -> bytes:
-        import io
-
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
             prefix = f"{module}@{version}/"
@@ -509,6 +526,8 @@ class Measurement:
     errors: dict[str, int]
     cpu_busy_pct: dict[str, float]
     sut_cpu_us_per_req: float | None
+    other_load_pct: float  # CPU (% of one core) used by processes that are not ours
+    idle_wait_seconds: float | None  # None: the machine never got quiet before the run
     raw: str = field(repr=False)
 
     @property
@@ -577,11 +596,6 @@ def rss_mib(pids: Sequence[int]) -> float:
     return round(total_kib / 1024, 1)
 
 
-def sut_pids(proc: subprocess.Popen[bytes]) -> list[int]:
-    """The real processes behind a (possibly taskset-wrapped) child; taskset execs."""
-    return process_tree(proc.pid)
-
-
 @dataclass(frozen=True, slots=True)
 class Wrk:
     binary: str
@@ -615,6 +629,63 @@ class Wrk:
         raise BenchError(f"wrk gave no result (exit {done.returncode}):\n{out}")
 
 
+def children_cpu_seconds() -> float:
+    """CPU time of our reaped children (wrk runs are reaped right after they end)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def wait_for_idle(max_wait: float, limit_pct: float = IDLE_LIMIT_PCT) -> float | None:
+    """Wait until the whole machine is quiet (busy < limit_pct of one core over 1 s).
+
+    Between measurements our own processes are idle, so what this sees is someone
+    else's load (say, a test suite on the same host). Returns the seconds waited,
+    or None when it was still busy after `max_wait`."""
+    started = time.monotonic()
+    while True:
+        before = cpu_ticks()
+        time.sleep(1.0)
+        busy = sum(b - before[c][0] for c, (b, _) in cpu_ticks().items())
+        if 100.0 * busy / os.sysconf("SC_CLK_TCK") < limit_pct:
+            return round(time.monotonic() - started, 1)
+        if time.monotonic() - started >= max_wait:
+            return None
+
+
+@dataclass(frozen=True, slots=True)
+class Watched:
+    """The processes whose CPU time is accounted: the system under test and the upstream."""
+
+    sut: list[int]
+    upstream: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """CPU counters at one instant, to diff around a measured wrk run."""
+
+    at: float
+    cpus: dict[str, tuple[int, int]]
+    sut: float  # CPU seconds of the system under test
+    ours: float  # ... of everything we started: SUT, upstream, reaped wrk runs
+
+    @classmethod
+    def take(cls, watched: Watched) -> Snapshot:
+        own = sorted(set(watched.sut + watched.upstream))
+        return cls(
+            at=time.monotonic(),
+            cpus=cpu_ticks(),
+            sut=cpu_seconds(watched.sut),
+            ours=cpu_seconds(own) + children_cpu_seconds(),
+        )
+
+    def other_load_pct(self, later: Snapshot) -> float:
+        """CPU that processes not started by us used in between, in % of one core."""
+        busy = sum(b - self.cpus[c][0] for c, (b, _) in later.cpus.items())
+        other = busy / os.sysconf("SC_CLK_TCK") - (later.ours - self.ours)
+        return round(max(0.0, 100.0 * other / (later.at - self.at)), 1)
+
+
 def measure(
     wrk: Wrk,
     port: int,
@@ -622,14 +693,16 @@ def measure(
     workload: str,
     target: str,
     run: int,
-    sut: list[int],
+    watched: Watched,
 ) -> Measurement:
     s = wrk.settings
+    waited = wait_for_idle(s.idle_wait) if s.idle_wait > 0 else 0.0
     if s.warmup:
         wrk.run(port, paths_file, s.warmup)
-    cpu0, sut0 = cpu_ticks(), cpu_seconds(sut)
+    before = Snapshot.take(watched)
     data, raw = wrk.run(port, paths_file, s.duration)
-    busy, sut_used = busy_percent(cpu0, cpu_ticks()), cpu_seconds(sut) - sut0
+    after = Snapshot.take(watched)
+    sut_used = after.sut - before.sut
     seconds = data["duration_us"] / 1e6
     lat = data["latency_us"]
     requests = int(data["requests"])
@@ -647,8 +720,10 @@ def measure(
         p999_ms=lat["p999"] / 1000,
         max_ms=lat["max"] / 1000,
         errors={k: int(v) for k, v in data["errors"].items()},
-        cpu_busy_pct=busy,
+        cpu_busy_pct=busy_percent(before.cpus, after.cpus),
         sut_cpu_us_per_req=round(sut_used * 1e6 / requests, 1) if requests else None,
+        other_load_pct=before.other_load_pct(after),
+        idle_wait_seconds=waited,
         raw=raw,
     )
 
@@ -702,12 +777,37 @@ class Report:
     targets: list[TargetReport] = field(default_factory=list)
 
 
-def log_findings(log: Path, limit: int = 10) -> list[str]:
-    """Warnings, errors and tracebacks a child wrote (gateway log, nginx error log)."""
-    keys = ("WARNING", "ERROR", "CRITICAL", "Traceback", "[warn]", "[error]", "[crit]", "[alert]")
-    found = [line for line in tail(log, 100_000).splitlines() if any(k in line for k in keys)]
-    if len(found) > limit:
-        return [*found[:limit], f"... and {len(found) - limit} more (see {log.name})"]
+_LOG_KEYS = ("WARNING", "ERROR", "CRITICAL", "[warn]", "[error]", "[crit]", "[alert]", "[emerg]")
+_TIMESTAMP = re.compile(r"^\d{4}[-/]\d\d[-/]\d\d[ T]\d\d:\d\d:\d\d(?:[,.]\d+)? ?")
+_NGINX_DETAIL = re.compile(r"\d+#\d+: \*\d+ |, client: .*$")
+
+
+def log_findings(log: Path, limit: int = 12) -> list[str]:
+    """Warnings, errors and exceptions a child logged, grouped: 'N x message'.
+
+    Timestamps and connection numbers are dropped so repeats group together; a
+    traceback is summarised by its last line (the exception)."""
+    counts: Counter[str] = Counter()
+    in_traceback = False
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        if line.startswith("Traceback"):
+            in_traceback = True
+            continue
+        if in_traceback:
+            if line.startswith((" ", "\t")) or not line.strip():
+                continue
+            in_traceback = False
+            counts["exception: " + line.strip()[:200]] += 1
+            continue
+        if any(key in line for key in _LOG_KEYS):
+            counts[_NGINX_DETAIL.sub("", _TIMESTAMP.sub("", line)).strip()[:200]] += 1
+    found = [f"{n} x {message}" for message, n in counts.most_common(limit)]
+    if len(counts) > limit:
+        found.append(f"... and {len(counts) - limit} other kinds (see {log.name})")
     return found
 
 
@@ -746,20 +846,21 @@ def run_target(
     problems = check_target(port, fixture, settings.workloads)
     for problem in problems[:5]:
         print(f"  check: {problem}", flush=True)
-    pids = sut_pids(proc)
+    # taskset execs its command, so the Popen pid is nginx's or the gateway's own.
+    watched = Watched(sut=process_tree(proc.pid), upstream=process_tree(upstream_proc.pid))
     try:
         for workload in settings.workloads:
             paths_file = work / f"paths-{workload}.txt"
             for run in range(settings.repeat):
-                m = measure(wrk, port, paths_file, workload, target, run, pids)
+                m = measure(wrk, port, paths_file, workload, target, run, watched)
                 report.measurements.append(m)
                 print(
                     f"  {workload:9} run {run + 1}: {m.rps:>9,.0f} req/s  p50 {m.p50_ms:6.2f} ms"
                     f"  p99 {m.p99_ms:7.2f} ms  {m.mib_s:8.1f} MiB/s  errors {m.error_count}"
-                    f"  cpu {m.cpu_busy_pct}",
+                    f"  cpu {m.cpu_busy_pct}  other {m.other_load_pct}%",
                     flush=True,
                 )
-        rss = rss_mib(pids)
+        rss = rss_mib(watched.sut)
     finally:
         if target != "upstream":
             code = children.stop(target)
@@ -837,8 +938,8 @@ def render(report: Report) -> str:
         + ", ".join(f"{w} rotates over {n} paths" for w, n in fx["paths"].items()),
         "",
         "| workload | target | req/s | p50 ms | p99 ms | max ms | MiB/s | errors | "
-        "SUT CPU µs/req | CPU busy % (per core) |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|---|",
+        "SUT CPU µs/req | busy % CPU0 / CPU1 | other load % |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|---|--:|",
     ]
     medians: dict[tuple[str, str], Measurement] = {}
     for workload in s["workloads"]:
@@ -853,7 +954,7 @@ def render(report: Report) -> str:
             lines.append(
                 f"| {WORKLOAD_TITLES[workload]} | {TARGET_TITLES[target]} | {m.rps:,.0f} | "
                 f"{m.p50_ms:.2f} | {m.p99_ms:.2f} | {m.max_ms:.1f} | {m.mib_s:,.1f} | {errors} | "
-                f"{per_req} | {cpu} |"
+                f"{per_req} | {cpu} | {m.other_load_pct:.0f}{' (!)' if noisy(m) else ''} |"
             )
     lines += [
         "",
@@ -885,8 +986,19 @@ def render(report: Report) -> str:
         notes.append(f"- {head}" + ("" if t.check_problems else "; content check passed"))
         notes += [f"  - check: {p}" for p in t.check_problems[:10]]
         notes += [f"  - log: `{line.strip()}`" for line in t.log_findings]
+    flagged = [m for m in report.measurements if noisy(m)]
+    if flagged:
+        notes.append(
+            f"- (!) {len(flagged)} run(s) shared the machine with other load (more than "
+            f"{NOISY_PCT:g}% of a core, or it never got quiet before the run): "
+            + ", ".join(f"{m.target}/{m.workload}#{m.run + 1}" for m in flagged)
+        )
     lines += ["", "Notes:", "", *notes, ""]
     return "\n".join(lines)
+
+
+def noisy(m: Measurement) -> bool:
+    return m.other_load_pct > NOISY_PCT or m.idle_wait_seconds is None
 
 
 def fmt_ratio(value: float | None) -> str:
@@ -897,17 +1009,20 @@ def fmt_ratio(value: float | None) -> str:
 
 
 @contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Make SIGTERM unwind like Ctrl-C, so every `finally` stops its children."""
+def stop_signals_interrupt() -> Iterator[None]:
+    """Make SIGTERM and SIGINT unwind like Ctrl-C, so every `finally` stops its children.
+
+    SIGINT is set explicitly: a shell starts background jobs with it ignored."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def bench(settings: Settings) -> Report:
@@ -983,7 +1098,7 @@ def save(report: Report, out_dir: Path, markdown: str) -> tuple[Path, Path]:
 def main(argv: Sequence[str] | None = None) -> int:
     settings = parse_args(argv)
     try:
-        with sigterm_as_interrupt():
+        with stop_signals_interrupt():
             report = bench(settings)
     except BenchError as exc:
         print(f"benchmark: {exc}", file=sys.stderr)

@@ -1,45 +1,63 @@
 """The HTTP surface: one composition root, middlewares, handlers.
 
 `create_app` builds the aiohttp application: upstream clients start and stop
-with it (cleanup_ctx), the rules live in a holder that a reload swaps
-atomically, and every response gets X-Request-ID and X-Router-Upstream.
-Errors from the core are mapped to statuses here and only here.
+with it (cleanup_ctx), the current `Runtime` (rules and what is compiled from
+them) is swapped whole on reload, and every response gets X-Request-ID and
+X-Router-Upstream. The request flow is parse -> identify -> decide -> fetch
+-> answer; errors from the core are mapped to statuses here and only here.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from router.config.model import Rules
 from router.core.errors import ProtocolError
-from router.core.protocol import parse_request_target
+from router.core.protocol import ModuleRequest, SumdbRequest, parse_request_target
+from router.core.routing import Facts
+from router.core.tenancy import REALM, Identity, Refusal, identify, visibility
 from router.gateway import UPSTREAM_HEADER, Served, candidates_for, serve, text_response
+from router.observability import Metrics, status_class
+from router.padding import NotFoundTimer
+from router.reload import Reloader
+from router.runtime import Runtime, build_runtime
 from router.tasks import TaskGroup
-from router.upstream import UpstreamClient
 
 log = logging.getLogger("goproxy_router.app")
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
-_OPS_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 @dataclass(slots=True)
 class GatewayState:
-    """Everything a request needs, swapped as a whole when rules reload."""
+    """The application's live state: the current runtime and what outlives reloads."""
 
-    rules: Rules
-    clients: dict[str, UpstreamClient] = field(default_factory=dict)
+    initial_rules: Rules
+    rules_paths: tuple[Path, ...] = ()
+    runtime: Runtime | None = None
     ready: bool = False
     draining: bool = False
     tasks: TaskGroup = field(default_factory=TaskGroup)
+    metrics: Metrics = field(default_factory=Metrics)
+    not_found_timer: NotFoundTimer = field(default_factory=NotFoundTimer)
+    reloader: Reloader | None = None
+
+    @property
+    def current(self) -> Runtime:
+        if self.runtime is None:
+            raise web.HTTPServiceUnavailable(reason="not ready")
+        return self.runtime
 
 
 STATE = web.AppKey("state", GatewayState)
@@ -62,9 +80,6 @@ async def identity_headers(request: web.Request, handler: Handler) -> web.Stream
         resp = await handler(request)
     except web.HTTPException as exc:
         resp = text_response(exc.status, exc.reason)
-        for name in ("Allow",):
-            if name in exc.headers:
-                resp.headers[name] = exc.headers[name]
     if not resp.prepared:
         resp.headers[REQUEST_ID_HEADER] = rid
         resp.headers.setdefault(UPSTREAM_HEADER, "none")
@@ -90,47 +105,164 @@ async def readyz(http: web.Request) -> web.StreamResponse:
     return web.Response(status=503, text="not ready\n")
 
 
+async def metrics(http: web.Request) -> web.StreamResponse:
+    body, ctype = http.app[STATE].metrics.exposition()
+    resp = web.Response(body=body)
+    resp.headers["Content-Type"] = ctype
+    return resp
+
+
+def _refusal_response(refusal: Refusal) -> web.Response:
+    resp = text_response(refusal.status, refusal.reason)
+    if refusal.challenge:
+        resp.headers["WWW-Authenticate"] = f'Basic realm="{REALM}"'
+    return resp
+
+
+def _module_of(request: ModuleRequest | SumdbRequest) -> str | None:
+    return request.module
+
+
 async def goproxy(http: web.Request) -> web.StreamResponse:
-    """Every GOPROXY and checksum-database request."""
+    """Every GOPROXY and checksum-database request: parse, identify, decide, fetch."""
+    state = http.app[STATE]
     if http.method not in ("GET", "HEAD"):
-        resp = text_response(405, f"method {http.method} not allowed: only GET and HEAD")
-        resp.headers["Allow"] = "GET, HEAD"
-        return resp
+        refused = text_response(405, f"method {http.method} not allowed: only GET and HEAD")
+        refused.headers["Allow"] = "GET, HEAD"
+        return refused
     try:
         request = parse_request_target(http.raw_path)
     except ProtocolError as exc:
         return text_response(exc.status, exc.reason)
-    state = http.app[STATE]
-    rules = state.rules
-    pool = rules.pool(rules.default_pool)
-    clients = candidates_for(request, pool, state.clients)
+    rt = state.current
+    who = identify(
+        rt.tenants,
+        authorization=http.headers.get("Authorization"),
+        tenant_header=http.headers.get("X-Tenant-ID"),
+        peer=http.remote,
+    )
+    if isinstance(who, Refusal):
+        state.metrics.auth_failures.labels(str(who.status)).inc()
+        return _refusal_response(who)
+    started = time.monotonic()
+    state.metrics.in_flight.inc()
     served = Served()
     http[SERVED] = served
+    try:
+        resp = await _decide_and_serve(http, rt, who, request, served)
+    finally:
+        state.metrics.in_flight.dec()
+    _observe(state, who, request, served, resp.status, time.monotonic() - started)
+    return resp
+
+
+async def _decide_and_serve(
+    http: web.Request,
+    rt: Runtime,
+    who: Identity,
+    request: ModuleRequest | SumdbRequest,
+    served: Served,
+) -> web.StreamResponse:
+    state = http.app[STATE]
+    tenant_label = who.tenant_id or "anonymous"
+    module = _module_of(request)
+    seen = visibility(rt.tenants, who, module)
+    if not seen.allowed:
+        state.metrics.access_denied.labels(tenant_label).inc()
+        return text_response(403, f"forbidden: {seen.reason}")
+    if seen.hidden:
+        state.metrics.private_blocked.labels(tenant_label).inc()
+        await asyncio.sleep(state.not_found_timer.sample())
+        return text_response(404, f"not found: {module}")
+    facts = Facts(
+        tenant=who.tenant_id,
+        kind=request.kind.value,
+        module=module,
+        go_version=http.headers.get("X-Go-Version"),
+        headers={k.lower(): v for k, v in http.headers.items()},
+    )
+    decision = rt.router.decide(facts)
+    pool = rt.rules.pool(decision.pool)
+    served.pool = pool.name
+    served.route = decision.route
+    candidates = candidates_for(request, pool, rt.clients)
+    if isinstance(request, SumdbRequest) and request.module is not None:
+        blocked = _sumdb_blocked(rt, request.module, seen.private)
+        if blocked:
+            return text_response(404, blocked)
+    if seen.private:
+        candidates = [c for c in candidates if not c.config.public]
+        if not candidates:
+            state.metrics.private_blocked.labels(tenant_label).inc()
+            return text_response(
+                404, f"not found: {module} is private and pool {pool.name} has no private upstream"
+            )
     headers = {REQUEST_ID_HEADER: http[REQUEST_ID]}
-    return await serve(http, request, pool, clients, served, headers)
+    return await serve(http, request, pool, candidates, served, headers)
 
 
-async def _clients_ctx(app: web.Application) -> AsyncIterator[None]:
+def _sumdb_blocked(rt: Runtime, module: str, private: bool) -> str | None:
+    """Checksum-DB lookups for private or nosumdb paths are never forwarded anywhere."""
+    from router.core.modpath import match_prefix_patterns
+
+    if private or any(match_prefix_patterns(p, module) for p in rt.rules.nosumdb):
+        return (
+            f"not found: {module} is private here; its checksum is not looked up "
+            "(set GOPRIVATE or GONOSUMDB for it)"
+        )
+    return None
+
+
+def _observe(
+    state: GatewayState,
+    who: Identity,
+    request: ModuleRequest | SumdbRequest,
+    served: Served,
+    status: int,
+    seconds: float,
+) -> None:
+    m = state.metrics
+    kind = request.kind.value
+    m.requests.labels(who.tenant_id or "anonymous", kind, status_class(status)).inc()
+    m.request_seconds.labels(kind).observe(seconds)
+    pool = served.pool or ""
+    for i, attempt in enumerate(served.attempts):
+        if attempt.seconds is not None:
+            m.upstream_seconds.labels(attempt.upstream).observe(attempt.seconds)
+        if attempt.cause:
+            m.upstream_errors.labels(attempt.upstream, attempt.cause).inc()
+        if i < len(served.attempts) - 1:
+            m.fallbacks.labels(pool, attempt.upstream).inc()
+    if served.upstream and status == 200:
+        m.selections.labels(pool, served.upstream).inc()
+    if status in (404, 410) and served.attempts:
+        state.not_found_timer.record(seconds)
+
+
+async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE]
-    for up in state.rules.upstreams:
-        client = UpstreamClient(up)
-        await client.start()
-        state.clients[up.name] = client
+    state.runtime, _ = await build_runtime(state.initial_rules, 1)
+    state.metrics.rules_generation.set(1)
+    if state.rules_paths:
+        state.reloader = Reloader(state, state.rules_paths)
+        state.tasks.spawn(state.reloader.watch(), name="rules-watch")
     state.ready = True
     yield
     state.ready = False
     await state.tasks.close()
-    for client in state.clients.values():
-        await client.close()
+    if state.runtime is not None:
+        for client in state.runtime.clients.values():
+            await client.close()
 
 
-def create_app(rules: Rules) -> web.Application:
+def create_app(rules: Rules, *, rules_paths: tuple[Path, ...] = ()) -> web.Application:
     """The gateway application for a validated rule set."""
-    app = web.Application(middlewares=[identity_headers], handler_args={})
-    app[STATE] = GatewayState(rules=rules)
+    app = web.Application(middlewares=[identity_headers])
+    app[STATE] = GatewayState(initial_rules=rules, rules_paths=rules_paths)
     app.on_response_prepare.append(_prepare_headers)
-    app.cleanup_ctx.append(_clients_ctx)
+    app.cleanup_ctx.append(_runtime_ctx)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
     app.router.add_route("*", "/{tail:.*}", goproxy)
     return app

@@ -40,6 +40,16 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("token", nargs="?", help="the token (read from stdin when absent)")
 
     sub.add_parser("schema", help="print the JSON Schema of the rules")
+
+    exp = sub.add_parser("explain", help="print the decision for a request, as JSON")
+    exp.add_argument("target", metavar="MODULE[@VERSION]")
+    exp.add_argument("--rules", type=Path, default=DEFAULT_RULES)
+    exp.add_argument("--tenant", help="tenant id (X-Tenant-ID, or Basic user with --token)")
+    exp.add_argument("--token", help="credential (Basic password with --tenant, else Bearer)")
+    exp.add_argument("--go-version", help="the X-Go-Version header, e.g. go1.20.3")
+    exp.add_argument("--header", action="append", default=[], metavar="K=V")
+    exp.add_argument("--kind", choices=("info", "mod", "zip", "list", "latest"))
+    exp.add_argument("--peer", help="client address (for trusted_proxies)")
     return parser
 
 
@@ -60,6 +70,36 @@ def cmd_hash_token(token: str | None) -> int:
         print("hash-token: empty token", file=sys.stderr)
         return 1
     print("sha256:" + hashlib.sha256(token.encode("utf-8")).hexdigest())
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from router.explain import Question, explain
+
+    result = load_rules([args.rules])
+    if result.rules is None:
+        for problem in result.errors:
+            print(problem, file=sys.stderr)
+        return 1
+    headers: dict[str, str] = {}
+    for item in args.header:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            print(f"explain: --header wants K=V, got {item!r}", file=sys.stderr)
+            return 2
+        headers[key] = value
+    module, _, version = args.target.partition("@")
+    question = Question(
+        module=module,
+        version=version or None,
+        kind=args.kind,
+        tenant=args.tenant,
+        token=args.token,
+        go_version=args.go_version or headers.get("X-Go-Version"),
+        headers=headers,
+        peer=args.peer,
+    )
+    print(json.dumps(explain(result.rules, question), indent=2))
     return 0
 
 
@@ -104,6 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "serve":
             return cmd_serve(args)
+        if args.command == "explain":
+            return cmd_explain(args)
     except KeyboardInterrupt:
         return 130
     return 2

@@ -44,6 +44,8 @@ class Served:
     attempts: list[Attempt] = field(default_factory=list)
     status: int = 0
     bytes: int = 0
+    pool: str | None = None
+    route: str | None = None
 
 
 def text_response(status: int, reason: str, *, upstream: str | None = None) -> web.Response:
@@ -171,7 +173,7 @@ async def _stream(
         return resp
     except UpstreamError as exc:
         log.warning("upstream %s broke mid-body: %s", answer.upstream, exc)
-        served.attempts.append(Attempt(answer.upstream, Outcome.ERROR, 200, str(exc)))
+        served.attempts.append(Attempt(answer.upstream, Outcome.ERROR, 200, str(exc), exc.cause))
         served.status = 502
         answer.close()
         _abort(http)

@@ -42,7 +42,7 @@ def server_ssl_context(cert: str, key: str) -> ssl.SSLContext:
 
 async def run_gateway(rules: Rules, options: ServeOptions) -> None:
     """Serve until SIGTERM/SIGINT, then drain in-flight requests and return."""
-    app = create_app(rules)
+    app = create_app(rules, rules_paths=options.rules_paths)
     limits = rules.server
     runner = web.AppRunner(
         app,
@@ -67,6 +67,12 @@ async def run_gateway(rules: Rules, options: ServeOptions) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    state = app[STATE]
+    if state.reloader is not None:
+        reloader = state.reloader
+        loop.add_signal_handler(
+            signal.SIGHUP, lambda: state.tasks.spawn(reloader.reload("SIGHUP"), name="reload")
+        )
     await stop.wait()
     log.info("draining in-flight requests (at most %gs)", limits.shutdown_timeout)
     app[STATE].draining = True

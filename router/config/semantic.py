@@ -7,6 +7,8 @@ from collections.abc import Iterable
 
 from router.config import model as m
 from router.config.spec import Checker, Where
+from router.core.routing import shadowing
+from router.core.versions import GoVersionConstraint
 
 
 def cross_check(rules: m.Rules, ck: Checker) -> None:
@@ -21,6 +23,7 @@ def cross_check(rules: m.Rules, ck: Checker) -> None:
     _check_tokens(rules, ck)
     _check_upstream_secrets(rules, ck)
     _check_tls(rules, ck)
+    _check_routes(rules, ck)
 
 
 def _err(ck: Checker, where: Where, message: str) -> None:
@@ -136,3 +139,20 @@ def _check_tls(rules: m.Rules, ck: Checker) -> None:
     for up in rules.upstreams:
         if up.tls is not None and bool(up.tls.cert) != bool(up.tls.key):
             _err(ck, up.where, f"upstream {up.name!r}: tls needs both cert and key")
+
+
+def _check_routes(rules: m.Rules, ck: Checker) -> None:
+    for route in rules.routes:
+        if route.match.go_version is not None:
+            try:
+                GoVersionConstraint.parse(route.match.go_version)
+            except ValueError as exc:
+                _err(ck, route.where, f"route {route.name!r}: bad go_version: {exc}")
+                return
+    for later, earlier in shadowing(rules.routes):
+        ck.warn(
+            later.where.file,
+            later.where.line,
+            f"route {later.name!r} can never match: route {earlier.name!r} "
+            f"(line {earlier.where.line}) matches every request it matches",
+        )

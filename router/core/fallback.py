@@ -64,6 +64,8 @@ class Attempt:
     outcome: Outcome
     status: int | None = None
     reason: str = ""
+    cause: str = ""  # finer than outcome for metrics: timeout, reset, truncated, 5xx...
+    seconds: float | None = None  # time to the response head, when there was one
 
 
 @dataclass(frozen=True, slots=True)

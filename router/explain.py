@@ -1,0 +1,131 @@
+"""`goproxy-router explain`: the decision the gateway would take, as plain data.
+
+Runs the same pure steps as a request (identify, visibility, route, pool,
+candidates) without a server, network or Redis. Never includes a token.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from router.config.model import Rules
+from router.core.errors import ProtocolError
+from router.core.protocol import Kind, ModuleRequest
+from router.core.routing import Facts, Router
+from router.core.tenancy import Refusal, TenantIndex, identify, visibility
+
+
+@dataclass(frozen=True, slots=True)
+class Question:
+    module: str
+    version: str | None = None
+    kind: str | None = None
+    tenant: str | None = None
+    token: str | None = None
+    go_version: str | None = None
+    headers: Mapping[str, str] | None = None
+    peer: str | None = None
+
+
+def _request(q: Question) -> ModuleRequest:
+    from router.core import modpath
+    from router.core.protocol import parse_module_path
+
+    kind = q.kind or ("zip" if q.version else "list")
+    escaped = modpath.escape_path(q.module)
+    if kind == "list":
+        return parse_module_path(f"{escaped}/@v/list")
+    if kind == "latest":
+        return parse_module_path(f"{escaped}/@latest")
+    if q.version is None:
+        raise ProtocolError(f"--kind {kind} needs MODULE@VERSION", status=400)
+    return parse_module_path(f"{escaped}/@v/{modpath.escape_version(q.version)}.{kind}")
+
+
+def _authorization(q: Question) -> str | None:
+    if q.token is None:
+        return None
+    if q.tenant is not None:
+        raw = f"{q.tenant}:{q.token}".encode()
+        return "Basic " + base64.b64encode(raw).decode()
+    return f"Bearer {q.token}"
+
+
+def explain(rules: Rules, q: Question) -> dict[str, Any]:
+    """The decision for one question, as JSON-ready data."""
+    try:
+        request = _request(q)
+    except ProtocolError as exc:
+        return {"answer": {"status": exc.status, "reason": exc.reason}}
+    out: dict[str, Any] = {
+        "request": {
+            "module": request.module,
+            "version": request.version,
+            "kind": request.kind.value,
+        }
+    }
+    headers = {k.lower(): v for k, v in (q.headers or {}).items()}
+    index = TenantIndex.build(rules)
+    who = identify(
+        index,
+        authorization=_authorization(q),
+        tenant_header=q.tenant if q.token is None else headers.get("x-tenant-id"),
+        peer=q.peer,
+    )
+    if isinstance(who, Refusal):
+        out["answer"] = {"status": who.status, "reason": who.reason}
+        return out
+    out["tenant"] = {"id": who.tenant_id, "identified_by": who.method}
+    seen = visibility(index, who, request.module)
+    out["access"] = {"allowed": seen.allowed, "private": seen.private, "reason": seen.reason}
+    if not seen.allowed:
+        out["answer"] = {"status": 403, "reason": f"forbidden: {seen.reason}"}
+        return out
+    if seen.hidden:
+        out["answer"] = {"status": 404, "reason": "another tenant's private module: not found"}
+        return out
+    facts = Facts(
+        tenant=who.tenant_id,
+        kind=request.kind.value,
+        module=request.module,
+        go_version=q.go_version,
+        headers=headers,
+    )
+    decision = Router.build(rules).decide(facts, explain=True)
+    out["route"] = {
+        "matched": decision.route,
+        "pool_from": decision.source,
+        "not_matched": [{"route": name, "why": why} for name, why in decision.skipped],
+    }
+    pool = rules.pool(decision.pool)
+    out["pool"] = {"name": pool.name, "fallback": pool.fallback}
+    out.update(_candidates(rules, pool.upstreams, seen.private, request.kind))
+    return out
+
+
+def _candidates(rules: Rules, names: tuple[str, ...], private: bool, kind: Kind) -> dict[str, Any]:
+    rows: list[dict[str, Any]] = []
+    order: list[str] = []
+    for position, name in enumerate(names, 1):
+        up = rules.upstream(name)
+        row: dict[str, Any] = {
+            "upstream": name,
+            "tier": up.tier,
+            "public": up.public,
+            "position": position,
+            "score": None,
+            "components": {"rtt": None, "cost": None, "heat": None},
+            "cost_per_gb": up.cost_per_gb,
+        }
+        if private and up.public:
+            row["excluded"] = "public upstream: a private module is never sent to it"
+        else:
+            order.append(name)
+        rows.append(row)
+    out: dict[str, Any] = {"candidates": rows, "order": order}
+    if private and not order:
+        out["answer"] = {"status": 404, "reason": "private module and no private upstream in pool"}
+    return out

@@ -1,0 +1,97 @@
+"""Metric names in one place, on a registry owned by the application.
+
+Labels only ever take values from bounded sets: tenant ids from the rules
+(plus `anonymous`), upstream and pool names, request kinds, status classes.
+Never a module path, version, token or client address.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+PREFIX = "goproxy_router_"
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0)
+
+
+def status_class(status: int) -> str:
+    return f"{status // 100}xx" if 100 <= status < 600 else "other"
+
+
+class Metrics:
+    """Every metric the gateway exports."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            PREFIX + "requests_total",
+            "Requests answered, by tenant, kind and status class.",
+            ("tenant", "kind", "status"),
+            registry=r,
+        )
+        self.request_seconds = Histogram(
+            PREFIX + "request_duration_seconds",
+            "Time to answer a request (whole body for streamed zips), by kind.",
+            ("kind",),
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            PREFIX + "in_flight_requests", "Requests being served now.", registry=r
+        )
+        self.upstream_seconds = Histogram(
+            PREFIX + "upstream_request_duration_seconds",
+            "Upstream time to first byte, by upstream.",
+            ("upstream",),
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.upstream_errors = Counter(
+            PREFIX + "upstream_errors_total",
+            "Failed upstream attempts by upstream and cause.",
+            ("upstream", "cause"),
+            registry=r,
+        )
+        self.selections = Counter(
+            PREFIX + "upstream_selections_total",
+            "Answers served per upstream and pool.",
+            ("pool", "upstream"),
+            registry=r,
+        )
+        self.fallbacks = Counter(
+            PREFIX + "fallbacks_total",
+            "Moves from one upstream to the next, by pool and the upstream left.",
+            ("pool", "upstream"),
+            registry=r,
+        )
+        self.auth_failures = Counter(
+            PREFIX + "auth_failures_total",
+            "Requests refused for identity, by status (401, 403).",
+            ("status",),
+            registry=r,
+        )
+        self.access_denied = Counter(
+            PREFIX + "access_denied_total",
+            "Requests refused by a tenant's allow/deny rules.",
+            ("tenant",),
+            registry=r,
+        )
+        self.private_blocked = Counter(
+            PREFIX + "private_blocked_total",
+            "Private-module requests answered 404 instead of reaching a public upstream.",
+            ("tenant",),
+            registry=r,
+        )
+        self.rules_reloads = Counter(
+            PREFIX + "rules_reloads_total",
+            "Rules reload attempts by result (ok, invalid).",
+            ("result",),
+            registry=r,
+        )
+        self.rules_generation = Gauge(
+            PREFIX + "rules_generation", "How many rule sets were loaded since start.", registry=r
+        )
+
+    def exposition(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

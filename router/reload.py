@@ -1,0 +1,88 @@
+"""Rules that change live: SIGHUP or a file change under the rules path reloads them.
+
+A new rule set is validated in full first. If it is invalid, every problem is
+logged as FILE:LINE, a failure counter increments, and the old rules keep
+serving (readiness is unaffected). Requests in flight keep the runtime they
+started with; clients of upstreams that changed are closed a while later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from router.config.loader import load_rules, rule_files
+from router.runtime import build_runtime, close_later
+
+if TYPE_CHECKING:
+    from router.app import GatewayState
+
+log = logging.getLogger("goproxy_router.reload")
+
+Fingerprint = tuple[tuple[str, int, int], ...]
+
+
+def fingerprint(paths: tuple[Path, ...]) -> Fingerprint:
+    """What identifies the current contents of the rules: names, mtimes, sizes."""
+    files, _ = rule_files(paths)
+    out = []
+    for path in files:
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        out.append((str(path), st.st_mtime_ns, st.st_size))
+    return tuple(sorted(out))
+
+
+class Reloader:
+    """Reloads the rules of one application state."""
+
+    def __init__(
+        self, state: GatewayState, paths: tuple[Path, ...], *, interval: float = 0.5
+    ) -> None:
+        self._state = state
+        self._paths = paths
+        self._interval = interval
+        self._lock = asyncio.Lock()
+        self._seen = fingerprint(paths)
+
+    async def watch(self) -> None:
+        """Poll the rules path; reload within about `interval` of a change."""
+        while True:
+            await asyncio.sleep(self._interval)
+            current = await asyncio.to_thread(fingerprint, self._paths)
+            if current != self._seen:
+                self._seen = current
+                await self.reload("file change")
+
+    async def reload(self, why: str) -> bool:
+        """Load, validate and swap in the rules; False (old rules kept) when invalid."""
+        state = self._state
+        async with self._lock:
+            self._seen = await asyncio.to_thread(fingerprint, self._paths)
+            result = await asyncio.to_thread(load_rules, list(self._paths))
+            for problem in result.problems:
+                level = logging.WARNING if problem.warning or result.rules else logging.ERROR
+                log.log(level, "rules: %s", problem)
+            if result.rules is None:
+                state.metrics.rules_reloads.labels("invalid").inc()
+                log.error("rules reload (%s) refused: the old rules keep serving", why)
+                return False
+            previous = state.current
+            if (result.rules.listen, result.rules.tls, result.rules.redis) != (
+                previous.rules.listen,
+                previous.rules.tls,
+                previous.rules.redis,
+            ):
+                log.warning("listen/tls/redis changed: they take effect on restart only")
+            runtime, retired = await build_runtime(result.rules, previous.generation + 1, previous)
+            state.runtime = runtime
+            state.metrics.rules_reloads.labels("ok").inc()
+            state.metrics.rules_generation.set(runtime.generation)
+            delay = result.rules.server.shutdown_timeout + result.rules.upstreams[0].timeouts.total
+            state.tasks.spawn(close_later(retired, min(delay, 900.0)), name="close-retired")
+            log.info("rules reloaded (%s): generation %d", why, runtime.generation)
+            return True

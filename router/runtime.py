@@ -1,0 +1,64 @@
+"""One loaded rule set with everything compiled from it, swapped whole on reload."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from router.config.model import Rules
+from router.core.routing import Router
+from router.core.tenancy import TenantIndex
+from router.upstream import UpstreamClient
+
+log = logging.getLogger("goproxy_router.runtime")
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """A request takes the current runtime when it starts and keeps it to the end,
+    so a reload never changes the rules under a request in flight."""
+
+    rules: Rules
+    tenants: TenantIndex
+    router: Router
+    clients: Mapping[str, UpstreamClient]
+    generation: int
+
+
+async def build_runtime(
+    rules: Rules, generation: int, previous: Runtime | None = None
+) -> tuple[Runtime, list[UpstreamClient]]:
+    """A runtime for `rules`, reusing clients whose upstream did not change.
+
+    Returns the runtime and the previous clients that are no longer used (the
+    caller closes them once in-flight requests had time to finish)."""
+    old = dict(previous.clients) if previous else {}
+    clients: dict[str, UpstreamClient] = {}
+    for up in rules.upstreams:
+        reused = old.get(up.name)
+        if reused is not None and reused.config == up:
+            clients[up.name] = reused
+            del old[up.name]
+            continue
+        client = UpstreamClient(up)
+        await client.start()
+        clients[up.name] = client
+    runtime = Runtime(
+        rules=rules,
+        tenants=TenantIndex.build(rules),
+        router=Router.build(rules),
+        clients=clients,
+        generation=generation,
+    )
+    return runtime, list(old.values())
+
+
+async def close_later(clients: list[UpstreamClient], delay: float) -> None:
+    """Close retired clients after in-flight requests had `delay` seconds to finish."""
+    if not clients:
+        return
+    await asyncio.sleep(delay)
+    for client in clients:
+        await client.close()
