@@ -60,6 +60,7 @@ INSTALL_HINT = "apt-get install -y nginx wrk"
 STOP_GRACE_SECONDS = 15.0
 READY_TIMEOUT_SECONDS = 30.0
 IDLE_LIMIT_PCT = 10.0  # machine-wide busy CPU (% of one core) that still counts as quiet
+IDLE_WINDOW_SECONDS = 3  # ... for this many seconds in a row before each run
 NOISY_PCT = 10.0  # other processes' load during a run above which the run is flagged
 
 TARGET_TITLES = {
@@ -129,6 +130,7 @@ class Settings:
     threads: int
     timeout: int
     repeat: int
+    retries: int
     modules: int
     idle_wait: int
     pin: bool
@@ -149,6 +151,9 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
     p.add_argument("--threads", type=int, default=1, help="wrk -t (1)")
     p.add_argument("--timeout", type=int, default=5, help="wrk --timeout seconds (5)")
     p.add_argument("--repeat", type=int, default=1, help="runs per cell; the median is shown")
+    p.add_argument(
+        "--retries", type=int, default=3, help="extra runs per cell to replace disturbed ones (3)"
+    )
     p.add_argument("--modules", type=int, default=300, help="fixture modules (300)")
     p.add_argument(
         "--idle-wait",
@@ -192,6 +197,7 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
         threads=a.threads,
         timeout=a.timeout,
         repeat=a.repeat,
+        retries=0 if a.quick else max(0, a.retries),
         modules=a.modules,
         idle_wait=0 if a.quick else max(0, a.idle_wait),
         pin=not a.no_pin,
@@ -636,20 +642,22 @@ def children_cpu_seconds() -> float:
 
 
 def wait_for_idle(max_wait: float, limit_pct: float = IDLE_LIMIT_PCT) -> float | None:
-    """Wait until the whole machine is quiet (busy < limit_pct of one core over 1 s).
+    """Wait until the whole machine has been quiet (busy < limit_pct of one core) for
+    IDLE_WINDOW_SECONDS in a row.
 
     Between measurements our own processes are idle, so what this sees is someone
     else's load (say, a test suite on the same host). Returns the seconds waited,
     or None when it was still busy after `max_wait`."""
     started = time.monotonic()
-    while True:
+    quiet = 0
+    while quiet < IDLE_WINDOW_SECONDS:
+        if time.monotonic() - started >= max_wait:
+            return None
         before = cpu_ticks()
         time.sleep(1.0)
         busy = sum(b - before[c][0] for c, (b, _) in cpu_ticks().items())
-        if 100.0 * busy / os.sysconf("SC_CLK_TCK") < limit_pct:
-            return round(time.monotonic() - started, 1)
-        if time.monotonic() - started >= max_wait:
-            return None
+        quiet = quiet + 1 if 100.0 * busy / os.sysconf("SC_CLK_TCK") < limit_pct else 0
+    return round(time.monotonic() - started, 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -851,13 +859,19 @@ def run_target(
     try:
         for workload in settings.workloads:
             paths_file = work / f"paths-{workload}.txt"
-            for run in range(settings.repeat):
+            clean = 0
+            # A run disturbed by someone else's load is redone, up to --retries extra runs.
+            for run in range(settings.repeat + settings.retries):
+                if clean == settings.repeat:
+                    break
                 m = measure(wrk, port, paths_file, workload, target, run, watched)
                 report.measurements.append(m)
+                clean += not noisy(m)
                 print(
                     f"  {workload:9} run {run + 1}: {m.rps:>9,.0f} req/s  p50 {m.p50_ms:6.2f} ms"
                     f"  p99 {m.p99_ms:7.2f} ms  {m.mib_s:8.1f} MiB/s  errors {m.error_count}"
-                    f"  cpu {m.cpu_busy_pct}  other {m.other_load_pct}%",
+                    f"  cpu {m.cpu_busy_pct}  other {m.other_load_pct}%"
+                    + ("  (disturbed)" if noisy(m) else ""),
                     flush=True,
                 )
         rss = rss_mib(watched.sut)
@@ -912,8 +926,9 @@ def environment(tools: dict[str, str], settings: Settings) -> dict[str, Any]:
 # --------------------------------------------------------------------------- output
 
 
-def median_run(ms: list[Measurement]) -> Measurement:
-    ordered = sorted(ms, key=lambda m: m.rps)
+def representative(ms: list[Measurement]) -> Measurement:
+    """The median run by req/s, among the undisturbed runs when there are any."""
+    ordered = sorted([m for m in ms if not noisy(m)] or ms, key=lambda m: m.rps)
     return ordered[(len(ordered) - 1) // 2]
 
 
@@ -932,7 +947,7 @@ def render(report: Report) -> str:
         f"goproxy-router {env['goproxy_router']}, aiohttp {env['aiohttp']}, uvloop {env['uvloop']}",
         f"- wrk -t{s['threads']} -c{s['connections']} -d{s['duration']}s "
         f"--timeout {s['timeout']}s, {s['warmup']} s warm-up, {s['repeat']} run(s) per cell "
-        "(median by req/s shown)",
+        "(median by req/s of the undisturbed runs shown)",
         f"- fixture: {fx['modules']} modules + {fx['large_modules']} with 1 MiB zips, "
         f"{fx['files']} files, {fx['total_bytes'] / (1 << 20):.1f} MiB; "
         + ", ".join(f"{w} rotates over {n} paths" for w, n in fx["paths"].items()),
@@ -947,7 +962,7 @@ def render(report: Report) -> str:
             cell = [m for m in report.measurements if m.workload == workload and m.target == target]
             if not cell:
                 continue
-            m = medians[(workload, target)] = median_run(cell)
+            m = medians[(workload, target)] = representative(cell)
             cpu = " / ".join(f"{v:.0f}" for v in m.cpu_busy_pct.values())
             errors = ", ".join(f"{k} {v}" for k, v in m.errors.items() if v) or "0"
             per_req = "" if m.sut_cpu_us_per_req is None else f"{m.sut_cpu_us_per_req:.0f}"
@@ -989,9 +1004,10 @@ def render(report: Report) -> str:
     flagged = [m for m in report.measurements if noisy(m)]
     if flagged:
         notes.append(
-            f"- (!) {len(flagged)} run(s) shared the machine with other load (more than "
-            f"{NOISY_PCT:g}% of a core, or it never got quiet before the run): "
-            + ", ".join(f"{m.target}/{m.workload}#{m.run + 1}" for m in flagged)
+            f"- {len(flagged)} run(s) were disturbed by other processes (they used more than "
+            f"{NOISY_PCT:g}% of a core, or the machine never got quiet before the run); "
+            "they are in the JSON but the table uses them only where a cell has no other "
+            "run, marked (!): " + ", ".join(f"{m.target}/{m.workload}#{m.run + 1}" for m in flagged)
         )
     lines += ["", "Notes:", "", *notes, ""]
     return "\n".join(lines)

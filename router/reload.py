@@ -53,10 +53,16 @@ class Reloader:
         """Poll the rules path; reload within about `interval` of a change."""
         while True:
             await asyncio.sleep(self._interval)
-            current = await asyncio.to_thread(fingerprint, self._paths)
-            if current != self._seen:
-                self._seen = current
-                await self.reload("file change")
+            try:
+                current = await asyncio.to_thread(fingerprint, self._paths)
+                if current != self._seen:
+                    self._seen = current
+                    await self.reload("file change")
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the watcher must outlive any one bad reload
+                log.exception("rules reload failed unexpectedly; the old rules keep serving")
+                self._state.metrics.rules_reloads.labels("invalid").inc()
 
     async def reload(self, why: str) -> bool:
         """Load, validate and swap in the rules; False (old rules kept) when invalid."""

@@ -7,6 +7,7 @@ may exist here before the feature that uses it does.
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Any
 
 from router.config.spec import (
@@ -248,7 +249,7 @@ RULES = Obj(
         "selection": Field(SELECTION, default=None),
         "upstreams": Field(ListOf(UPSTREAM), default=()),
         "cache": Field(CACHE, default=None),
-        "pools": Field(MapOf(POOL), default=None),
+        "pools": Field(MapOf(POOL), default=MappingProxyType({})),
         "tenants": Field(ListOf(TENANT), default=()),
         "routes": Field(ListOf(ROUTE), default=()),
         "default": Field(

@@ -148,7 +148,8 @@ def _check_routes(rules: m.Rules, ck: Checker) -> None:
                 GoVersionConstraint.parse(route.match.go_version)
             except ValueError as exc:
                 _err(ck, route.where, f"route {route.name!r}: bad go_version: {exc}")
-                return
+    if any(not p.warning for p in ck.problems):
+        return  # dropped (invalid) matchers would make routes look broader than written
     for later, earlier in shadowing(rules.routes):
         ck.warn(
             later.where.file,

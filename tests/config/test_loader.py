@@ -88,3 +88,48 @@ def test_empty_and_missing_files(tmp_path: Path) -> None:
     empty.write_text("")
     assert any("empty" in str(p) for p in load_rules([empty]).errors)
     assert load_rules([tmp_path / "nope.yaml"]).errors
+
+
+def test_shadowed_route_is_a_warning_not_an_error(capsys: pytest.CaptureFixture[str]) -> None:
+    path = HERE / "shadowed.yaml"
+    assert main(["validate", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert f"{path}:12: warning: route 'old-zips' can never match: route 'everything-zip'" in out
+
+
+def test_examples_validate_cleanly() -> None:
+    result = load_rules([REPO / "rules" / "examples"])
+    assert result.rules is not None
+    assert result.problems == []
+
+
+def test_schema_command_prints_json_schema(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    assert main(["schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert schema["properties"]["upstreams"]["type"] == "array"
+    assert "tenants" in schema["properties"]
+    assert schema["additionalProperties"] is False
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "version: 1\nupstreams: [{name: a, url: 'ftp://x'}]\n",
+        "version: 1\n",
+        "version: 1\npools: {}\n",
+        "version: 1\nupstreams: {}\npools: []\n",
+        "- just\n- a list\n",
+        "version: 1\ntenants: [{}]\nroutes: [{}]\n",
+        "version: 2\n",
+        "version: 1\nselection: {weights: {rtt: x}}\n",
+    ],
+)
+def test_loader_never_raises(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text(text)
+    result = load_rules([path])
+    assert result.rules is None
+    assert result.errors
+    assert all(str(p).startswith(f"{path}:") for p in result.errors)

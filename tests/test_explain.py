@@ -1,0 +1,101 @@
+"""`explain` answers for every example tenant, from the rules alone, and never shows a token."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).parents[1]
+EXAMPLES = REPO / "rules" / "examples"
+
+
+def explain(*args: str) -> dict[str, object]:
+    done = subprocess.run(
+        [sys.executable, "-m", "router", "explain", "--rules", str(EXAMPLES), *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=REPO,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "example-token" not in done.stdout
+    result: dict[str, object] = json.loads(done.stdout)
+    return result
+
+
+@pytest.mark.parametrize(
+    ("args", "tenant", "route", "order"),
+    [
+        (
+            ["--tenant", "finance", "--token", "finance-example-token", "golang.org/x/mod@v0.20.0"],
+            "finance",
+            None,
+            ["corp-athens", "official", "goproxy-cn"],
+        ),
+        (
+            [
+                "--tenant",
+                "finance",
+                "--token",
+                "finance-example-token",
+                "corp.example.com/finance/ledger@v1.0.0",
+            ],
+            "finance",
+            "corp-modules",
+            ["corp-athens"],
+        ),
+        (
+            ["--token", "devops-example-token", "golang.org/x/mod@v0.20.0"],
+            "devops",
+            None,
+            ["ci-cache", "corp-athens", "official", "goproxy-cn"],
+        ),
+        (
+            ["--tenant", "health", "golang.org/x/mod@v0.20.0", "--kind", "info"],
+            "health",
+            None,
+            ["corp-athens", "goproxy-cn", "official"],
+        ),
+        (
+            ["--token", "platform-example-token", "golang.org/x/mod", "--kind", "list"],
+            "platform",
+            None,
+            ["official", "goproxy-cn"],
+        ),
+        (
+            ["golang.org/x/mod@v0.20.0", "--go-version", "go1.20.3"],
+            None,
+            "legacy-go",
+            ["legacy-mirror", "official"],
+        ),
+        (["golang.org/x/mod@v0.20.0"], None, None, ["official", "goproxy-cn"]),
+    ],
+)
+def test_explain_every_example_tenant(
+    args: list[str], tenant: str | None, route: str | None, order: list[str]
+) -> None:
+    out = explain(*args)
+    assert out["tenant"]["id"] == tenant  # type: ignore[index]
+    assert out["route"]["matched"] == route  # type: ignore[index]
+    assert out["order"] == order
+    for row in out["candidates"]:  # type: ignore[attr-defined]
+        assert set(row["components"]) == {"rtt", "cost", "heat"}
+
+
+def test_explain_refusals_and_hidden_modules() -> None:
+    assert explain("--tenant", "finance", "golang.org/x/mod@v0.1.0")["answer"]["status"] == 401  # type: ignore[index]
+    hidden = explain("--tenant", "health", "corp.example.com/finance/ledger@v1.0.0")
+    assert hidden["answer"]["status"] == 404  # type: ignore[index]
+    denied = explain("--token", "platform-example-token", "github.com/banned/x@v1.0.0")
+    assert denied["answer"]["status"] == 403  # type: ignore[index]
+    assert "github.com/banned/*" in denied["answer"]["reason"]  # type: ignore[index]
+
+
+def test_explain_shows_why_routes_did_not_match() -> None:
+    out = explain("--tenant", "health", "golang.org/x/mod@v0.20.0")
+    skipped = {r["route"]: r["why"] for r in out["route"]["not_matched"]}  # type: ignore[index]
+    assert skipped["legacy-go"] == "no parseable X-Go-Version header"
