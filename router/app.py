@@ -23,19 +23,26 @@ from aiohttp.typedefs import Handler
 
 from router.config.model import Rules
 from router.core.errors import ProtocolError
-from router.core.protocol import ModuleRequest, SumdbRequest, parse_request_target
+from router.core.fallback import Outcome
+from router.core.protocol import Kind, ModuleRequest, SumdbRequest, parse_request_target
 from router.core.routing import Facts
 from router.core.tenancy import REALM, Identity, Refusal, identify, visibility
+from router.debug import debug_upstreams
 from router.gateway import UPSTREAM_HEADER, Served, candidates_for, serve, text_response
+from router.live import gauge_loop, probe_loop
 from router.observability import Metrics, status_class
 from router.padding import NotFoundTimer
 from router.reload import Reloader
 from router.runtime import Runtime, build_runtime
+from router.state.local import SelectionState
+from router.state.redis import RedisSync, connect
 from router.tasks import TaskGroup
 
 log = logging.getLogger("goproxy_router.app")
 
 REQUEST_ID_HEADER = "X-Request-ID"
+# Attempt outcomes that count against an upstream's health (not-found and 403 do not).
+_HEALTH_FAILURES = frozenset({Outcome.ERROR, Outcome.TIMEOUT, Outcome.UNREACHABLE})
 _VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
 
@@ -52,6 +59,12 @@ class GatewayState:
     metrics: Metrics = field(default_factory=Metrics)
     not_found_timer: NotFoundTimer = field(default_factory=NotFoundTimer)
     reloader: Reloader | None = None
+    redis_url: str | None = None
+    selection: SelectionState = field(init=False)
+    redis_sync: RedisSync | None = None
+
+    def __post_init__(self) -> None:
+        self.selection = SelectionState(self.initial_rules)
 
     @property
     def current(self) -> Runtime:
@@ -197,8 +210,14 @@ async def _decide_and_serve(
             return text_response(
                 404, f"not found: {module} is private and pool {pool.name} has no private upstream"
             )
+    fresh = decision.prefer_fresh and request.kind in (Kind.LIST, Kind.LATEST)
+    ranked = state.selection.order(
+        [c.config for c in candidates], module, prefer_fresh=fresh, mode=pool.mode
+    )
+    by_name = {c.name: c for c in candidates}
+    ordered = [by_name[s.candidate.name] for s in ranked]
     headers = {REQUEST_ID_HEADER: http[REQUEST_ID]}
-    return await serve(http, request, pool, candidates, served, headers)
+    return await serve(http, request, pool, ordered, served, headers)
 
 
 def _sumdb_blocked(rt: Runtime, module: str, private: bool) -> str | None:
@@ -226,6 +245,7 @@ def _observe(
     m.requests.labels(who.tenant_id or "anonymous", kind, status_class(status)).inc()
     m.request_seconds.labels(kind).observe(seconds)
     pool = served.pool or ""
+    sel = state.selection
     for i, attempt in enumerate(served.attempts):
         if attempt.seconds is not None:
             m.upstream_seconds.labels(attempt.upstream).observe(attempt.seconds)
@@ -233,8 +253,16 @@ def _observe(
             m.upstream_errors.labels(attempt.upstream, attempt.cause).inc()
         if i < len(served.attempts) - 1:
             m.fallbacks.labels(pool, attempt.upstream).inc()
+        failed = attempt.outcome in _HEALTH_FAILURES
+        sel.observe(attempt.upstream, failed=failed, rtt=attempt.seconds)
     if served.upstream and status == 200:
         m.selections.labels(pool, served.upstream).inc()
+        sel.served(served.upstream, request.module, served.bytes)
+        if served.bytes:
+            m.upstream_bytes.labels(served.upstream).inc(served.bytes)
+            m.upstream_spend.labels(served.upstream).inc(
+                served.bytes / 1e9 * sel.cost(served.upstream)
+            )
     if status in (404, 410) and served.attempts:
         state.not_found_timer.record(seconds)
 
@@ -246,23 +274,38 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     if state.rules_paths:
         state.reloader = Reloader(state, state.rules_paths)
         state.tasks.spawn(state.reloader.watch(), name="rules-watch")
+    redis_client = None
+    if state.redis_url:
+        redis_client = connect(state.redis_url)
+        state.redis_sync = RedisSync(redis_client, state.selection, state.metrics)
+        state.tasks.spawn(state.redis_sync.run(), name="redis-sync")
+    state.tasks.spawn(probe_loop(state), name="probes")
+    state.tasks.spawn(gauge_loop(state), name="gauges")
     state.ready = True
     yield
     state.ready = False
     await state.tasks.close()
+    if redis_client is not None:
+        await redis_client.aclose()
     if state.runtime is not None:
         for client in state.runtime.clients.values():
             await client.close()
 
 
-def create_app(rules: Rules, *, rules_paths: tuple[Path, ...] = ()) -> web.Application:
-    """The gateway application for a validated rule set."""
+def create_app(
+    rules: Rules, *, rules_paths: tuple[Path, ...] = (), redis_url: str | None = None
+) -> web.Application:
+    """The gateway application for a validated rule set (state shared through
+    Redis when `redis_url` is given, else embedded in this process)."""
     app = web.Application(middlewares=[identity_headers])
-    app[STATE] = GatewayState(initial_rules=rules, rules_paths=rules_paths)
+    app[STATE] = GatewayState(
+        initial_rules=rules, rules_paths=rules_paths, redis_url=redis_url or rules.redis
+    )
     app.on_response_prepare.append(_prepare_headers)
     app.cleanup_ctx.append(_runtime_ctx)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/debug/upstreams", debug_upstreams)
     app.router.add_route("*", "/{tail:.*}", goproxy)
     return app

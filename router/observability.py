@@ -93,5 +93,64 @@ class Metrics:
             PREFIX + "rules_generation", "How many rule sets were loaded since start.", registry=r
         )
 
+        self.redis_up = Gauge(
+            PREFIX + "redis_up", "1 when the last exchange with Redis worked.", registry=r
+        )
+        self.redis_errors = Counter(
+            PREFIX + "redis_errors_total",
+            "Failed Redis exchanges by operation.",
+            ("op",),
+            registry=r,
+        )
+        self.redis_seconds = Histogram(
+            PREFIX + "redis_duration_seconds",
+            "Time of each background Redis exchange by operation.",
+            ("op",),
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+            registry=r,
+        )
+        self.upstream_bytes = Counter(
+            PREFIX + "upstream_bytes_total",
+            "Body bytes served from each upstream.",
+            ("upstream",),
+            registry=r,
+        )
+        self.upstream_spend = Counter(
+            PREFIX + "upstream_spend_usd_total",
+            "Estimated bandwidth spend: bytes served x the upstream's cost per GB.",
+            ("upstream",),
+            registry=r,
+        )
+        self.upstream_rtt = Gauge(
+            PREFIX + "upstream_rtt_seconds",
+            "Live peak-EWMA time to first byte.",
+            ("upstream",),
+            registry=r,
+        )
+        self.upstream_cost = Gauge(
+            PREFIX + "upstream_cost_per_gb",
+            "Bandwidth cost in effect (rules or override).",
+            ("upstream",),
+            registry=r,
+        )
+        self.upstream_ejected = Gauge(
+            PREFIX + "upstream_ejected",
+            "1 while an upstream is ejected.",
+            ("upstream",),
+            registry=r,
+        )
+        self.upstream_score = Gauge(
+            PREFIX + "upstream_score",
+            "Score components per pool and upstream (heat is module-specific: not exported).",
+            ("pool", "upstream", "component"),
+            registry=r,
+        )
+        self.probes = Counter(
+            PREFIX + "upstream_probes_total",
+            "Active probes by upstream and result.",
+            ("upstream", "result"),
+            registry=r,
+        )
+
     def exposition(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -86,6 +86,7 @@ class Reloader:
                 log.warning("listen/tls/redis changed: they take effect on restart only")
             runtime, retired = await build_runtime(result.rules, previous.generation + 1, previous)
             state.runtime = runtime
+            state.selection.apply_rules(result.rules)
             state.metrics.rules_reloads.labels("ok").inc()
             state.metrics.rules_generation.set(runtime.generation)
             delay = result.rules.server.shutdown_timeout + result.rules.upstreams[0].timeouts.total

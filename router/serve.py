@@ -42,7 +42,7 @@ def server_ssl_context(cert: str, key: str) -> ssl.SSLContext:
 
 async def run_gateway(rules: Rules, options: ServeOptions) -> None:
     """Serve until SIGTERM/SIGINT, then drain in-flight requests and return."""
-    app = create_app(rules, rules_paths=options.rules_paths)
+    app = create_app(rules, rules_paths=options.rules_paths, redis_url=options.redis)
     limits = rules.server
     runner = web.AppRunner(
         app,

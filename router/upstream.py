@@ -163,6 +163,19 @@ class UpstreamClient:
         except TimeoutError:
             raise UpstreamError(self.name, "timeout", f"no answer within {t.metadata:g}s") from None
 
+    async def probe(self) -> tuple[bool, float | None]:
+        """One cheap request to the upstream's base URL: (healthy, time to first byte).
+
+        Any answer below 500 means alive (a GOPROXY need not serve its root)."""
+        t = self.config.timeouts
+        try:
+            async with asyncio.timeout(t.connect + t.first_byte):
+                answer = await self._open("", "GET", 1 << 16, {})
+                answer.close()
+        except (UpstreamError, TimeoutError):
+            return False, None
+        return answer.status < 500, answer.first_byte_seconds
+
     async def _error_body(self, answer: UpstreamAnswer) -> bytes:
         assert answer._response is not None
         try:

@@ -248,7 +248,11 @@ def build_rules(doc: dict[str, Any], sources: tuple[str, ...]) -> m.Rules:
         upstreams=tuple(_upstream(u) for u in doc.get("upstreams", ())),
         pools=tuple(
             m.Pool(
-                name=name, upstreams=tuple(p["upstreams"]), fallback=p["fallback"], where=_where(p)
+                name=name,
+                upstreams=tuple(p["upstreams"]),
+                fallback=p["fallback"],
+                mode=p.get("mode"),
+                where=_where(p),
             )
             for name, p in doc.get("pools", {}).items()
         ),

@@ -72,6 +72,7 @@ class Pool:
     name: str
     upstreams: tuple[str, ...]
     fallback: Fallback = "not-found"
+    mode: Literal["best", "weighted", "ordered"] | None = None
     where: Where = field(default=NOWHERE, compare=False)
 
 
@@ -143,7 +144,7 @@ class Ejection:
 @dataclass(frozen=True, slots=True)
 class Selection:
     weights: Weights = field(default_factory=Weights)
-    mode: Literal["best", "weighted"] = "weighted"
+    mode: Literal["best", "weighted", "ordered"] = "weighted"
     probe_interval: float = 10.0
     rtt_decay: float = 10.0
     heat_window: float = 3600.0

@@ -82,7 +82,7 @@ SELECTION = Obj(
             ),
             default=None,
         ),
-        "mode": Field(Str(choices=("best", "weighted")), default="weighted"),
+        "mode": Field(Str(choices=("best", "weighted", "ordered")), default="weighted"),
         "probe_interval": Field(
             DURATION, default=10.0, description="active probe of idle upstreams"
         ),
@@ -169,6 +169,10 @@ POOL = Obj(
     {
         "upstreams": Field(ListOf(NAME, min_items=1), required=True),
         "fallback": Field(Str(choices=("not-found", "any-error")), default="not-found"),
+        "mode": Field(
+            Str(choices=("best", "weighted", "ordered")),
+            description="overrides selection.mode for this pool",
+        ),
     }
 )
 

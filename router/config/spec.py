@@ -248,7 +248,15 @@ def _parse_listen(value: str) -> str:
 
 def _parse_redis_url(value: str) -> str:
     scheme = urlsplit(value).scheme
-    if scheme not in ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel"):
+    if scheme not in (
+        "redis",
+        "rediss",
+        "unix",
+        "redis+sentinel",
+        "rediss+sentinel",
+        "redis+cluster",
+        "rediss+cluster",
+    ):
         raise ValueError(f"not a redis URL: {value!r} (redis://HOST:PORT/DB, rediss://, unix://)")
     return value
 

@@ -49,17 +49,18 @@ def one_pool_rules(
     urls: Mapping[str, str],
     *,
     fallback: str = "not-found",
+    mode: str = "ordered",
     upstream_extra: Mapping[str, Mapping[str, Any]] | None = None,
     **extra: Any,
 ) -> Path:
-    """Rules with one pool `main` over the given name -> url upstreams, in order."""
+    """Rules with one pool `main` over the given name -> url upstreams; `mode: ordered`
+    (the pool's own order) unless told otherwise, so fallback tests know who is first."""
     ups = []
     for name, url in urls.items():
         ups.append({"name": name, "url": url, **(upstream_extra or {}).get(name, {})})
     extra.setdefault("default", {"pool": "main"})
-    return write_rules(
-        dest, ups, {"main": {"upstreams": list(urls), "fallback": fallback}}, **extra
-    )
+    pool = {"upstreams": list(urls), "fallback": fallback, "mode": mode}
+    return write_rules(dest, ups, {"main": pool}, **extra)
 
 
 @dataclass(slots=True)

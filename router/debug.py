@@ -1,0 +1,90 @@
+"""Admin-only `/debug/*` endpoints: what selection sees, live. Never a secret."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from router.config.model import Admin
+
+if TYPE_CHECKING:
+    from router.app import GatewayState
+
+
+def is_admin(admin: Admin, peer: str | None, authorization: str | None) -> bool:
+    """Admin when the peer is in `admin.networks` or presents an admin Bearer token."""
+    if peer:
+        try:
+            ip = ipaddress.ip_address(peer)
+        except ValueError:
+            ip = None
+        if ip is not None and any(
+            ip in ipaddress.ip_network(net, strict=False) for net in admin.networks
+        ):
+            return True
+    if authorization and authorization[:7].lower() == "bearer " and admin.tokens:
+        digest = (
+            "sha256:" + hashlib.sha256(authorization[7:].strip().encode()).hexdigest()
+        ).encode()
+        found = False
+        for stored in admin.tokens:
+            found |= hmac.compare_digest(stored.encode(), digest)
+        return found
+    return False
+
+
+def upstreams_view(state: GatewayState, module: str | None) -> dict[str, Any]:
+    """Live RTT, cost, health and per-pool scores (heat for `module` when given)."""
+    sel = state.selection
+    rules = state.current.rules
+    now = sel.now()
+    ups: dict[str, Any] = {}
+    for up in rules.upstreams:
+        live = sel.live(up.name)
+        ups[up.name] = {
+            "url": up.url,
+            "tier": up.tier,
+            "public": up.public,
+            "rtt_seconds": live.rtt.value,
+            "shared_rtt_seconds": live.shared_rtt,
+            "cost_per_gb": sel.cost(up.name),
+            "cost_per_gb_rules": up.cost_per_gb,
+            "cost_overridden": up.name in sel.cost_overrides,
+            "health": live.health.state(now),
+            "consecutive_failures": live.health.consecutive_failures,
+            "ejections": live.health.ejections,
+            "ejected_for_seconds": max(0.0, live.health.ejected_until - now),
+            "bytes_served": live.bytes,
+            "top_modules": [m for m, _ in sel.heat.top(up.name, now, 5)],
+        }
+    pools = {}
+    for pool in rules.pools:
+        order = sel.order([rules.upstream(n) for n in pool.upstreams], module, mode=pool.mode)
+        pools[pool.name] = {
+            "fallback": pool.fallback,
+            "mode": pool.mode or sel.mode,
+            "candidates": [s.as_dict() for s in order],
+        }
+    weights = {"rtt": sel.weights.rtt, "cost": sel.weights.cost, "heat": sel.weights.heat}
+    redis = state.redis_sync
+    return {
+        "weights": weights,
+        "module": module,
+        "redis": None if redis is None else {"connected": redis.healthy},
+        "upstreams": ups,
+        "pools": pools,
+    }
+
+
+async def debug_upstreams(http: web.Request) -> web.StreamResponse:
+    from router.app import STATE
+
+    state = http.app[STATE]
+    if not is_admin(state.current.rules.admin, http.remote, http.headers.get("Authorization")):
+        return web.Response(status=403, text="forbidden: /debug is for admin networks or tokens\n")
+    module = http.query.get("module") or None
+    return web.json_response(upstreams_view(state, module))
