@@ -41,6 +41,18 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("schema", help="print the JSON Schema of the rules")
 
+    cost = sub.add_parser("cost", help="override upstream bandwidth costs for every replica")
+    cost_sub = cost.add_subparsers(dest="cost_command", required=True)
+    cost_set = cost_sub.add_parser("set", help="set NAME's cost in USD per GB")
+    cost_set.add_argument("name")
+    cost_set.add_argument("usd_per_gb", type=float)
+    cost_list = cost_sub.add_parser("list", help="list costs (rules and overrides)")
+    cost_clear = cost_sub.add_parser("clear", help="drop NAME's override (back to the rules)")
+    cost_clear.add_argument("name")
+    for p in (cost_set, cost_list, cost_clear):
+        p.add_argument("--rules", type=Path, default=DEFAULT_RULES)
+        p.add_argument("--redis", help="redis URL (env ROUTER_REDIS_URL, else the rules' redis)")
+
     exp = sub.add_parser("explain", help="print the decision for a request, as JSON")
     exp.add_argument("target", metavar="MODULE[@VERSION]")
     exp.add_argument("--rules", type=Path, default=DEFAULT_RULES)
@@ -103,6 +115,67 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cost(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from redis.exceptions import RedisError
+
+    from router.state.redis import connect, get_costs, set_cost
+
+    result = load_rules([args.rules])
+    if result.rules is None:
+        for problem in result.errors:
+            print(problem, file=sys.stderr)
+        return 1
+    rules = result.rules
+    url = args.redis or os.environ.get("ROUTER_REDIS_URL") or rules.redis
+    if not url:
+        print(
+            "cost: needs Redis (--redis, ROUTER_REDIS_URL or redis: in the rules); "
+            "without it each gateway keeps its own state and costs come from the rules",
+            file=sys.stderr,
+        )
+        return 2
+    names = [u.name for u in rules.upstreams]
+    name = getattr(args, "name", None)
+    if name is not None and name not in names:
+        print(f"cost: unknown upstream {name!r} (known: {', '.join(names)})", file=sys.stderr)
+        return 1
+    if args.cost_command == "set" and not args.usd_per_gb >= 0:
+        print("cost: USD_PER_GB must be a number >= 0", file=sys.stderr)
+        return 1
+
+    async def run() -> int:
+        client = connect(url)
+        try:
+            if args.cost_command == "set":
+                await set_cost(client, name or "", args.usd_per_gb)
+                print(f"{name}: {args.usd_per_gb:g} USD/GB (every replica within 2 s)")
+                return 0
+            if args.cost_command == "clear":
+                await client.hdel("goproxy-router:cost", name)
+                print(f"{name}: back to the rules' cost")
+                return 0
+            overrides = await get_costs(client)
+            for up in rules.upstreams:
+                override = overrides.get(up.name)
+                shown = (
+                    f"{override:g} (override; rules: {up.cost_per_gb:g})"
+                    if override is not None
+                    else f"{up.cost_per_gb:g} (rules)"
+                )
+                print(f"{up.name}\t{shown}")
+            return 0
+        finally:
+            await client.aclose()
+
+    try:
+        return asyncio.run(run())
+    except (RedisError, OSError) as exc:
+        print(f"cost: cannot reach Redis: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from router.serve import ServeOptions, run
 
@@ -146,6 +219,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_serve(args)
         if args.command == "explain":
             return cmd_explain(args)
+        if args.command == "cost":
+            return cmd_cost(args)
     except KeyboardInterrupt:
         return 130
     return 2

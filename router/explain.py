@@ -7,6 +7,7 @@ candidates) without a server, network or Redis. Never includes a token.
 from __future__ import annotations
 
 import base64
+import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,7 @@ from router.core.errors import ProtocolError
 from router.core.protocol import Kind, ModuleRequest
 from router.core.routing import Facts, Router
 from router.core.tenancy import Refusal, TenantIndex, identify, visibility
+from router.state.local import SelectionState
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,31 +103,38 @@ def explain(rules: Rules, q: Question) -> dict[str, Any]:
         "not_matched": [{"route": name, "why": why} for name, why in decision.skipped],
     }
     pool = rules.pool(decision.pool)
-    out["pool"] = {"name": pool.name, "fallback": pool.fallback}
-    out.update(_candidates(rules, pool.upstreams, seen.private, request.kind))
+    mode = pool.mode or rules.selection.mode
+    out["pool"] = {"name": pool.name, "fallback": pool.fallback, "mode": mode}
+    fresh = decision.prefer_fresh and request.kind in (Kind.LIST, Kind.LATEST)
+    out.update(_candidates(rules, pool.upstreams, seen.private, request.module, mode, fresh))
     return out
 
 
-def _candidates(rules: Rules, names: tuple[str, ...], private: bool, kind: Kind) -> dict[str, Any]:
+def _candidates(
+    rules: Rules,
+    names: tuple[str, ...],
+    private: bool,
+    module: str,
+    mode: str,
+    fresh: bool,
+) -> dict[str, Any]:
+    """Every candidate with its score components, as a fresh gateway would see them:
+    RTT unmeasured (neutral), costs from the rules, no heat yet. In `weighted` mode
+    the order shown is by score; the live gateway draws the first among near-best."""
+    state = SelectionState(rules, rng=random.Random(0))
+    ups = [rules.upstream(n) for n in names]
+    allowed = [u for u in ups if not (private and u.public)]
+    shown_mode = "ordered" if mode == "ordered" else "best"
+    ranked = state.order(allowed, module, prefer_fresh=fresh, mode=shown_mode)
     rows: list[dict[str, Any]] = []
-    order: list[str] = []
-    for position, name in enumerate(names, 1):
-        up = rules.upstream(name)
-        row: dict[str, Any] = {
-            "upstream": name,
-            "tier": up.tier,
-            "public": up.public,
-            "position": position,
-            "score": None,
-            "components": {"rtt": None, "cost": None, "heat": None},
-            "cost_per_gb": up.cost_per_gb,
-        }
+    for position, (up, scored) in enumerate(zip(ups, state.scored(ups, module), strict=True), 1):
+        row = scored.as_dict()
+        row["public"] = up.public
+        row["position"] = position
         if private and up.public:
             row["excluded"] = "public upstream: a private module is never sent to it"
-        else:
-            order.append(name)
         rows.append(row)
-    out: dict[str, Any] = {"candidates": rows, "order": order}
-    if private and not order:
+    out: dict[str, Any] = {"candidates": rows, "order": [s.candidate.name for s in ranked]}
+    if private and not allowed:
         out["answer"] = {"status": 404, "reason": "private module and no private upstream in pool"}
     return out

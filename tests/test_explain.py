@@ -34,7 +34,7 @@ def explain(*args: str) -> dict[str, object]:
             ["--tenant", "finance", "--token", "finance-example-token", "golang.org/x/mod@v0.20.0"],
             "finance",
             None,
-            ["corp-athens", "official", "goproxy-cn"],
+            ["corp-athens", "goproxy-cn", "official"],
         ),
         (
             [
@@ -52,7 +52,7 @@ def explain(*args: str) -> dict[str, object]:
             ["--token", "devops-example-token", "golang.org/x/mod@v0.20.0"],
             "devops",
             None,
-            ["ci-cache", "corp-athens", "official", "goproxy-cn"],
+            ["ci-cache", "corp-athens", "goproxy-cn", "official"],
         ),
         (
             ["--tenant", "health", "golang.org/x/mod@v0.20.0", "--kind", "info"],
@@ -64,7 +64,7 @@ def explain(*args: str) -> dict[str, object]:
             ["--token", "platform-example-token", "golang.org/x/mod", "--kind", "list"],
             "platform",
             None,
-            ["official", "goproxy-cn"],
+            ["goproxy-cn", "official"],
         ),
         (
             ["golang.org/x/mod@v0.20.0", "--go-version", "go1.20.3"],
@@ -72,7 +72,7 @@ def explain(*args: str) -> dict[str, object]:
             "legacy-go",
             ["legacy-mirror", "official"],
         ),
-        (["golang.org/x/mod@v0.20.0"], None, None, ["official", "goproxy-cn"]),
+        (["golang.org/x/mod@v0.20.0"], None, None, ["goproxy-cn", "official"]),
     ],
 )
 def test_explain_every_example_tenant(
@@ -84,6 +84,7 @@ def test_explain_every_example_tenant(
     assert out["order"] == order
     for row in out["candidates"]:  # type: ignore[attr-defined]
         assert set(row["components"]) == {"rtt", "cost", "heat"}
+        assert isinstance(row["score"], float)
 
 
 def test_explain_refusals_and_hidden_modules() -> None:

@@ -4,8 +4,11 @@ Pure: every function takes the time (`now`, seconds) and any randomness as
 arguments. The score of candidate i, each term normalised across the
 candidates of one request to [0, 1]:
 
-    rtt_i  = min_rtt / rtt_i                       (unmeasured: the median of the measured)
+    rtt_i  = (min_rtt + R) / (rtt_i + R)           (unmeasured: the median of the measured)
     cost_i = (min_cost + E) / (cost_i + E)         (E = 0.01 USD/GB keeps free upstreams finite)
+
+R = 10 ms keeps sub-millisecond jitter between nearby upstreams from looking
+like a 2x difference (0.5 ms vs 1 ms is no reason to herd onto one of them).
     heat_i = heat_i / max_heat                     (0 when no candidate has heat)
     score_i = w_rtt * rtt_i + w_cost * cost_i + w_heat * heat_i
 
@@ -21,6 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 COST_EPSILON = 0.01
+RTT_EPSILON = 0.010
 
 
 @dataclass(slots=True)
@@ -213,7 +217,7 @@ def score(candidates: Sequence[Candidate], weights: Weights) -> list[Scored]:
     max_heat = max((c.heat for c in candidates), default=0.0)
     out = []
     for c, rtt in zip(candidates, rtts, strict=True):
-        rtt_term = min_rtt / rtt if measured else 1.0
+        rtt_term = (min_rtt + RTT_EPSILON) / (rtt + RTT_EPSILON) if measured else 1.0
         cost_term = (min_cost + COST_EPSILON) / (c.cost + COST_EPSILON)
         heat_term = c.heat / max_heat if max_heat > 0 else 0.0
         total = weights.rtt * rtt_term + weights.cost * cost_term + weights.heat * heat_term

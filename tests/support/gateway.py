@@ -71,11 +71,19 @@ class RunningGateway:
 
 @asynccontextmanager
 async def gateway_in_process(
-    rules_path: Path, *, ssl_context: ssl.SSLContext | None = None, watch: bool = False
+    rules_path: Path,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    watch: bool = False,
+    redis_url: str | None = None,
 ) -> AsyncIterator[RunningGateway]:
     """The real application on a real loopback port, in this event loop.
     With `watch`, the rules file is watched and reloaded like in `serve`."""
-    app = create_app(load_or_raise([rules_path]), rules_paths=(rules_path,) if watch else ())
+    app = create_app(
+        load_or_raise([rules_path]),
+        rules_paths=(rules_path,) if watch else (),
+        redis_url=redis_url,
+    )
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=2)
     await runner.setup()
     port = free_port()

@@ -1,0 +1,287 @@
+"""Smart selection in the running gateway, against real upstreams and a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from support.gateway import GatewayProcess, gateway_in_process, write_rules
+from support.gomod import ModuleSet, simple_module
+from support.goproxy_server import Fault, FixtureProxy
+
+MODULES = [simple_module(f"example.com/m{i}", "v1.0.0") for i in range(20)]
+FAST_SELECTION = {
+    "probe_interval": "200ms",
+    "rtt_decay": "1s",
+    "ejection": {"consecutive_failures": 5, "base": "1s", "max": "4s"},
+}
+
+
+def _rules(path: Path, urls: dict[str, str], **selection: Any) -> Path:
+    sel = {**FAST_SELECTION, **selection}
+    return write_rules(
+        path,
+        [{"name": n, "url": u, "cost_per_gb": 0.01} for n, u in urls.items()],
+        {"main": {"upstreams": list(urls), "fallback": "any-error"}},
+        default={"pool": "main"},
+        selection=sel,
+    )
+
+
+async def _share(http: aiohttp.ClientSession, url: str, n: int = 60) -> Counter[str]:
+    got: Counter[str] = Counter()
+    for i in range(n):
+        m = MODULES[i % len(MODULES)]
+        async with http.get(f"{url}/{m.path}/@v/v1.0.0.info") as resp:
+            assert resp.status == 200
+            got[resp.headers["X-Router-Upstream"]] += 1
+    return got
+
+
+async def test_slowed_upstream_loses_traffic_and_wins_it_back(tmp_path: Path) -> None:
+    a, b = FixtureProxy(ModuleSet(MODULES), name="a"), FixtureProxy(ModuleSet(MODULES), name="b")
+    async with a, b:
+        rules = _rules(
+            tmp_path / "r.yaml",
+            {"a": a.url, "b": b.url},
+            weights={"rtt": 0.6, "cost": 0.4, "heat": 0.0},
+        )
+        async with gateway_in_process(rules) as gw, aiohttp.ClientSession() as http:
+            before = await _share(http, gw.url)
+            assert before["a"] > 10 and before["b"] > 10, before  # spread, no herding
+            a.add_fault(Fault(delay=0.1))
+            await _share(http, gw.url, 20)  # it learns within a few requests
+            during = await _share(http, gw.url)
+            assert during["a"] <= 6, during
+            a.clear_faults()
+            deadline = time.monotonic() + 8
+            after: Counter[str] = Counter()
+            while time.monotonic() < deadline:
+                after = await _share(http, gw.url, 40)
+                if after["a"] >= 10:
+                    break
+                await asyncio.sleep(0.3)
+            assert after["a"] >= 10, after
+
+
+async def test_failing_upstream_is_ejected_probed_and_readmitted(tmp_path: Path) -> None:
+    a, b = FixtureProxy(ModuleSet(MODULES), name="a"), FixtureProxy(ModuleSet(MODULES), name="b")
+    async with a, b:
+        rules = _rules(tmp_path / "r.yaml", {"a": a.url, "b": b.url}, mode="ordered")
+        async with gateway_in_process(rules) as gw, aiohttp.ClientSession() as http:
+
+            async def view() -> dict[str, Any]:
+                async with http.get(gw.url + "/debug/upstreams") as resp:
+                    return dict((await resp.json())["upstreams"]["a"])
+
+            async def health() -> str:
+                return str((await view())["health"])
+
+            async def ejections() -> str:
+                return "again" if (await view())["ejections"] >= 2 else "once"
+
+            a.add_fault(Fault(status=500))
+            got = await _share(http, gw.url, 10)
+            assert got == Counter({"b": 10})  # any-error: clients never see the 500s
+            assert await health() == "ejected"
+            asked = a.count("/@v/")
+            await _share(http, gw.url, 10)
+            assert a.count("/@v/") == asked  # ejected: not asked while others serve
+            # after the ejection, a half-open probe still fails: ejected again, for longer
+            await _until_async(ejections, "again", 3.0)
+            a.clear_faults()
+            await _until_async(health, "healthy", 6.0)  # a probe re-admits it
+            got = await _share(http, gw.url, 10)
+            assert got["a"] == 10  # ordered pool: back in first place
+
+
+async def _until_async(fn: Any, want: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    seen = None
+    while time.monotonic() < deadline:
+        seen = await fn()
+        if seen == want:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"wanted {want!r}, last saw {seen!r}")
+
+
+def _debug(url: str, module: str | None = None) -> dict[str, Any]:
+    q = f"?module={module}" if module else ""
+    with urllib.request.urlopen(f"{url}/debug/upstreams{q}", timeout=5) as resp:
+        out: dict[str, Any] = json.loads(resp.read())
+        return out
+
+
+def _first(url: str, module: str | None = None) -> str:
+    return str(_debug(url, module)["pools"]["main"]["candidates"][0]["upstream"])
+
+
+def test_cost_set_through_the_cli_flips_two_gateways_within_2s(
+    tmp_path: Path, redis_server: Any
+) -> None:
+    x = FixtureProxy(ModuleSet(MODULES), name="x").start_in_thread()
+    y = FixtureProxy(ModuleSet(MODULES), name="y").start_in_thread()
+    gws: list[GatewayProcess] = []
+    try:
+        rules = write_rules(
+            tmp_path / "r.yaml",
+            [
+                {"name": "x", "url": x.url, "cost_per_gb": 0.01},
+                {"name": "y", "url": y.url, "cost_per_gb": 0.05},
+            ],
+            {"main": {"upstreams": ["x", "y"]}},
+            default={"pool": "main"},
+            selection={"mode": "best", "weights": {"rtt": 0.0, "cost": 1.0, "heat": 0.0}},
+        )
+        gws = [GatewayProcess(rules, args=["--redis", redis_server.url]) for _ in range(2)]
+        for gw in gws:
+            gw.wait_ready()
+        assert [_first(gw.url) for gw in gws] == ["x", "x"]
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "router",
+                "cost",
+                "set",
+                "x",
+                "1.0",
+                "--rules",
+                str(rules),
+                "--redis",
+                redis_server.url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert done.returncode == 0, done.stderr
+        started = time.monotonic()
+        while time.monotonic() - started < 2.0 and [_first(gw.url) for gw in gws] != ["y", "y"]:
+            time.sleep(0.05)
+        assert [_first(gw.url) for gw in gws] == ["y", "y"]
+        for gw in gws:
+            with urllib.request.urlopen(gw.url + "/example.com/m1/@v/v1.0.0.info", timeout=5) as r:
+                assert r.headers["X-Router-Upstream"] == "y"
+        listed = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "router",
+                "cost",
+                "list",
+                "--rules",
+                str(rules),
+                "--redis",
+                redis_server.url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert "x\t1 (override; rules: 0.01)" in listed.stdout
+    finally:
+        for gw in gws:
+            gw.stop()
+        x.stop()
+        y.stop()
+
+
+def test_heat_built_through_one_gateway_ranks_on_another(tmp_path: Path, redis_server: Any) -> None:
+    x = FixtureProxy(ModuleSet(MODULES), name="x").start_in_thread()
+    y = FixtureProxy(ModuleSet(MODULES), name="y").start_in_thread()
+    gws: list[GatewayProcess] = []
+    try:
+        ups = [{"name": "x", "url": x.url}, {"name": "y", "url": y.url}]
+        heat_only = {"mode": "best", "weights": {"rtt": 0.0, "cost": 0.0, "heat": 1.0}}
+        # replica A prefers y by its own pool order; replica B would pick x on a tie
+        rules_a = write_rules(
+            tmp_path / "a.yaml",
+            ups,
+            {"main": {"upstreams": ["y", "x"], "mode": "ordered"}},
+            default={"pool": "main"},
+            selection=heat_only,
+        )
+        rules_b = write_rules(
+            tmp_path / "b.yaml",
+            ups,
+            {"main": {"upstreams": ["x", "y"]}},
+            default={"pool": "main"},
+            selection=heat_only,
+        )
+        gws = [GatewayProcess(r, args=["--redis", redis_server.url]) for r in (rules_a, rules_b)]
+        for gw in gws:
+            gw.wait_ready()
+        hot = "example.com/m3"
+        assert _first(gws[1].url, hot) == "x"
+        for _ in range(30):
+            with urllib.request.urlopen(f"{gws[0].url}/{hot}/@v/v1.0.0.info", timeout=5) as r:
+                assert r.headers["X-Router-Upstream"] == "y"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and _first(gws[1].url, hot) != "y":
+            time.sleep(0.1)
+        view = _debug(gws[1].url, hot)["pools"]["main"]["candidates"]
+        assert view[0]["upstream"] == "y" and view[0]["components"]["heat"] == 1.0
+        with urllib.request.urlopen(f"{gws[1].url}/{hot}/@v/v1.0.0.mod", timeout=5) as r:
+            assert r.headers["X-Router-Upstream"] == "y"
+        assert _first(gws[1].url, "example.com/m4") == "x"  # heat is per module
+    finally:
+        for gw in gws:
+            gw.stop()
+        x.stop()
+        y.stop()
+
+
+async def test_redis_killed_and_restarted_mid_run_fails_no_request(
+    tmp_path: Path, redis_server: Any
+) -> None:
+    a, b = FixtureProxy(ModuleSet(MODULES), name="a"), FixtureProxy(ModuleSet(MODULES), name="b")
+    async with a, b:
+        rules = _rules(tmp_path / "r.yaml", {"a": a.url, "b": b.url})
+        async with (
+            gateway_in_process(rules, redis_url=redis_server.url) as g1,
+            gateway_in_process(rules, redis_url=redis_server.url) as g2,
+            aiohttp.ClientSession() as http,
+        ):
+            failures: list[str] = []
+            stop = asyncio.Event()
+            count = 0
+
+            async def client(url: str) -> None:
+                nonlocal count
+                i = 0
+                while not stop.is_set():
+                    m = MODULES[i % len(MODULES)]
+                    i += 1
+                    try:
+                        async with http.get(f"{url}/{m.path}/@v/v1.0.0.mod") as resp:
+                            await resp.read()
+                            count += 1
+                            if resp.status != 200:
+                                failures.append(str(resp.status))
+                    except aiohttp.ClientError as exc:
+                        failures.append(repr(exc))
+
+            tasks = [asyncio.create_task(client(u)) for u in (g1.url, g2.url) for _ in range(3)]
+            await asyncio.sleep(1.0)
+            redis_server.kill()
+            await asyncio.sleep(1.5)
+            redis_server.start()
+            await asyncio.sleep(2.0)
+            stop.set()
+            await asyncio.gather(*tasks)
+            assert failures == []
+            assert count > 100
+            async with http.get(g1.url + "/metrics") as resp:
+                text = await resp.text()
+            assert "goproxy_router_redis_errors_total" in text
+            assert "goproxy_router_redis_up 1.0" in text  # reconnected
