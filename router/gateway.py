@@ -11,12 +11,14 @@ import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from aiohttp import web
 
 from router.config.model import Pool
 from router.core.fallback import (
     Attempt,
+    Failure,
     Outcome,
     Step,
     classify_status,
@@ -46,6 +48,8 @@ class Served:
     bytes: int = 0
     pool: str | None = None
     route: str | None = None
+    deadline: float = 600.0
+    cache: str | None = None  # hit, stale, miss, coalesced
 
 
 def text_response(status: int, reason: str, *, upstream: str | None = None) -> web.Response:
@@ -74,36 +78,70 @@ async def serve(
     served: Served,
     extra_headers: Mapping[str, str],
 ) -> web.StreamResponse:
-    """Answer `request` from the first upstream of `clients` that serves it."""
+    """Answer `request` from the first upstream of `clients` that serves it (no cache)."""
     if isinstance(request, SumdbRequest) and request.is_supported_probe:
-        if clients:
-            return _local_ok(b"", "text/plain; charset=utf-8")
-        return text_response(404, f"checksum database {request.db} is not proxied here")
+        return supported_probe(request, clients)
     stream = request.kind is Kind.ZIP and http.method == "GET"
+    result = await walk(
+        request, pool, clients, served, method=http.method, stream=stream, headers=extra_headers
+    )
+    if isinstance(result, Failure):
+        return failure_response(result)
+    return await respond(http, result, MAX_BYTES[request.kind], served)
+
+
+def supported_probe(request: SumdbRequest, clients: Sequence[UpstreamClient]) -> web.Response:
+    """`/sumdb/NAME/supported`: 200 when an upstream of the pool proxies NAME."""
+    if clients:
+        return _local_ok(b"", "text/plain; charset=utf-8")
+    return text_response(404, f"checksum database {request.db} is not proxied here")
+
+
+def failure_response(failure: Failure) -> web.Response:
+    return text_response(failure.status, failure.reason, upstream=failure.upstream)
+
+
+async def walk(
+    request: ModuleRequest | SumdbRequest,
+    pool: Pool,
+    clients: Sequence[UpstreamClient],
+    served: Served,
+    *,
+    method: str,
+    stream: bool,
+    headers: Mapping[str, str],
+) -> UpstreamAnswer | Failure:
+    """Ask `clients` in order with the pool's fallback rule: the first 200 (body read
+    whole, or left open when `stream`), else the go command's preferred failure."""
     limit = MAX_BYTES[request.kind]
     path = request.upstream_path()
     for client in clients:
         try:
             answer = await client.fetch(
-                path, method=http.method, stream=stream, limit=limit, headers=extra_headers
+                path, method=method, stream=stream, limit=limit, headers=headers
             )
         except UpstreamError as exc:
             outcome = _CAUSE_OUTCOME.get(exc.cause, Outcome.ERROR)
-            served.attempts.append(Attempt(client.name, outcome, None, str(exc)))
+            served.attempts.append(Attempt(client.name, outcome, None, str(exc), exc.cause))
         else:
             outcome = classify_status(answer.status)
+            seconds = answer.first_byte_seconds
             if outcome is Outcome.OK:
                 served.upstream = client.name
-                served.attempts.append(Attempt(client.name, outcome, 200))
-                return await _answer(http, answer, limit, served, client.config.timeouts.total)
-            served.attempts.append(Attempt(client.name, outcome, answer.status, _reason(answer)))
+                served.attempts.append(Attempt(client.name, outcome, 200, "", "", seconds))
+                served.deadline = client.config.timeouts.total
+                return answer
+            cause = "not_found" if outcome is Outcome.NOT_FOUND else f"{answer.status // 100}xx"
+            served.attempts.append(
+                Attempt(client.name, outcome, answer.status, _reason(answer), cause, seconds)
+            )
             answer.close()
         fall = client.config.tier == "L3"
         if next_step(pool.fallback, outcome, always_fall_through=fall) is Step.STOP:
             break
     failure = final_failure(served.attempts)
     served.upstream = failure.upstream
-    return text_response(failure.status, failure.reason, upstream=failure.upstream)
+    return failure
 
 
 def _local_ok(body: bytes, content_type: str) -> web.Response:
@@ -124,9 +162,23 @@ def _reason(answer: UpstreamAnswer) -> str:
     return f"{answer.status} {text}".strip()
 
 
-async def _answer(
-    http: web.Request, answer: UpstreamAnswer, limit: int, served: Served, deadline: float
+class Sink(Protocol):
+    """Receives a copy of a streamed body (a spool file for the artifact store)."""
+
+    async def write(self, chunk: bytes) -> None: ...
+
+    async def finish(self, ok: bool) -> None: ...
+
+
+async def respond(
+    http: web.Request,
+    answer: UpstreamAnswer,
+    limit: int,
+    served: Served,
+    sink: Sink | None = None,
 ) -> web.StreamResponse:
+    """Answer the client with an upstream's 200: whole, or streamed (copied to `sink`)."""
+    deadline = served.deadline
     headers = {UPSTREAM_HEADER: answer.upstream}
     if answer.content_type:
         headers["Content-Type"] = answer.content_type
@@ -142,7 +194,7 @@ async def _answer(
         resp = web.Response(status=200, body=answer.body, headers=headers)
         served.status, served.bytes = 200, len(answer.body)
         return resp
-    return await _stream(http, answer, limit, headers, served, deadline)
+    return await _stream(http, answer, limit, headers, served, deadline, sink)
 
 
 async def _stream(
@@ -152,19 +204,25 @@ async def _stream(
     headers: dict[str, str],
     served: Served,
     deadline: float,
+    sink: Sink | None,
 ) -> web.StreamResponse:
     """Stream a large body; a body that breaks midway aborts the client connection,
-    so the client can never take a short body for a whole one."""
+    so the client can never take a short body for a whole one. The sink gets every
+    chunk and learns at the end whether the body was whole."""
     resp = web.StreamResponse(status=200, headers=headers)
     if answer.content_length is not None:
         resp.content_length = answer.content_length
     served.status = 200
+    ok = False
     try:
         await resp.prepare(http)
         async with asyncio.timeout(deadline):
             async for chunk in answer.iter_body(limit):
+                if sink is not None:
+                    await sink.write(chunk)
                 await resp.write(chunk)
                 served.bytes += len(chunk)
+        ok = True
     except TimeoutError:
         log.warning("upstream %s: zip transfer exceeded %gs", answer.upstream, deadline)
         served.status = 504
@@ -181,6 +239,9 @@ async def _stream(
     except (ConnectionError, asyncio.CancelledError):
         answer.close()
         raise
+    finally:
+        if sink is not None:
+            await sink.finish(ok)
     answer.release()
     await resp.write_eof()
     return resp

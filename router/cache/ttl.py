@@ -1,0 +1,58 @@
+"""What is cached, under which key, for how long. Pure.
+
+| answer | fresh for | then |
+|---|---|---|
+| 200 `.info`/`.mod`/`.zip` of a canonical version, full sumdb tile | until evicted | - |
+| 200 `list`, `@latest`, `.info` of a query, sumdb lookup/latest | `ttl.list` / `ttl.latest` (60 s) | served stale while one refresh runs; on upstream failure served stale up to `stale_if_error` (24 h) |
+| 404 / 410 | `ttl.not_found` (30 s) | gone |
+| anything else (5xx, 403, truncated) | never cached | - |
+
+Keys: answers that can differ by pool carry the pool name; immutable
+answers of modules nobody declared private are shared by every pool (their
+bytes are fixed by the checksum database), private ones are kept per pool.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from router.config.model import Cache
+from router.core.protocol import Kind, ModuleRequest, SumdbRequest
+
+Request = ModuleRequest | SumdbRequest
+
+
+@dataclass(frozen=True, slots=True)
+class Lifetime:
+    """How long an answer stays fresh and how long it may then be served stale."""
+
+    fresh: float  # seconds; inf = until evicted
+    stale_while_revalidate: bool
+    stale_if_error: float
+
+
+def cache_key(request: Request, pool: str, *, private: bool) -> str:
+    """The cache key: the request's canonical upstream path, scoped by pool when needed."""
+    scope = "*" if request.immutable and not private else pool
+    return f"{scope}|{request.upstream_path()}"
+
+
+def lifetime(request: Request, status: int, cfg: Cache) -> Lifetime | None:
+    """How long to keep an answer; None when it must not be cached."""
+    if status in (404, 410):
+        return Lifetime(cfg.ttl.not_found, False, 0.0)
+    if status != 200:
+        return None
+    if isinstance(request, SumdbRequest) and request.is_supported_probe:
+        return None
+    if request.immutable:
+        return Lifetime(float("inf"), False, 0.0)
+    ttl = cfg.ttl.latest if request.kind is Kind.LATEST else cfg.ttl.list
+    return Lifetime(ttl, True, cfg.stale_if_error)
+
+
+def memory_cacheable(request: Request, size: int, limit: int) -> bool:
+    """Metadata always; a .zip only when small (large ones go to the disk store)."""
+    if request.kind is Kind.ZIP:
+        return size <= limit
+    return True
