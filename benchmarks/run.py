@@ -885,6 +885,32 @@ def run_target(
     )
 
 
+def source_state() -> str:
+    """The commit the gateway runs from, and how many files differ from it."""
+    repo = BENCH_DIR.parent
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        dirty = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "--", "router"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    if head.returncode != 0:
+        return "unknown (not a git checkout)"
+    state = f"commit {head.stdout.strip()}"
+    if changed := len(dirty.stdout.splitlines()):
+        state += f" + {changed} changed file(s) in router/"
+    return state
+
+
 def environment(tools: dict[str, str], settings: Settings) -> dict[str, Any]:
     def first_line(argv: list[str]) -> str:
         try:
@@ -918,6 +944,7 @@ def environment(tools: dict[str, str], settings: Settings) -> dict[str, Any]:
         "python": sys.version.split()[0],
         "gateway_python": gateway_python,
         "goproxy_router": version("goproxy-router"),
+        "source": source_state(),
         "aiohttp": version("aiohttp"),
         "uvloop": version("uvloop"),
     }
@@ -944,7 +971,8 @@ def render(report: Report) -> str:
         "",
         f"- nproc {env['nproc']} ({env['cpu_model']}), kernel {env['kernel']}; {pinning}",
         f"- {env['nginx']}; {env['wrk']}; Python {env['python']}; "
-        f"goproxy-router {env['goproxy_router']}, aiohttp {env['aiohttp']}, uvloop {env['uvloop']}",
+        f"goproxy-router {env['goproxy_router']} ({env['source']}), "
+        f"aiohttp {env['aiohttp']}, uvloop {env['uvloop']}",
         f"- wrk -t{s['threads']} -c{s['connections']} -d{s['duration']}s "
         f"--timeout {s['timeout']}s, {s['warmup']} s warm-up, {s['repeat']} run(s) per cell "
         "(median by req/s of the undisturbed runs shown)",

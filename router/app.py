@@ -21,13 +21,15 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from router.cachesetup import build_cache
+from router.caching import AnswerCache, Job
 from router.config.model import Rules
 from router.core.errors import ProtocolError
 from router.core.fallback import Outcome
 from router.core.protocol import Kind, ModuleRequest, SumdbRequest, parse_request_target
 from router.core.routing import Facts
 from router.core.tenancy import REALM, Identity, Refusal, identify, visibility
-from router.debug import debug_upstreams
+from router.debug import debug_purge, debug_upstreams
 from router.gateway import UPSTREAM_HEADER, Served, candidates_for, serve, text_response
 from router.live import gauge_loop, probe_loop
 from router.observability import Metrics, status_class
@@ -62,6 +64,7 @@ class GatewayState:
     redis_url: str | None = None
     selection: SelectionState = field(init=False)
     redis_sync: RedisSync | None = None
+    answers: AnswerCache | None = None
 
     def __post_init__(self) -> None:
         self.selection = SelectionState(self.initial_rules)
@@ -217,6 +220,9 @@ async def _decide_and_serve(
     by_name = {c.name: c for c in candidates}
     ordered = [by_name[s.candidate.name] for s in ranked]
     headers = {REQUEST_ID_HEADER: http[REQUEST_ID]}
+    if state.answers is not None:
+        job = Job(request, pool, ordered, served, headers, seen.private)
+        return await state.answers.serve(http, job)
     return await serve(http, request, pool, ordered, served, headers)
 
 
@@ -279,12 +285,15 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
         redis_client = connect(state.redis_url)
         state.redis_sync = RedisSync(redis_client, state.selection, state.metrics)
         state.tasks.spawn(state.redis_sync.run(), name="redis-sync")
+    state.answers = await build_cache(state, redis_client)
     state.tasks.spawn(probe_loop(state), name="probes")
     state.tasks.spawn(gauge_loop(state), name="gauges")
     state.ready = True
     yield
     state.ready = False
     await state.tasks.close()
+    if state.answers is not None:
+        await state.answers.close()
     if redis_client is not None:
         await redis_client.aclose()
     if state.runtime is not None:
@@ -307,5 +316,6 @@ def create_app(
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/debug/upstreams", debug_upstreams)
+    app.router.add_post("/debug/purge", debug_purge)
     app.router.add_route("*", "/{tail:.*}", goproxy)
     return app

@@ -88,3 +88,29 @@ async def debug_upstreams(http: web.Request) -> web.StreamResponse:
         return web.Response(status=403, text="forbidden: /debug is for admin networks or tokens\n")
     module = http.query.get("module") or None
     return web.json_response(upstreams_view(state, module))
+
+
+async def debug_purge(http: web.Request) -> web.StreamResponse:
+    """POST /debug/purge?module=PATH: drop the module's list/@latest/negative entries here
+    (and, with Redis, on every replica)."""
+    from router.app import STATE
+    from router.cache.shared import purge as shared_purge
+    from router.core.errors import ModuleError
+    from router.core.modpath import check_path
+
+    state = http.app[STATE]
+    if not is_admin(state.current.rules.admin, http.remote, http.headers.get("Authorization")):
+        return web.Response(status=403, text="forbidden: purge is for admin networks or tokens\n")
+    module = http.query.get("module", "")
+    try:
+        check_path(module)
+    except ModuleError as exc:
+        return web.Response(status=400, text=f"bad module: {exc}\n")
+    dropped = 0
+    answers = state.answers
+    if answers is not None and answers.memory is not None:
+        dropped = answers.memory.purge(module)
+    replicas = None
+    if answers is not None and answers.shared is not None:
+        replicas = await shared_purge(answers.shared.client, module)
+    return web.json_response({"module": module, "dropped": dropped, "replicas_told": replicas})

@@ -152,5 +152,32 @@ class Metrics:
             registry=r,
         )
 
+        self.cache_requests = Counter(
+            PREFIX + "cache_requests_total",
+            "Cache lookups by kind and result (hit, stale, stale_if_error, miss, coalesced).",
+            ("kind", "result"),
+            registry=r,
+        )
+        self.coalesced = Counter(
+            PREFIX + "coalesced_requests_total",
+            "Requests that waited for another request's identical fetch.",
+            registry=r,
+        )
+        self.cache_entries = Gauge(
+            PREFIX + "cache_entries", "Entries in the cache, by tier.", ("tier",), registry=r
+        )
+        self.cache_bytes = Gauge(
+            PREFIX + "cache_bytes", "Bytes held by the cache, by tier.", ("tier",), registry=r
+        )
+        self.cache_evictions = Gauge(
+            PREFIX + "cache_evictions", "Evictions since start, by tier.", ("tier",), registry=r
+        )
+        self.connections = Counter(
+            PREFIX + "upstream_connections_total",
+            "Upstream connections by upstream and event (opened, reused).",
+            ("upstream", "event"),
+            registry=r,
+        )
+
     def exposition(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

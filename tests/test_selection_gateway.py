@@ -33,6 +33,7 @@ def _rules(path: Path, urls: dict[str, str], **selection: Any) -> Path:
         {"main": {"upstreams": list(urls), "fallback": "any-error"}},
         default={"pool": "main"},
         selection=sel,
+        cache={"memory": 0},
     )
 
 
@@ -141,6 +142,7 @@ def test_cost_set_through_the_cli_flips_two_gateways_within_2s(
             {"main": {"upstreams": ["x", "y"]}},
             default={"pool": "main"},
             selection={"mode": "best", "weights": {"rtt": 0.0, "cost": 1.0, "heat": 0.0}},
+            cache={"memory": 0},
         )
         gws = [GatewayProcess(rules, args=["--redis", redis_server.url]) for _ in range(2)]
         for gw in gws:
@@ -210,6 +212,7 @@ def test_heat_built_through_one_gateway_ranks_on_another(tmp_path: Path, redis_s
             {"main": {"upstreams": ["y", "x"], "mode": "ordered"}},
             default={"pool": "main"},
             selection=heat_only,
+            cache={"memory": 0},
         )
         rules_b = write_rules(
             tmp_path / "b.yaml",
@@ -217,6 +220,7 @@ def test_heat_built_through_one_gateway_ranks_on_another(tmp_path: Path, redis_s
             {"main": {"upstreams": ["x", "y"]}},
             default={"pool": "main"},
             selection=heat_only,
+            cache={"memory": 0},
         )
         gws = [GatewayProcess(r, args=["--redis", redis_server.url]) for r in (rules_a, rules_b)]
         for gw in gws:

@@ -17,7 +17,8 @@ from typing import Protocol
 class CachePolicy(Protocol):
     """Decides residency. Sizes are in bytes; `now` in seconds."""
 
-    used_bytes: int
+    @property
+    def used_bytes(self) -> int: ...
 
     def access(self, key: Hashable, size: int, now: float) -> bool: ...
 
@@ -36,8 +37,12 @@ class LRUPolicy:
     def __init__(self, capacity_bytes: int, max_entries: int) -> None:
         self.capacity_bytes = capacity_bytes
         self.max_entries = max_entries
-        self.used_bytes = 0
+        self._used = 0
         self._sizes: OrderedDict[Hashable, int] = OrderedDict()
+
+    @property
+    def used_bytes(self) -> int:
+        return self._used
 
     def access(self, key: Hashable, size: int, now: float) -> bool:
         if key in self._sizes:
@@ -54,16 +59,16 @@ class LRUPolicy:
             self.used_bytes + size > self.capacity_bytes or len(self._sizes) >= self.max_entries
         ):
             old, old_size = self._sizes.popitem(last=False)
-            self.used_bytes -= old_size
+            self._used -= old_size
             evicted.append(old)
         self._sizes[key] = size
-        self.used_bytes += size
+        self._used += size
         return evicted
 
     def remove(self, key: Hashable) -> None:
         size = self._sizes.pop(key, None)
         if size is not None:
-            self.used_bytes -= size
+            self._used -= size
 
     def __contains__(self, key: object) -> bool:
         return key in self._sizes

@@ -1,11 +1,13 @@
 """What is cached, under which key, for how long. Pure.
 
-| answer | fresh for | then |
-|---|---|---|
-| 200 `.info`/`.mod`/`.zip` of a canonical version, full sumdb tile | until evicted | - |
-| 200 `list`, `@latest`, `.info` of a query, sumdb lookup/latest | `ttl.list` / `ttl.latest` (60 s) | served stale while one refresh runs; on upstream failure served stale up to `stale_if_error` (24 h) |
-| 404 / 410 | `ttl.not_found` (30 s) | gone |
-| anything else (5xx, 403, truncated) | never cached | - |
+- 200 `.info`/`.mod`/`.zip` of a canonical version, a full sumdb tile: fresh
+  until evicted.
+- 200 `list`, `@latest`, `.info` of a query, sumdb lookup/latest: fresh for
+  `ttl.list` / `ttl.latest` (60 s); then served stale while one background
+  refresh runs; when every upstream fails, served stale up to `stale_if_error`
+  (24 h).
+- 404 / 410: fresh for `ttl.not_found` (30 s), then gone.
+- anything else (5xx, 403, truncated): never cached.
 
 Keys: answers that can differ by pool carry the pool name; immutable
 answers of modules nobody declared private are shared by every pool (their

@@ -47,13 +47,13 @@ HEAT_KEEP = 1024
 RTT_TTL = 300
 
 
-def connect(url: str) -> Any:
+def connect(url: str, *, socket_timeout: float | None = 0.5) -> Any:
     """A redis-py asyncio client for a standalone, Sentinel or Cluster URL.
 
     `redis://`, `rediss://`, `unix://`: one server. `redis+cluster://host:port`:
     a cluster. `redis+sentinel://host:port[,host:port]/SERVICE[/DB]`: the
     master named SERVICE, found through the sentinels."""
-    opts: dict[str, Any] = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
+    opts: dict[str, Any] = {"socket_timeout": socket_timeout, "socket_connect_timeout": 0.5}
     scheme = urlsplit(url).scheme
     if scheme in ("redis+cluster", "rediss+cluster"):
         return RedisCluster.from_url(url.replace("+cluster", "", 1), **opts)

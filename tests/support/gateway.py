@@ -54,11 +54,13 @@ def one_pool_rules(
     **extra: Any,
 ) -> Path:
     """Rules with one pool `main` over the given name -> url upstreams; `mode: ordered`
-    (the pool's own order) unless told otherwise, so fallback tests know who is first."""
+    (the pool's own order) and no cache unless told otherwise, so fallback tests know
+    who is first and every request reaches an upstream."""
     ups = []
     for name, url in urls.items():
         ups.append({"name": name, "url": url, **(upstream_extra or {}).get(name, {})})
     extra.setdefault("default", {"pool": "main"})
+    extra.setdefault("cache", {"memory": 0})
     pool = {"upstreams": list(urls), "fallback": fallback, "mode": mode}
     return write_rules(dest, ups, {"main": pool}, **extra)
 

@@ -1,0 +1,156 @@
+"""The shared metadata tier: small answers in Redis, so a new replica does not
+stampede the upstreams, plus the cross-replica miss lock and purge broadcast.
+
+Only asked on a local miss (never on a hit), with a short timeout: a slow or
+dead Redis turns into a miss, never into an error for the client.
+
+Keys (hash tags keep a key's entry and lock in one Cluster slot):
+- `goproxy-router:meta:{<sha256 of key>}`: header line (JSON) + body; expires
+  when the entry's stale time ends
+- `goproxy-router:lock:{<sha256 of key>}`: who is fetching it; expires in 5 s
+- `goproxy-router:modkeys:<module>`: the meta keys of a module (for purge)
+- channel `goproxy-router:purge`: modules to purge on every replica
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from router.cache.memory import Entry
+
+log = logging.getLogger("goproxy_router.shared")
+
+PREFIX = "goproxy-router:"
+PURGE_CHANNEL = PREFIX + "purge"
+LOCK_MS = 5000
+_ERRORS = (RedisError, OSError, TimeoutError, ValueError)
+
+
+def _tag(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def encode(entry: Entry) -> bytes:
+    head = {
+        "status": entry.status,
+        "content_type": entry.content_type,
+        "upstream": entry.upstream,
+        "stored": entry.stored,
+        "fresh_until": entry.fresh_until,
+        "stale_until": entry.stale_until,
+        "module": entry.module,
+        "mutable": entry.mutable,
+    }
+    return json.dumps(head).encode() + b"\n" + entry.body
+
+
+def decode(raw: bytes) -> Entry:
+    head, _, body = raw.partition(b"\n")
+    fields = json.loads(head)
+    return Entry(body=body, **fields)
+
+
+class SharedTier:
+    """Metadata answers shared by every replica through Redis."""
+
+    def __init__(
+        self, client: Any, *, timeout: float = 0.1, on_error: Callable[[str], None]
+    ) -> None:
+        self.client = client
+        self.timeout = timeout
+        self._on_error = on_error
+
+    async def get(self, key: str) -> Entry | None:
+        try:
+            async with asyncio.timeout(self.timeout):
+                raw = await self.client.get(f"{PREFIX}meta:{{{_tag(key)}}}")
+            return decode(raw) if raw else None
+        except _ERRORS:
+            self._on_error("meta_get")
+            return None
+
+    async def put(self, key: str, entry: Entry, ttl: float) -> None:
+        if ttl <= 0:
+            return
+        name = f"{PREFIX}meta:{{{_tag(key)}}}"
+        ms = int(min(ttl, 30 * 86400) * 1000)
+        try:
+            async with asyncio.timeout(self.timeout * 5):
+                pipe = self.client.pipeline(transaction=False)
+                pipe.set(name, encode(entry), px=ms)
+                if entry.module is not None and entry.mutable:
+                    pipe.sadd(f"{PREFIX}modkeys:{entry.module}", name)
+                    pipe.pexpire(f"{PREFIX}modkeys:{entry.module}", ms)
+                await pipe.execute()
+        except _ERRORS:
+            self._on_error("meta_put")
+
+    async def lock(self, key: str, owner: str) -> bool:
+        """Try to become the one replica fetching `key`; True on a Redis error too
+        (fetching ourselves is always safe)."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                got = await self.client.set(
+                    f"{PREFIX}lock:{{{_tag(key)}}}", owner, nx=True, px=LOCK_MS
+                )
+            return bool(got)
+        except _ERRORS:
+            self._on_error("lock")
+            return True
+
+    async def unlock(self, key: str) -> None:
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self.client.delete(f"{PREFIX}lock:{{{_tag(key)}}}")
+        except _ERRORS:
+            self._on_error("unlock")
+
+    async def wait_for(self, key: str, wait: float, interval: float = 0.05) -> Entry | None:
+        """Poll for the entry another replica is fetching, for at most `wait` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while loop.time() < deadline:
+            await asyncio.sleep(interval)
+            entry = await self.get(key)
+            if entry is not None:
+                return entry
+        return None
+
+
+async def purge(client: Any, module: str) -> int:
+    """Drop a module's shared mutable entries and tell every replica to drop theirs."""
+    index = f"{PREFIX}modkeys:{module}"
+    names = await client.smembers(index)
+    if names:
+        await client.delete(*names)
+    await client.delete(index)
+    receivers: int = await client.publish(PURGE_CHANNEL, module)
+    return receivers
+
+
+async def listen_for_purges(client: Any, apply: Callable[[str], None]) -> None:
+    """Apply purges broadcast by `goproxy-router purge` (reconnecting with backoff)."""
+    backoff = 0.5
+    while True:
+        pubsub = client.pubsub()
+        try:
+            await pubsub.subscribe(PURGE_CHANNEL)
+            backoff = 0.5
+            async for message in pubsub.listen():
+                if message.get("type") == "message":
+                    data = message.get("data")
+                    apply(data.decode() if isinstance(data, bytes) else str(data))
+        except _ERRORS:
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 10.0)
+        finally:
+            with contextlib.suppress(*_ERRORS):
+                await pubsub.aclose()

@@ -1,0 +1,65 @@
+"""Building the cache tiers from the rules at startup (and the purge listener)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from router.cache.disk import ArtifactStore
+from router.cache.memory import CachePolicy, LRUPolicy, MemoryCache
+from router.cache.shared import SharedTier, listen_for_purges
+from router.caching import AnswerCache
+from router.config.model import Cache
+from router.state.redis import connect
+
+if TYPE_CHECKING:
+    from router.app import GatewayState
+
+log = logging.getLogger("goproxy_router.cachesetup")
+
+AVERAGE_ENTRY = 2048  # bytes; caps the entry count at memory / this
+
+
+def make_policy(cfg: Cache) -> CachePolicy:
+    """The eviction policy: LRU-K with time decay when available, else plain LRU."""
+    max_entries = max(16, cfg.memory // AVERAGE_ENTRY)
+    try:
+        from router.cache.policy import LRUKPolicy
+    except ImportError:  # pragma: no cover - the policy ships with the package
+        return LRUPolicy(cfg.memory, max_entries)
+    policy: CachePolicy = LRUKPolicy(cfg.memory, max_entries, k=cfg.k, decay=cfg.decay)
+    return policy
+
+
+async def build_cache(state: GatewayState, redis_client: Any) -> AnswerCache | None:
+    """The cache tiers the rules ask for; None for pure pass-through (memory 0, no dir)."""
+    cfg = state.initial_rules.cache
+    if cfg.memory <= 0 and not cfg.dir:
+        return None
+    memory = MemoryCache(make_policy(cfg)) if cfg.memory > 0 else None
+    store = None
+    if cfg.dir:
+        store = ArtifactStore(Path(cfg.dir), cfg.disk)
+        await asyncio.to_thread(store.open)
+        log.info("artifact store %s: %d artifacts, %d bytes", cfg.dir, len(store), store.used_bytes)
+    shared = None
+    answers_ref: list[AnswerCache] = []
+    if redis_client is not None:
+        errors = state.metrics.redis_errors
+        shared = SharedTier(redis_client, on_error=lambda op: errors.labels(op).inc())
+        if state.redis_url:
+            listener = connect(state.redis_url, socket_timeout=None)
+
+            def apply(module: str) -> None:
+                if answers_ref and answers_ref[0].memory is not None:
+                    dropped = answers_ref[0].memory.purge(module)
+                    log.info("purge %s: %d entries dropped", module, dropped)
+
+            state.tasks.spawn(listen_for_purges(listener, apply), name="purge-listener")
+    answers = AnswerCache(
+        cfg, state.metrics, state.tasks, memory=memory, store=store, shared=shared
+    )
+    answers_ref.append(answers)
+    return answers

@@ -1,0 +1,486 @@
+"""Serving from cache: memory, the artifact store and the shared Redis tier, with
+coalesced misses, stale-while-revalidate and stale-if-error.
+
+Sits between the decision (pool, ordered upstreams; the access check has
+already run) and the pool walk. Every answer served without an upstream call
+carries `Age` and `X-Router-Upstream: cache`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+
+from router.cache.disk import ArtifactStore, Spool, check_module_zip
+from router.cache.memory import Entry, MemoryCache
+from router.cache.shared import SharedTier
+from router.cache.ttl import cache_key, lifetime
+from router.config.model import Cache, Pool
+from router.core.fallback import Failure
+from router.core.protocol import MAX_BYTES, Kind, ModuleRequest, SumdbRequest
+from router.gateway import (
+    UPSTREAM_HEADER,
+    Served,
+    failure_response,
+    respond,
+    supported_probe,
+    walk,
+)
+from router.observability import Metrics
+from router.tasks import TaskGroup
+from router.upstream import UpstreamAnswer, UpstreamClient
+
+log = logging.getLogger("goproxy_router.caching")
+
+SMALL_ZIP = 1 << 20  # zips up to this size may live in the memory cache
+FOLLOWER_WAIT = 1.0  # seconds a replica waits for another replica's fetch
+
+
+@dataclass(slots=True)
+class Job:
+    """One request, decided: what to fetch, from whom, on whose behalf."""
+
+    request: ModuleRequest | SumdbRequest
+    pool: Pool
+    clients: Sequence[UpstreamClient]
+    served: Served
+    headers: Mapping[str, str]
+    private: bool
+
+    @property
+    def key(self) -> str:
+        return cache_key(self.request, self.pool.name, private=self.private)
+
+
+@dataclass(slots=True)
+class ZipFlight:
+    """A zip being fetched by one request while others wait for its bytes."""
+
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    path: Path | None = None
+    content_type: str | None = None
+    upstream: str | None = None
+
+
+class AnswerCache:
+    """Cache lookups and coalesced fetches for one gateway process."""
+
+    def __init__(
+        self,
+        cfg: Cache,
+        metrics: Metrics,
+        tasks: TaskGroup,
+        *,
+        memory: MemoryCache | None,
+        store: ArtifactStore | None,
+        shared: SharedTier | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.cfg = cfg
+        self.metrics = metrics
+        self.tasks = tasks
+        self.memory = memory
+        self.store = store
+        self.shared = shared
+        self._clock = clock
+        self._meta_flights: dict[str, asyncio.Future[UpstreamAnswer | Failure]] = {}
+        self._zip_flights: dict[str, ZipFlight] = {}
+        self._refreshing: set[str] = set()
+        self._owner = uuid.uuid4().hex[:12]
+        self._spool_dir: Path | None = None
+
+    # ------------------------------------------------------------------ entry point
+
+    async def serve(self, http: web.Request, job: Job) -> web.StreamResponse:
+        request = job.request
+        if isinstance(request, SumdbRequest) and request.is_supported_probe:
+            return supported_probe(request, job.clients)
+        kind = request.kind.value
+        key = job.key
+        now = self._clock()
+        hit = self._memory_hit(http, job, key, now)
+        if hit is not None:
+            return hit
+        if request.immutable and self.store is not None:
+            found = self.store.get(key)
+            if found is not None:
+                self._count(kind, "hit", job)
+                art, path = found
+                return _file_response(path, art.content_type, art.stored, now)
+        if http.method == "HEAD":
+            return await self._passthrough(http, job)
+        if request.kind is Kind.ZIP:
+            return await self._zip_miss(http, job, key)
+        return await self._meta_miss(http, job, key)
+
+    def _memory_hit(
+        self, http: web.Request, job: Job, key: str, now: float
+    ) -> web.StreamResponse | None:
+        if self.memory is None:
+            return None
+        look = self.memory.get(key, now)
+        if look is None:
+            return None
+        if look.fresh:
+            self._count(job.request.kind.value, "hit", job)
+            return entry_response(look.entry, now)
+        self._count(job.request.kind.value, "stale", job)
+        self._refresh_later(job, key)
+        return entry_response(look.entry, now)
+
+    def _count(self, kind: str, result: str, job: Job) -> None:
+        self.metrics.cache_requests.labels(kind, result).inc()
+        job.served.cache = result
+        if result in ("hit", "stale", "stale_if_error"):
+            job.served.upstream = "cache"
+
+    async def _passthrough(self, http: web.Request, job: Job) -> web.StreamResponse:
+        result = await walk(
+            job.request,
+            job.pool,
+            job.clients,
+            job.served,
+            method=http.method,
+            stream=False,
+            headers=job.headers,
+        )
+        if isinstance(result, Failure):
+            return failure_response(result)
+        return await respond(http, result, MAX_BYTES[job.request.kind], job.served)
+
+    # ------------------------------------------------------------------ metadata
+
+    async def _meta_miss(self, http: web.Request, job: Job, key: str) -> web.StreamResponse:
+        kind = job.request.kind.value
+        flight = self._meta_flights.get(key)
+        if flight is not None:
+            self._count(kind, "coalesced", job)
+            self.metrics.coalesced.inc()
+            result = await asyncio.shield(flight)
+        else:
+            shared = await self._shared_lookup(job, key)
+            if shared is not None:
+                self._count(kind, "hit", job)
+                return entry_response(shared, self._clock())
+            self._count(kind, "miss", job)
+            loop = asyncio.get_running_loop()
+            future: asyncio.Future[UpstreamAnswer | Failure] = loop.create_future()
+            self._meta_flights[key] = future
+            try:
+                result = await self._fetch_meta(job, key)
+                future.set_result(result)
+            except BaseException as exc:
+                future.set_exception(exc)
+                future.exception()  # followers see it; nobody is left with an unretrieved one
+                raise
+            finally:
+                self._meta_flights.pop(key, None)
+        return self._meta_response(job, key, result)
+
+    async def _shared_lookup(self, job: Job, key: str) -> Entry | None:
+        """The shared tier's answer, or another replica's fetch awaited briefly."""
+        if self.shared is None:
+            return None
+        now = self._clock()
+        entry = await self.shared.get(key)
+        if entry is not None and now < entry.fresh_until:
+            self._remember(key, entry, now)
+            return entry
+        if not await self.shared.lock(key, self._owner):
+            self.metrics.coalesced.inc()
+            entry = await self.shared.wait_for(key, FOLLOWER_WAIT)
+            if entry is not None:
+                self._remember(key, entry, self._clock())
+                return entry
+        return None
+
+    async def _fetch_meta(self, job: Job, key: str) -> UpstreamAnswer | Failure:
+        try:
+            result = await walk(
+                job.request,
+                job.pool,
+                job.clients,
+                job.served,
+                method="GET",
+                stream=False,
+                headers=job.headers,
+            )
+            self._store_meta(job, key, result)
+            return result
+        finally:
+            if self.shared is not None:
+                self.tasks.spawn(self.shared.unlock(key), name="cache-unlock")
+
+    def _store_meta(self, job: Job, key: str, result: UpstreamAnswer | Failure) -> None:
+        now = self._clock()
+        ctype: str | None
+        if isinstance(result, Failure):
+            status, body, ctype, upstream = (
+                result.status,
+                result.reason,
+                "text/plain; charset=utf-8",
+                result.upstream,
+            )
+            body_bytes = (" ".join(body.split())[:500] + "\n").encode()
+        else:
+            status, body_bytes, ctype, upstream = (
+                200,
+                result.body or b"",
+                result.content_type,
+                result.upstream,
+            )
+        life = lifetime(job.request, status, self.cfg)
+        if life is None:
+            return
+        entry = Entry(
+            status=status,
+            body=body_bytes,
+            content_type=ctype,
+            upstream=upstream or "",
+            stored=now,
+            fresh_until=now + life.fresh,
+            stale_until=now + max(life.fresh, life.stale_if_error + life.fresh),
+            module=job.request.module,
+            mutable=not job.request.immutable or status != 200,
+        )
+        self._remember(key, entry, now)
+        if self.shared is not None and job.request.kind is not Kind.ZIP:
+            ttl = entry.stale_until - now if entry.stale_until != float("inf") else 30 * 86400
+            self.tasks.spawn(self.shared.put(key, entry, ttl), name="cache-share")
+        if self.store is not None and job.request.immutable and status == 200:
+            self.tasks.spawn(
+                self.store.put_bytes(
+                    key,
+                    body_bytes,
+                    content_type=ctype,
+                    upstream=upstream or "",
+                    module=job.request.module,
+                ),
+                name="store-put",
+            )
+
+    def _remember(self, key: str, entry: Entry, now: float) -> None:
+        if self.memory is not None:
+            self.memory.put(key, entry, now)
+
+    def _meta_response(
+        self, job: Job, key: str, result: UpstreamAnswer | Failure
+    ) -> web.StreamResponse:
+        now = self._clock()
+        if isinstance(result, Failure):
+            if result.status not in (404, 410, 403) and self.memory is not None:
+                stale = self.memory.get_stale(key, now)
+                if stale is not None:
+                    self._count(job.request.kind.value, "stale_if_error", job)
+                    return entry_response(stale, now)
+            return failure_response(result)
+        job.served.upstream = job.served.upstream or result.upstream
+        job.served.status, job.served.bytes = 200, len(result.body or b"")
+        headers = {UPSTREAM_HEADER: result.upstream}
+        if result.content_type:
+            headers["Content-Type"] = result.content_type
+        return web.Response(status=200, body=result.body or b"", headers=headers)
+
+    def _refresh_later(self, job: Job, key: str) -> None:
+        """Stale-while-revalidate: at most one background refresh per key."""
+        if key in self._refreshing:
+            return
+        self._refreshing.add(key)
+
+        async def refresh() -> None:
+            try:
+                shadow = Job(job.request, job.pool, job.clients, Served(), job.headers, job.private)
+                await self._fetch_meta(shadow, key)
+            finally:
+                self._refreshing.discard(key)
+
+        self.tasks.spawn(refresh(), name="cache-refresh")
+
+    # ------------------------------------------------------------------ zips
+
+    async def _zip_miss(self, http: web.Request, job: Job, key: str) -> web.StreamResponse:
+        flight = self._zip_flights.get(key)
+        if flight is not None:
+            self._count("zip", "coalesced", job)
+            self.metrics.coalesced.inc()
+            served = await self._follow(flight, job)
+            if served is not None:
+                return served
+            return await self._zip_fetch(http, job, key, spool=None)  # the leader failed
+        self._count("zip", "miss", job)
+        flight = ZipFlight()
+        self._zip_flights[key] = flight
+        try:
+            return await self._zip_fetch(http, job, key, spool=flight)
+        finally:
+            self._zip_flights.pop(key, None)
+            flight.done.set()
+
+    async def _follow(self, flight: ZipFlight, job: Job) -> web.StreamResponse | None:
+        total = max((c.config.timeouts.total for c in job.clients), default=600.0)
+        try:
+            async with asyncio.timeout(total):
+                await flight.done.wait()
+        except TimeoutError:
+            return None
+        if flight.path is None or not flight.path.exists():
+            return None
+        job.served.upstream = flight.upstream
+        return _file_response(
+            flight.path, flight.content_type, None, self._clock(), flight.upstream
+        )
+
+    async def _zip_fetch(
+        self, http: web.Request, job: Job, key: str, spool: ZipFlight | None
+    ) -> web.StreamResponse:
+        result = await walk(
+            job.request,
+            job.pool,
+            job.clients,
+            job.served,
+            method="GET",
+            stream=True,
+            headers=job.headers,
+        )
+        if isinstance(result, Failure):
+            self._store_meta(job, key, result)  # negative answers are cached like any other
+            return failure_response(result)
+        sink = self._zip_sink(job, key, result, spool)
+        return await respond(http, result, MAX_BYTES[Kind.ZIP], job.served, sink)
+
+    def _zip_sink(
+        self, job: Job, key: str, answer: UpstreamAnswer, flight: ZipFlight | None
+    ) -> ZipSink | None:
+        if self.store is None and self.memory is None:
+            return None  # pure pass-through: nothing is kept
+        spool = self.store.spool() if self.store is not None else self._temp_spool()
+        return ZipSink(self, job, key, answer, spool, flight)
+
+    def _temp_spool(self) -> Spool:
+        if self._spool_dir is None:
+            self._spool_dir = Path(tempfile.mkdtemp(prefix="goproxy-router-spool-"))
+        return Spool(self._spool_dir / uuid.uuid4().hex)
+
+    async def close(self) -> None:
+        if self._spool_dir is not None:
+            await asyncio.to_thread(_rmtree, self._spool_dir)
+
+
+class ZipSink:
+    """Copies a streamed zip to a spool; at the end keeps it (store, memory) and hands
+    it to coalesced followers, or throws it away if the body was not whole."""
+
+    def __init__(
+        self,
+        owner: AnswerCache,
+        job: Job,
+        key: str,
+        answer: UpstreamAnswer,
+        spool: Spool,
+        flight: ZipFlight | None,
+    ) -> None:
+        self.owner, self.job, self.key, self.answer = owner, job, key, answer
+        self.spool, self.flight = spool, flight
+
+    async def write(self, chunk: bytes) -> None:
+        await self.spool.write(chunk)
+
+    async def finish(self, ok: bool) -> None:
+        owner, req = self.owner, self.job.request
+        if not ok or self.spool.failed:
+            self.spool.discard()
+            return
+        assert isinstance(req, ModuleRequest) and req.version is not None
+        module, version = req.module, req.version
+
+        def check(path: Path) -> str | None:
+            return check_module_zip(path, module, version)
+
+        if owner.store is not None:
+            art = await owner.store.commit(
+                self.spool,
+                self.key,
+                content_type=self.answer.content_type,
+                upstream=self.answer.upstream,
+                module=module,
+                expected_size=self.answer.content_length,
+                check=check,
+            )
+            if art is not None and self.flight is not None:
+                found = owner.store.get(self.key)
+                self.flight.path = found[1] if found else None
+        else:
+            await asyncio.to_thread(self.spool.close, sync=False)
+            problem = None
+            if self.answer.content_length not in (None, self.spool.size):
+                problem = "length differs from the announced one"
+            problem = problem or await asyncio.to_thread(check, self.spool.path)
+            if problem is not None:
+                log.warning("not keeping %s: %s", self.key, problem)
+                self.spool.discard()
+                return
+            if owner.memory is not None and self.spool.size <= SMALL_ZIP:
+                body = await asyncio.to_thread(self.spool.path.read_bytes)
+                owner._store_meta(self.job, self.key, _with_body(self.answer, body))
+            if self.flight is not None:
+                self.flight.path = self.spool.path
+            owner.tasks.spawn(_unlink_later(self.spool), name="spool-cleanup")
+        if self.flight is not None:
+            self.flight.content_type = self.answer.content_type
+            self.flight.upstream = self.answer.upstream
+
+
+def _with_body(answer: UpstreamAnswer, body: bytes) -> UpstreamAnswer:
+    return UpstreamAnswer(
+        upstream=answer.upstream,
+        status=200,
+        content_type=answer.content_type,
+        content_length=len(body),
+        first_byte_seconds=answer.first_byte_seconds,
+        body=body,
+    )
+
+
+async def _unlink_later(spool: Spool, delay: float = 120.0) -> None:
+    """Followers open the spool within moments; remove it once they surely have."""
+    await asyncio.sleep(delay)
+    spool.discard()
+
+
+def _rmtree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def entry_response(entry: Entry, now: float) -> web.Response:
+    """An answer from the memory cache."""
+    headers = {UPSTREAM_HEADER: "cache", "Age": str(entry.age(now))}
+    if entry.content_type:
+        headers["Content-Type"] = entry.content_type
+    return web.Response(status=entry.status, body=entry.body, headers=headers)
+
+
+def _file_response(
+    path: Path,
+    content_type: str | None,
+    stored: float | None,
+    now: float,
+    upstream: str | None = None,
+) -> web.FileResponse:
+    """An answer from a file (sendfile), from the store or a coalesced fetch's spool."""
+    resp = web.FileResponse(path, chunk_size=256 << 10)
+    resp.headers[UPSTREAM_HEADER] = upstream if stored is None and upstream else "cache"
+    if stored is not None:
+        resp.headers["Age"] = str(max(0, int(now - stored)))
+    if content_type:
+        resp.headers["Content-Type"] = content_type
+    return resp
