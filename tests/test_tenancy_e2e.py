@@ -81,6 +81,7 @@ async def company(tmp_path: Path) -> AsyncIterator[Company]:
             routes=[{"name": "legacy-go", "match": {"go_version": "<1.21"}, "pool": "legacy"}],
             default={"pool": "public", "anonymous": True},
             selection={"mode": "ordered"},
+            cache={"memory": 0},
         )
         async with gateway_in_process(rules, ssl_context=server_ctx) as gw:
             yield Company(public, finance, health, legacy, gw.url, ca_file, client_ctx)

@@ -9,9 +9,7 @@
 - 404 / 410: fresh for `ttl.not_found` (30 s), then gone.
 - anything else (5xx, 403, truncated): never cached.
 
-Keys: answers that can differ by pool carry the pool name; immutable
-answers of modules nobody declared private are shared by every pool (their
-bytes are fixed by the checksum database), private ones are kept per pool.
+Keys carry the pool name: nothing cached for one pool is served to another.
 """
 
 from __future__ import annotations
@@ -34,8 +32,13 @@ class Lifetime:
 
 
 def cache_key(request: Request, pool: str, *, private: bool) -> str:
-    """The cache key: the request's canonical upstream path, scoped by pool when needed."""
-    scope = "*" if request.immutable and not private else pool
+    """The cache key: the pool and the request's canonical upstream path.
+
+    Every answer is kept per pool, immutable ones included: by the protocol a
+    version's bytes are the same everywhere, but pools exist precisely because
+    operators do not want one pool's answers (a legacy mirror, a private
+    Athens) to reach another's clients."""
+    scope = f"{pool}+private" if private else pool
     return f"{scope}|{request.upstream_path()}"
 
 
