@@ -563,7 +563,7 @@ SWEEPS: dict[str, list[float]] = {
 def sweep(param: str, step: float) -> str:
     """Router hit ratio per anchor row for each value of one parameter."""
     values = SWEEPS[param]
-    rows = list(trace_rows()) + list(zipf_rows())
+    rows = [*trace_rows(), *zipf_rows(), *goproxy_rows()]
     lines = [
         "| row | " + " | ".join(f"{param}={v:g}" for v in values) + " |",
         "|" + "---|" * (len(values) + 1),

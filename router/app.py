@@ -291,7 +291,7 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     state.ready = True
     yield
     state.ready = False
-    await state.tasks.close()
+    await state.tasks.close(finish=("store-", "cache-share"))
     if state.answers is not None:
         await state.answers.close()
     if redis_client is not None:

@@ -53,6 +53,16 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--rules", type=Path, default=DEFAULT_RULES)
         p.add_argument("--redis", help="redis URL (env ROUTER_REDIS_URL, else the rules' redis)")
 
+    purge = sub.add_parser(
+        "purge", help="drop cached list/@latest/not-found answers of a module on every replica"
+    )
+    purge.add_argument("target", metavar="MODULE[@VERSION]")
+    purge.add_argument("--rules", type=Path, default=DEFAULT_RULES)
+    purge.add_argument("--redis", help="redis URL shared by the replicas (env ROUTER_REDIS_URL)")
+    purge.add_argument(
+        "--gateway", help="without Redis: the gateway's URL (admin), e.g. http://127.0.0.1:8080"
+    )
+
     exp = sub.add_parser("explain", help="print the decision for a request, as JSON")
     exp.add_argument("target", metavar="MODULE[@VERSION]")
     exp.add_argument("--rules", type=Path, default=DEFAULT_RULES)
@@ -176,6 +186,64 @@ def cmd_cost(args: argparse.Namespace) -> int:
         return 1
 
 
+def cmd_purge(args: argparse.Namespace) -> int:
+    import asyncio
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    from redis.exceptions import RedisError
+
+    from router.cache.shared import purge
+    from router.core.errors import ModuleError
+    from router.core.modpath import check_path
+    from router.state.redis import connect
+
+    module = args.target.partition("@")[0]
+    try:
+        check_path(module)
+    except ModuleError as exc:
+        print(f"purge: {exc}", file=sys.stderr)
+        return 1
+    url = args.redis or os.environ.get("ROUTER_REDIS_URL")
+    if not url and not args.gateway:
+        result = load_rules([args.rules]) if args.rules.exists() else None
+        url = result.rules.redis if result is not None and result.rules is not None else None
+    if url:
+
+        async def run() -> int:
+            client = connect(url)
+            try:
+                return await purge(client, module)
+            finally:
+                await client.aclose()
+
+        try:
+            told = asyncio.run(run())
+        except (RedisError, OSError) as exc:
+            print(f"purge: cannot reach Redis: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
+        print(f"purged {module}: shared entries dropped, {told} replica(s) told")
+        return 0
+    if not args.gateway:
+        print(
+            "purge: needs --redis (every replica) or --gateway URL (one gateway)", file=sys.stderr
+        )
+        return 2
+    query = urllib.parse.urlencode({"module": module})
+    req = urllib.request.Request(f"{args.gateway.rstrip('/')}/debug/purge?{query}", method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            print(resp.read().decode().strip())
+    except urllib.error.HTTPError as exc:
+        print(f"purge: {exc.code} {exc.read().decode().strip()}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"purge: cannot reach {args.gateway}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from router.serve import ServeOptions, run
 
@@ -221,6 +289,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_explain(args)
         if args.command == "cost":
             return cmd_cost(args)
+        if args.command == "purge":
+            return cmd_purge(args)
     except KeyboardInterrupt:
         return 130
     return 2

@@ -30,7 +30,12 @@ class TaskGroup:
         if exc is not None:
             log.error("background task %s failed: %r", task.get_name(), exc)
 
-    async def close(self) -> None:
+    async def close(self, *, finish: tuple[str, ...] = (), grace: float = 5.0) -> None:
+        """Cancel every task; those named with a prefix in `finish` (writes that must
+        land, like artifact store commits) first get up to `grace` seconds to end."""
+        pending = [t for t in self._tasks if t.get_name().startswith(finish)] if finish else []
+        if pending:
+            await asyncio.wait(pending, timeout=grace)
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
