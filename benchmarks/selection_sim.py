@@ -577,6 +577,26 @@ def window_stats(series: Series, windows: Sequence[Window], upstream: str) -> li
     return out
 
 
+def recovery_minutes(
+    series: Series, upstream: str, before: Window, after: float, end: float
+) -> float | None:
+    """Minutes after `after` until `upstream` serves at least half its `before` share
+    (in one bin); None when it had no share before or never got it back."""
+
+    def share(b: int) -> float:
+        total = sum(series.served[r.name][b] for r in REGIONS)
+        return series.served[upstream][b] / total if total else 0.0
+
+    lo, hi = int(before.start // BIN_SECONDS), int(before.end // BIN_SECONDS)
+    base = sum(share(b) for b in range(lo, hi)) / max(1, hi - lo)
+    if base < 0.05:
+        return None
+    for b in range(int(after // BIN_SECONDS), int(end // BIN_SECONDS)):
+        if share(b) >= base / 2:
+            return round(((b + 1) * BIN_SECONDS - after) / 60, 1)
+    return None
+
+
 # --------------------------------------------------------------------------- output
 
 
@@ -633,11 +653,15 @@ def seed_table(by_key: dict[str, PolicyResult]) -> str:
     return "\n".join(lines)
 
 
-def outage_table(outage: dict[str, list[dict[str, Any]]], titles: dict[str, str]) -> str:
+def outage_table(
+    outage: dict[str, list[dict[str, Any]]],
+    titles: dict[str, str],
+    recovery: dict[str, float | None],
+) -> str:
     windows = [w["window"] for w in next(iter(outage.values()))]
     lines = [
-        "| policy | " + " | ".join(windows) + " |",
-        "|---|" + "---|" * len(windows),
+        "| policy | " + " | ".join(windows) + " | back to half its share after |",
+        "|---|" + "---|" * (len(windows) + 1),
     ]
     for key, stats in outage.items():
         cells = [
@@ -645,6 +669,8 @@ def outage_table(outage: dict[str, list[dict[str, Any]]], titles: dict[str, str]
             + (f", {s['failed']} failed" if s["failed"] else "")
             for s in stats
         ]
+        back = recovery.get(key)
+        cells.append("-" if back is None else f"{back:g} min")
         lines.append(f"| {titles[key]} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -768,6 +794,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     outage: dict[str, list[dict[str, Any]]] = {}
     outage_series: dict[str, Series] = {}
     outage_results: dict[str, PolicyResult] = {}
+    recovery: dict[str, float | None] = {}
+    down_end = max(f.end for f in faults if f.kind == "down")
     for spec in POLICIES:
         if spec.key not in OUTAGE_POLICIES:
             continue
@@ -775,6 +803,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         outage_series[spec.key] = series
         outage_results[spec.key] = result
         outage[spec.key] = window_stats(series, windows, victim)
+        recovery[spec.key] = recovery_minutes(
+            series, victim, windows[0], down_end, outage_hours * HOUR
+        )
         print(f"  outage {spec.key}: {result.wall_seconds:.1f}s", file=sys.stderr)
 
     plotted = False if args.no_plot else plot(outage_series, titles, faults, outage_hours, args.png)
@@ -784,7 +815,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\n## Beside the seed's claims (scenario parameters are ours: compare directions)\n")
     print(seed_table(by_key))
     print(f"\n## Outage of `{victim}`: mean latency, its traffic share, failures\n")
-    print(outage_table(outage, titles))
+    print(outage_table(outage, titles, recovery))
     print()
     print(results_table(list(outage_results.values())))
     if plotted:
@@ -805,6 +836,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "upstream": victim,
             "faults": [asdict(f) for f in faults],
             "windows": outage,
+            "recovery_minutes_after_down": recovery,
             "results": [asdict(r) for r in outage_results.values()],
             "bin_seconds": BIN_SECONDS,
             "series": {k: asdict(s) for k, s in outage_series.items()},

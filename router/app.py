@@ -69,6 +69,9 @@ class GatewayState:
     def __post_init__(self) -> None:
         self.selection = SelectionState(self.initial_rules)
 
+    def count_connection(self, upstream: str, event: str) -> None:
+        self.metrics.connections.labels(upstream, event).inc()
+
     @property
     def current(self) -> Runtime:
         if self.runtime is None:
@@ -275,7 +278,7 @@ def _observe(
 
 async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE]
-    state.runtime, _ = await build_runtime(state.initial_rules, 1)
+    state.runtime, _ = await build_runtime(state.initial_rules, 1, None, state.count_connection)
     state.metrics.rules_generation.set(1)
     if state.rules_paths:
         state.reloader = Reloader(state, state.rules_paths)

@@ -47,6 +47,15 @@ def update_gauges(state: GatewayState) -> None:
         m.upstream_cost.labels(name).set(sel.cost(name))
         ejected = sel.live(name).health.state(now) == "ejected"
         m.upstream_ejected.labels(name).set(1 if ejected else 0)
+    answers = state.answers
+    if answers is not None and answers.memory is not None:
+        m.cache_entries.labels("memory").set(len(answers.memory))
+        m.cache_bytes.labels("memory").set(answers.memory.used_bytes)
+        m.cache_evictions.labels("memory").set(answers.memory.evictions)
+    if answers is not None and answers.store is not None:
+        m.cache_entries.labels("disk").set(len(answers.store))
+        m.cache_bytes.labels("disk").set(answers.store.used_bytes)
+        m.cache_evictions.labels("disk").set(answers.store.evictions)
     for pool in rules.pools:
         ups = [rules.upstream(n) for n in pool.upstreams]
         for scored in sel.scored(ups, None):

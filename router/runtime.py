@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from router.config.model import Rules
@@ -28,7 +28,10 @@ class Runtime:
 
 
 async def build_runtime(
-    rules: Rules, generation: int, previous: Runtime | None = None
+    rules: Rules,
+    generation: int,
+    previous: Runtime | None = None,
+    on_connection: Callable[[str, str], None] | None = None,
 ) -> tuple[Runtime, list[UpstreamClient]]:
     """A runtime for `rules`, reusing clients whose upstream did not change.
 
@@ -42,7 +45,7 @@ async def build_runtime(
             clients[up.name] = reused
             del old[up.name]
             continue
-        client = UpstreamClient(up)
+        client = UpstreamClient(up, on_connection)
         await client.start()
         clients[up.name] = client
     runtime = Runtime(

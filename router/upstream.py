@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import urljoin, urlsplit
@@ -102,9 +102,12 @@ def _describe(exc: BaseException) -> str:
 class UpstreamClient:
     """One upstream's connection pool and request logic."""
 
-    def __init__(self, config: Upstream) -> None:
+    def __init__(
+        self, config: Upstream, on_connection: Callable[[str, str], None] | None = None
+    ) -> None:
         self.config = config
         self._session: aiohttp.ClientSession | None = None
+        self._on_connection = on_connection
 
     @property
     def name(self) -> str:
@@ -120,8 +123,12 @@ class UpstreamClient:
             keepalive_timeout=30,
             ttl_dns_cache=300,
         )
+        traces = []
+        if self._on_connection is not None:
+            traces.append(self._connection_trace(self._on_connection))
         self._session = aiohttp.ClientSession(
             connector=connector,
+            trace_configs=traces,
             timeout=aiohttp.ClientTimeout(
                 total=None, connect=t.connect, sock_connect=t.connect, sock_read=t.idle
             ),
@@ -129,6 +136,21 @@ class UpstreamClient:
             headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
             skip_auto_headers=("Accept-Encoding",),
         )
+
+    def _connection_trace(self, report: Callable[[str, str], None]) -> aiohttp.TraceConfig:
+        """Counts connections opened vs reused from the keep-alive pool."""
+        trace = aiohttp.TraceConfig()
+        name = self.name
+
+        async def opened(*_: object) -> None:
+            report(name, "opened")
+
+        async def reused(*_: object) -> None:
+            report(name, "reused")
+
+        trace.on_connection_create_end.append(opened)
+        trace.on_connection_reuseconn.append(reused)
+        return trace
 
     async def close(self) -> None:
         if self._session is not None:
