@@ -277,11 +277,17 @@ Factory = Callable[[Workload], Sim]
 
 
 def router_factory(**params: float) -> Factory:
-    """LRUKPolicy with its defaults, optionally overridden (for sweeps)."""
+    """LRUKPolicy with its defaults, optionally overridden (for sweeps).
+
+    ``history`` is given as a multiple of the workload's max_entries.
+    """
 
     overrides: dict[str, Any] = {n: int(v) if n == "k" else v for n, v in params.items()}
+    factor = overrides.pop("history", None)  # swept as a multiple of max_entries
 
     def make(w: Workload) -> Sim:
+        if factor is not None:
+            overrides["history"] = int(factor * w.max_entries)
         return LRUKPolicy(w.capacity_bytes, w.max_entries, **overrides)
 
     return make
@@ -557,6 +563,7 @@ SWEEPS: dict[str, list[float]] = {
     "decay": [0.9, 0.97, 0.99, 0.995, 0.999, 0.9999, 1.0],
     "crp": [0.0, 0.1, 0.3, 1.0, 3.0],
     "k": [1, 2, 3],
+    "history": [0, 0.5, 1, 2, 4, 8],  # x max_entries
 }
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from router import tracing
 from router.cachesetup import build_cache
 from router.caching import AnswerCache, Job
 from router.config.model import Rules
@@ -32,6 +33,7 @@ from router.core.tenancy import REALM, Identity, Refusal, identify, visibility
 from router.debug import debug_purge, debug_upstreams
 from router.gateway import UPSTREAM_HEADER, Served, candidates_for, serve, text_response
 from router.live import gauge_loop, probe_loop
+from router.logs import AccessLog
 from router.observability import Metrics, status_class
 from router.padding import NotFoundTimer
 from router.reload import Reloader
@@ -39,6 +41,7 @@ from router.runtime import Runtime, build_runtime
 from router.state.local import SelectionState
 from router.state.redis import RedisSync, connect
 from router.tasks import TaskGroup
+from router.tracing import Tracer, make_tracer
 
 log = logging.getLogger("goproxy_router.app")
 
@@ -65,9 +68,13 @@ class GatewayState:
     selection: SelectionState = field(init=False)
     redis_sync: RedisSync | None = None
     answers: AnswerCache | None = None
+    access_log: AccessLog = field(init=False)
+    tracer: Tracer = field(default_factory=Tracer)
 
     def __post_init__(self) -> None:
         self.selection = SelectionState(self.initial_rules)
+        log_cfg = self.initial_rules.logging
+        self.access_log = AccessLog(enabled=log_cfg.access, sample=log_cfg.sample)
 
     def count_connection(self, upstream: str, event: str) -> None:
         self.metrics.connections.labels(upstream, event).inc()
@@ -99,6 +106,12 @@ async def identity_headers(request: web.Request, handler: Handler) -> web.Stream
         resp = await handler(request)
     except web.HTTPException as exc:
         resp = text_response(exc.status, exc.reason)
+    except (asyncio.CancelledError, ConnectionError):
+        raise
+    except Exception:
+        # A bug must never show a traceback to a client: log it, answer one line.
+        log.exception("unhandled error serving request %s", rid)
+        resp = text_response(500, f"internal error (request {rid})")
     if not resp.prepared:
         resp.headers[REQUEST_ID_HEADER] = rid
         resp.headers.setdefault(UPSTREAM_HEADER, "none")
@@ -145,34 +158,80 @@ def _module_of(request: ModuleRequest | SumdbRequest) -> str | None:
 async def goproxy(http: web.Request) -> web.StreamResponse:
     """Every GOPROXY and checksum-database request: parse, identify, decide, fetch."""
     state = http.app[STATE]
-    if http.method not in ("GET", "HEAD"):
-        refused = text_response(405, f"method {http.method} not allowed: only GET and HEAD")
-        refused.headers["Allow"] = "GET, HEAD"
-        return refused
-    try:
-        request = parse_request_target(http.raw_path)
-    except ProtocolError as exc:
-        return text_response(exc.status, exc.reason)
-    rt = state.current
-    who = identify(
-        rt.tenants,
-        authorization=http.headers.get("Authorization"),
-        tenant_header=http.headers.get("X-Tenant-ID"),
-        peer=http.remote,
-    )
-    if isinstance(who, Refusal):
-        state.metrics.auth_failures.labels(str(who.status)).inc()
-        return _refusal_response(who)
     started = time.monotonic()
-    state.metrics.in_flight.inc()
-    served = Served()
+    served = Served(trace=tracing.parse(http.headers))
     http[SERVED] = served
+    request: ModuleRequest | SumdbRequest | None = None
+    who: Identity | None = None
+    resp: web.StreamResponse | None = None
     try:
-        resp = await _decide_and_serve(http, rt, who, request, served)
+        if http.method not in ("GET", "HEAD"):
+            resp = text_response(405, f"method {http.method} not allowed: only GET and HEAD")
+            resp.headers["Allow"] = "GET, HEAD"
+            return resp
+        try:
+            request = parse_request_target(http.raw_path)
+        except ProtocolError as exc:
+            resp = text_response(exc.status, exc.reason)
+            return resp
+        rt = state.current
+        found = identify(
+            rt.tenants,
+            authorization=http.headers.get("Authorization"),
+            tenant_header=http.headers.get("X-Tenant-ID"),
+            peer=http.remote,
+        )
+        if isinstance(found, Refusal):
+            state.metrics.auth_failures.labels(str(found.status)).inc()
+            resp = _refusal_response(found)
+            return resp
+        who = found
+        state.metrics.in_flight.inc()
+        try:
+            attrs = {"goproxy.kind": request.kind.value, "goproxy.tenant": who.tenant_id or ""}
+            with state.tracer.request(served.trace, "goproxy.request", attrs) as ctx:
+                served.trace = ctx
+                resp = await _decide_and_serve(http, rt, who, request, served)
+        finally:
+            state.metrics.in_flight.dec()
+        _observe(state, who, request, served, resp.status, time.monotonic() - started)
+        return resp
     finally:
-        state.metrics.in_flight.dec()
-    _observe(state, who, request, served, resp.status, time.monotonic() - started)
-    return resp
+        _access_log(state, http, request, who, served, resp, time.monotonic() - started)
+
+
+def _access_log(
+    state: GatewayState,
+    http: web.Request,
+    request: ModuleRequest | SumdbRequest | None,
+    who: Identity | None,
+    served: Served,
+    resp: web.StreamResponse | None,
+    seconds: float,
+) -> None:
+    status = served.status if served.status >= 500 else (resp.status if resp is not None else 499)
+    state.access_log.emit_safely(
+        {
+            "request_id": http.get(REQUEST_ID),
+            "method": http.method,
+            "tenant": who.tenant_id if who is not None else None,
+            "kind": request.kind.value if request is not None else None,
+            "module": request.module if request is not None else None,
+            "version": request.version if request is not None else None,
+            "route": served.route,
+            "pool": served.pool,
+            "upstream": served.upstream,
+            "cache": served.cache,
+            "status": status,
+            "bytes": served.bytes,
+            "duration_ms": round(seconds * 1000, 2),
+            "attempts": [f"{a.upstream}:{a.outcome.value}" for a in served.attempts],
+            "fallbacks": max(0, len(served.attempts) - 1),
+            "client": http.remote,
+            "user_agent": http.headers.get("User-Agent", "")[:200],
+            "trace_id": served.trace.trace_id if served.trace is not None else None,
+        }
+    )
 
 
 async def _decide_and_serve(
@@ -217,16 +276,17 @@ async def _decide_and_serve(
                 404, f"not found: {module} is private and pool {pool.name} has no private upstream"
             )
     fresh = decision.prefer_fresh and request.kind in (Kind.LIST, Kind.LATEST)
-    ranked = state.selection.order(
-        [c.config for c in candidates], module, prefer_fresh=fresh, mode=pool.mode
-    )
+    with state.tracer.span(served.trace, "selection", {"goproxy.pool": pool.name}):
+        ranked = state.selection.order(
+            [c.config for c in candidates], module, prefer_fresh=fresh, mode=pool.mode
+        )
     by_name = {c.name: c for c in candidates}
     ordered = [by_name[s.candidate.name] for s in ranked]
     headers = {REQUEST_ID_HEADER: http[REQUEST_ID]}
     if state.answers is not None:
         job = Job(request, pool, ordered, served, headers, seen.private)
         return await state.answers.serve(http, job)
-    return await serve(http, request, pool, ordered, served, headers)
+    return await serve(http, request, pool, ordered, served, headers, state.tracer)
 
 
 def _sumdb_blocked(rt: Runtime, module: str, private: bool) -> str | None:
@@ -289,6 +349,9 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
         state.redis_sync = RedisSync(redis_client, state.selection, state.metrics)
         state.tasks.spawn(state.redis_sync.run(), name="redis-sync")
     state.answers = await build_cache(state, redis_client)
+    state.tracer = make_tracer(state.initial_rules.tracing)
+    if state.answers is not None:
+        state.answers.tracer = state.tracer
     state.tasks.spawn(probe_loop(state), name="probes")
     state.tasks.spawn(gauge_loop(state), name="gauges")
     state.ready = True
@@ -297,6 +360,7 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     await state.tasks.close(finish=("store-", "cache-share"))
     if state.answers is not None:
         await state.answers.close()
+    state.tracer.shutdown()
     if redis_client is not None:
         await redis_client.aclose()
     if state.runtime is not None:

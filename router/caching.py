@@ -36,6 +36,7 @@ from router.gateway import (
 )
 from router.observability import Metrics
 from router.tasks import TaskGroup
+from router.tracing import Tracer
 from router.upstream import UpstreamAnswer, UpstreamClient
 
 log = logging.getLogger("goproxy_router.caching")
@@ -96,6 +97,7 @@ class AnswerCache:
         self._refreshing: set[str] = set()
         self._owner = uuid.uuid4().hex[:12]
         self._spool_dir: Path | None = None
+        self.tracer: Tracer = Tracer()
 
     # ------------------------------------------------------------------ entry point
 
@@ -151,6 +153,7 @@ class AnswerCache:
             method=http.method,
             stream=False,
             headers=job.headers,
+            tracer=self.tracer,
         )
         if isinstance(result, Failure):
             return failure_response(result)
@@ -212,6 +215,7 @@ class AnswerCache:
                 method="GET",
                 stream=False,
                 headers=job.headers,
+                tracer=self.tracer,
             )
             self._store_meta(job, key, result)
             return result
@@ -349,6 +353,7 @@ class AnswerCache:
             method="GET",
             stream=True,
             headers=job.headers,
+            tracer=self.tracer,
         )
         if isinstance(result, Failure):
             self._store_meta(job, key, result)  # negative answers are cached like any other

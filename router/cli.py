@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -31,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=1, help="processes sharing the port")
     serve.add_argument("--tls-cert", help="PEM certificate: serve HTTPS")
     serve.add_argument("--tls-key", help="PEM private key for --tls-cert")
-    serve.add_argument("--log-level", default=os.environ.get("ROUTER_LOG_LEVEL", "info"))
+    serve.add_argument("--log-level", default=os.environ.get("ROUTER_LOG_LEVEL"))
 
     validate = sub.add_parser("validate", help="check rule files; exit 1 on any error")
     validate.add_argument("paths", type=Path, nargs="+")
@@ -245,12 +244,12 @@ def cmd_purge(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from router.logs import setup_logging
     from router.serve import ServeOptions, run
 
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     result = load_rules([args.rules])
+    level = args.log_level or (result.rules.logging.level if result.rules else "info")
+    setup_logging(level)
     for problem in result.problems:
         print(problem, file=sys.stderr)
     if result.rules is None:

@@ -26,7 +26,10 @@ from router.core.fallback import (
     next_step,
 )
 from router.core.protocol import MAX_BYTES, Kind, ModuleRequest, SumdbRequest
+from router.tracing import TraceContext, Tracer
 from router.upstream import UpstreamAnswer, UpstreamClient, UpstreamError
+
+_PROPAGATE_ONLY = Tracer()
 
 log = logging.getLogger("goproxy_router.gateway")
 
@@ -50,6 +53,7 @@ class Served:
     route: str | None = None
     deadline: float = 600.0
     cache: str | None = None  # hit, stale, miss, coalesced
+    trace: TraceContext | None = None
 
 
 def text_response(status: int, reason: str, *, upstream: str | None = None) -> web.Response:
@@ -77,13 +81,21 @@ async def serve(
     clients: Sequence[UpstreamClient],
     served: Served,
     extra_headers: Mapping[str, str],
+    tracer: Tracer = _PROPAGATE_ONLY,
 ) -> web.StreamResponse:
     """Answer `request` from the first upstream of `clients` that serves it (no cache)."""
     if isinstance(request, SumdbRequest) and request.is_supported_probe:
         return supported_probe(request, clients)
     stream = request.kind is Kind.ZIP and http.method == "GET"
     result = await walk(
-        request, pool, clients, served, method=http.method, stream=stream, headers=extra_headers
+        request,
+        pool,
+        clients,
+        served,
+        method=http.method,
+        stream=stream,
+        headers=extra_headers,
+        tracer=tracer,
     )
     if isinstance(result, Failure):
         return failure_response(result)
@@ -110,6 +122,7 @@ async def walk(
     method: str,
     stream: bool,
     headers: Mapping[str, str],
+    tracer: Tracer = _PROPAGATE_ONLY,
 ) -> UpstreamAnswer | Failure:
     """Ask `clients` in order with the pool's fallback rule: the first 200 (body read
     whole, or left open when `stream`), else the go command's preferred failure."""
@@ -117,9 +130,14 @@ async def walk(
     path = request.upstream_path()
     for client in clients:
         try:
-            answer = await client.fetch(
-                path, method=method, stream=stream, limit=limit, headers=headers
-            )
+            with tracer.attempt(served.trace, client.name) as trace_headers:
+                answer = await client.fetch(
+                    path,
+                    method=method,
+                    stream=stream,
+                    limit=limit,
+                    headers={**headers, **trace_headers},
+                )
         except UpstreamError as exc:
             outcome = _CAUSE_OUTCOME.get(exc.cause, Outcome.ERROR)
             served.attempts.append(Attempt(client.name, outcome, None, str(exc), exc.cause))

@@ -275,6 +275,9 @@ def test_kill_9_during_a_write_never_serves_a_partial_artifact(tmp_path: Path) -
                 body = resp.read()
                 assert resp.headers["X-Router-Upstream"] == "up"  # fetched again, not served
             assert hash_zip(body) == hash_zip(module_zip_bytes(BIG))
+            deadline = time.monotonic() + 5  # the commit ends just after the last byte
+            while list((store / "tmp").glob("*")) and time.monotonic() < deadline:
+                time.sleep(0.02)
             assert list((store / "tmp").glob("*")) == []
             assert proxy.count(".zip") == 2
         finally:

@@ -169,14 +169,13 @@ class LRUPolicy:
 class _Record:
     """Per-key state: LRU-K history, decayed frequency, and where the key lives."""
 
-    __slots__ = ("freq", "freq_at", "hist", "last", "origin", "region", "size", "stamp", "token")
+    __slots__ = ("freq", "hist", "last", "origin", "region", "size", "stamp", "token")
 
     def __init__(self, k: int, size: int, now: float) -> None:
         """A key seen once, at ``now``."""
         self.hist = [now] + [_NEVER] * (k - 1)  # HIST(p, 1..K), most recent first
         self.last = now  # LAST(p): latest reference, correlated or not
-        self.freq = 1.0  # decayed reference count, as of freq_at
-        self.freq_at = now
+        self.freq = 1.0  # decayed reference count as of hist[0], the latest counted one
         self.size = size
         self.region = _GHOST
         self.origin = _FROM_NOWHERE  # which region evicted it (ghosts only)
@@ -290,7 +289,9 @@ class LRUKPolicy:
         self._used = 0  # bytes of window + main
         self._count = 0  # entries of window + main
         self._main = _LRUKRegion()
-        self._ghosts: OrderedDict[Hashable, _Record] = OrderedDict()
+        # Retained histories of non-resident keys, oldest first, keyed by
+        # hash(key) so that evicted keys themselves are not kept alive.
+        self._ghosts: OrderedDict[int, _Record] = OrderedDict()
         self._window_share = _INITIAL_WINDOW_SHARE
         self._evictions = {_FROM_WINDOW: 0, _FROM_MAIN: 0}
 
@@ -338,7 +339,7 @@ class LRUKPolicy:
             self.remove(key)
             return [key]
         if not self._resize(key, size):
-            rec = self._ghosts.pop(key, None) or _Record(self.k, size, now)
+            rec = self._ghosts.pop(hash(key), None) or _Record(self.k, size, now)
             rec.size = size
             self._window_put(key, rec)
         evicted: list[Hashable] = []
@@ -376,29 +377,29 @@ class LRUKPolicy:
             # HIST(i) = HIST(i-1) + (LAST - HIST(1)): a correlated burst counts
             # as one reference; for i = 2 that is simply LAST.
             hist = rec.hist
+            rec.freq = rec.freq * math.exp(self._rate * (hist[0] - now)) + 1.0
             correlated_span = last - hist[0]
             for i in range(len(hist) - 1, 1, -1):
                 hist[i] = hist[i - 1] + correlated_span
             if len(hist) > 1:
                 hist[1] = last
             hist[0] = now
-            rec.freq = rec.freq * math.exp(self._rate * (rec.freq_at - now)) + 1.0
-            rec.freq_at = now
         rec.last = now
 
     def _frequency(self, rec: _Record, now: float) -> float:
         """Decayed reference count of ``rec`` as seen at ``now``."""
-        return rec.freq * math.exp(-self._rate * (now - rec.freq_at))
+        return rec.freq * math.exp(self._rate * (rec.hist[0] - now))
 
     def _reference_ghost(self, key: Hashable, now: float) -> None:
         """A miss: update (or start) the key's retained history, adapt the window."""
-        rec = self._ghosts.get(key)
+        ghost = hash(key)
+        rec = self._ghosts.get(ghost)
         if rec is None:
-            self._ghosts[key] = _Record(self.k, 0, now)
+            self._ghosts[ghost] = _Record(self.k, 0, now)
             self._trim_ghosts()
             return
         self._reference(rec, now)
-        self._ghosts.move_to_end(key)
+        self._ghosts.move_to_end(ghost)
         self._adapt(rec)
 
     # -- adaptation ---------------------------------------------------------
@@ -489,7 +490,7 @@ class LRUKPolicy:
 
     def _wins(self, candidate: _Record, victim: _Record, now: float) -> bool:
         """Admission test: candidate's frequency before its latest reference vs victim's."""
-        before_latest = (candidate.freq - 1.0) * math.exp(-self._rate * (now - candidate.freq_at))
+        before_latest = (candidate.freq - 1.0) * math.exp(self._rate * (candidate.hist[0] - now))
         return before_latest > self._frequency(victim, now)
 
     def _fit(self, evicted: list[Hashable]) -> None:
@@ -511,7 +512,7 @@ class LRUKPolicy:
         if origin != _FROM_NOWHERE:
             self._evictions[origin] += 1
             rec.stamp = self._evictions[origin]
-        self._ghosts[key] = rec  # residents are never ghosts: this appends
+        self._ghosts[hash(key)] = rec  # residents are never ghosts: this appends
         self._trim_ghosts()
 
     def _trim_ghosts(self) -> None:

@@ -292,5 +292,7 @@ def build_rules(doc: dict[str, Any], sources: tuple[str, ...]) -> m.Rules:
             networks=tuple(doc["admin"]["networks"]), tokens=tuple(doc["admin"]["tokens"])
         ),
         server=m.Server(**doc["server"]),
+        logging=m.Logging(**doc["logging"]),
+        tracing=m.Tracing(**doc["tracing"]),
         sources=sources,
     )

@@ -226,6 +226,23 @@ class Server:
 
 
 @dataclass(frozen=True, slots=True)
+class Logging:
+    level: str = "info"
+    access: bool = True
+    sample: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Tracing:
+    enabled: bool = False
+    endpoint: str | None = None
+    service_name: str = "goproxy-router"
+    sample: float = 1.0
+    export_timeout: float = 5.0
+    batch_size: int = 512
+
+
+@dataclass(frozen=True, slots=True)
 class ServerTLS:
     cert: str | None = None
     key: str | None = None
@@ -254,6 +271,8 @@ class Rules:
     rollouts: tuple[Rollout, ...] = ()
     admin: Admin = field(default_factory=Admin)
     server: Server = field(default_factory=Server)
+    logging: Logging = field(default_factory=Logging)
+    tracing: Tracing = field(default_factory=Tracing)
     sources: tuple[str, ...] = ()
 
     def upstream(self, name: str) -> Upstream:

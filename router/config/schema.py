@@ -310,6 +310,35 @@ RULES = Obj(
             ),
             default=None,
         ),
+        "logging": Field(
+            Obj(
+                {
+                    "level": Field(
+                        Str(choices=("debug", "info", "warning", "error")), default="info"
+                    ),
+                    "access": Field(Bool(), default=True, description="one JSON line a request"),
+                    "sample": Field(
+                        Number(minimum=0, maximum=1),
+                        default=1.0,
+                        description="share of requests logged (5xx always are)",
+                    ),
+                }
+            ),
+            default=None,
+        ),
+        "tracing": Field(
+            Obj(
+                {
+                    "enabled": Field(Bool(), default=False),
+                    "endpoint": Field(Str(), description="OTLP/HTTP endpoint (else env)"),
+                    "service_name": Field(Str(), default="goproxy-router"),
+                    "sample": Field(Number(minimum=0, maximum=1), default=1.0),
+                    "export_timeout": Field(DURATION, default=5.0),
+                    "batch_size": Field(Number(minimum=1, integer=True), default=512),
+                }
+            ),
+            default=None,
+        ),
         "server": Field(
             Obj(
                 {

@@ -192,7 +192,7 @@ def test_evicted_key_regains_its_history() -> None:
         ref(p, "h", 2.0)
         assert p.admit("big", 3, 3.0) == ["h"]
         assert p.access("h", 1, 4.0) is False
-        rec = p._ghosts.get("h")  # white-box: the retained K-history
+        rec = p._ghosts.get(hash("h"))  # white-box: the retained K-history
         hist = rec.hist if rec is not None else None
         if history == 0:
             assert hist is None
