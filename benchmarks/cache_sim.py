@@ -501,7 +501,7 @@ class Row:
 
     def verdict(self) -> str:
         router, lru = self.ours["router"], self.ours["lru"]
-        notes = [] if router >= lru - 0.05 else [f"below LRU by {lru - router:.1f}"]
+        notes = [] if router >= lru else [f"below LRU by {lru - router:.2f}"]
         best = self.best
         if best and router < best[1] - 3.0:
             notes.append(f"{best[1] - router:.1f} under best")

@@ -200,6 +200,12 @@ async def goproxy(http: web.Request) -> web.StreamResponse:
         _access_log(state, http, request, who, served, resp, time.monotonic() - started)
 
 
+def _body_length(resp: web.StreamResponse | None) -> int:
+    if isinstance(resp, web.Response) and resp.body_length:
+        return int(resp.body_length)
+    return 0
+
+
 def _access_log(
     state: GatewayState,
     http: web.Request,
@@ -223,7 +229,7 @@ def _access_log(
             "upstream": served.upstream,
             "cache": served.cache,
             "status": status,
-            "bytes": served.bytes,
+            "bytes": served.bytes or _body_length(resp),
             "duration_ms": round(seconds * 1000, 2),
             "attempts": [f"{a.upstream}:{a.outcome.value}" for a in served.attempts],
             "fallbacks": max(0, len(served.attempts) - 1),

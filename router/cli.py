@@ -27,7 +27,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--rules", type=Path, default=DEFAULT_RULES, help="rules file or folder")
     serve.add_argument("--listen", help="HOST:PORT (default: rules' listen, else 0.0.0.0:8080)")
     serve.add_argument("--redis", help="redis URL shared by replicas (env ROUTER_REDIS_URL)")
-    serve.add_argument("--workers", type=int, default=1, help="processes sharing the port")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=int(os.environ.get("ROUTER_WORKERS", "1") or 1),
+        help="processes sharing the port (env ROUTER_WORKERS)",
+    )
     serve.add_argument("--tls-cert", help="PEM certificate: serve HTTPS")
     serve.add_argument("--tls-key", help="PEM private key for --tls-cert")
     serve.add_argument("--log-level", default=os.environ.get("ROUTER_LOG_LEVEL"))
@@ -244,6 +249,23 @@ def cmd_purge(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Workers share their metrics through files; this must be set before
+        # prometheus_client is first imported.
+        import tempfile
+
+        metrics_dir = tempfile.mkdtemp(prefix="goproxy-router-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        try:
+            return _serve(args)
+        finally:
+            import shutil
+
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+    return _serve(args)
+
+
+def _serve(args: argparse.Namespace) -> int:
     from router.logs import setup_logging
     from router.serve import ServeOptions, run
 

@@ -7,7 +7,16 @@ Never a module path, version, token or client address.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+import os
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 PREFIX = "goproxy_router_"
@@ -38,7 +47,10 @@ class Metrics:
             registry=r,
         )
         self.in_flight = Gauge(
-            PREFIX + "in_flight_requests", "Requests being served now.", registry=r
+            PREFIX + "in_flight_requests",
+            "Requests being served now.",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.upstream_seconds = Histogram(
             PREFIX + "upstream_request_duration_seconds",
@@ -90,11 +102,17 @@ class Metrics:
             registry=r,
         )
         self.rules_generation = Gauge(
-            PREFIX + "rules_generation", "How many rule sets were loaded since start.", registry=r
+            PREFIX + "rules_generation",
+            "How many rule sets were loaded since start.",
+            registry=r,
+            multiprocess_mode="livemax",
         )
 
         self.redis_up = Gauge(
-            PREFIX + "redis_up", "1 when the last exchange with Redis worked.", registry=r
+            PREFIX + "redis_up",
+            "1 when the last exchange with Redis worked.",
+            registry=r,
+            multiprocess_mode="livemax",
         )
         self.redis_errors = Counter(
             PREFIX + "redis_errors_total",
@@ -126,24 +144,28 @@ class Metrics:
             "Live peak-EWMA time to first byte.",
             ("upstream",),
             registry=r,
+            multiprocess_mode="livemax",
         )
         self.upstream_cost = Gauge(
             PREFIX + "upstream_cost_per_gb",
             "Bandwidth cost in effect (rules or override).",
             ("upstream",),
             registry=r,
+            multiprocess_mode="livemax",
         )
         self.upstream_ejected = Gauge(
             PREFIX + "upstream_ejected",
             "1 while an upstream is ejected.",
             ("upstream",),
             registry=r,
+            multiprocess_mode="livemax",
         )
         self.upstream_score = Gauge(
             PREFIX + "upstream_score",
             "Score components per pool and upstream (heat is module-specific: not exported).",
             ("pool", "upstream", "component"),
             registry=r,
+            multiprocess_mode="livemax",
         )
         self.probes = Counter(
             PREFIX + "upstream_probes_total",
@@ -164,13 +186,25 @@ class Metrics:
             registry=r,
         )
         self.cache_entries = Gauge(
-            PREFIX + "cache_entries", "Entries in the cache, by tier.", ("tier",), registry=r
+            PREFIX + "cache_entries",
+            "Entries in the cache, by tier.",
+            ("tier",),
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.cache_bytes = Gauge(
-            PREFIX + "cache_bytes", "Bytes held by the cache, by tier.", ("tier",), registry=r
+            PREFIX + "cache_bytes",
+            "Bytes held by the cache, by tier.",
+            ("tier",),
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.cache_evictions = Gauge(
-            PREFIX + "cache_evictions", "Evictions since start, by tier.", ("tier",), registry=r
+            PREFIX + "cache_evictions",
+            "Evictions since start, by tier.",
+            ("tier",),
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.connections = Counter(
             PREFIX + "upstream_connections_total",
@@ -180,4 +214,9 @@ class Metrics:
         )
 
     def exposition(self) -> tuple[bytes, str]:
+        """The text format; with workers, the sum over every worker process."""
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return generate_latest(registry), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

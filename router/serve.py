@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import signal
 import ssl
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,6 +84,13 @@ async def run_gateway(rules: Rules, options: ServeOptions) -> None:
 
 
 def run(rules: Rules, options: ServeOptions) -> int:
+    """Run the gateway: one process, or a parent and `workers` processes sharing the port."""
+    if options.workers > 1:
+        return run_workers(rules, options)
+    return run_one(rules, options)
+
+
+def run_one(rules: Rules, options: ServeOptions) -> int:
     """Run the gateway on uvloop (when installed) until it is told to stop."""
     try:
         import uvloop
@@ -91,3 +101,71 @@ def run(rules: Rules, options: ServeOptions) -> int:
     with runner:
         runner.run(run_gateway(rules, options))
     return 0
+
+
+def run_workers(rules: Rules, options: ServeOptions) -> int:
+    """A pre-fork parent: N children serve the same port (SO_REUSEPORT); the parent
+    forwards SIGTERM/SIGINT (drain) and SIGHUP (reload), restarts a child that dies,
+    and exits 0 once every child has drained. Metrics are aggregated across the
+    children (Prometheus multiprocess mode), so one scrape through the port is right."""
+    children: dict[int, int] = {}  # pid -> worker index
+    stopping = False
+
+    def spawn(index: int) -> None:
+        pid = os.fork()
+        if pid == 0:  # the child: serve until told to stop
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                signal.signal(sig, signal.SIG_DFL)
+            code = 1
+            try:
+                code = run_one(rules, options)
+            finally:
+                os._exit(code)
+        children[pid] = index
+
+    def forward(sig: int, _frame: object) -> None:
+        nonlocal stopping
+        if sig in (signal.SIGTERM, signal.SIGINT):
+            stopping = True
+        for pid in list(children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM if sig == signal.SIGINT else sig)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, forward)
+    for index in range(options.workers):
+        spawn(index)
+    log.info("goproxy-router: %d workers on %s", options.workers, options.listen)
+    failed = False
+    deadline: float | None = None
+    while children:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if pid == 0:
+            if stopping and deadline is None:
+                deadline = time.monotonic() + rules.server.shutdown_timeout + 5
+            if deadline is not None and time.monotonic() > deadline:
+                for child in list(children):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(child, signal.SIGKILL)
+            time.sleep(0.05)
+            continue
+        index = children.pop(pid)
+        _mark_dead(pid)
+        code = os.waitstatus_to_exitcode(status)
+        if stopping:
+            failed |= code != 0
+        else:
+            log.error("worker %d (pid %d) exited with %d; restarting it", index, pid, code)
+            time.sleep(0.5)
+            spawn(index)
+    return 1 if failed else 0
+
+
+def _mark_dead(pid: int) -> None:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
