@@ -102,15 +102,19 @@ def test_access_log_is_json_and_never_holds_a_secret(tmp_path: Path) -> None:
 async def test_traceparent_reaches_the_upstream_with_the_same_trace_id(tmp_path: Path) -> None:
     trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
     parent = "00f067aa0ba902b7"
-    async with FixtureProxy(ModuleSet([LIB]), name="up") as up:
-        async with gateway_in_process(_rules(tmp_path, up.url)) as gw, aiohttp.ClientSession() as h:
-            headers = {"traceparent": f"00-{trace_id}-{parent}-01", "tracestate": "vendor=1"}
-            async with h.get(gw.url + "/example.com/lib/@v/v1.0.0.mod", headers=headers) as r:
-                assert r.status == 200
-            async with h.get(
-                gw.url + "/example.com/lib/@v/list", headers={"traceparent": "garbage"}
-            ) as r:
-                assert r.status == 200
+    up = FixtureProxy(ModuleSet([LIB]), name="up")
+    async with (
+        up,
+        gateway_in_process(_rules(tmp_path, up.url)) as gw,
+        aiohttp.ClientSession() as h,
+    ):
+        headers = {"traceparent": f"00-{trace_id}-{parent}-01", "tracestate": "vendor=1"}
+        async with h.get(gw.url + "/example.com/lib/@v/v1.0.0.mod", headers=headers) as r:
+            assert r.status == 200
+        async with h.get(
+            gw.url + "/example.com/lib/@v/list", headers={"traceparent": "garbage"}
+        ) as r:
+            assert r.status == 200
     sent = up.requests[0].headers
     version, got_trace, got_parent, flags = sent["traceparent"].split("-")
     assert (version, got_trace, flags) == ("00", trace_id, "01")
