@@ -4,6 +4,7 @@
 set -euo pipefail
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)   # promtool checks the alert rules
 if [[ "${WITH_BENCH:-0}" == 1 ]]; then
   command -v nginx >/dev/null 2>&1 || need+=(nginx)
   command -v wrk >/dev/null 2>&1 || need+=(wrk)
