@@ -41,7 +41,7 @@ from router.cache.policy import LRUKPolicy, LRUPolicy  # noqa: E402
 
 TRACES = ROOT.parent / "shared" / "traces"
 STEP = 0.01
-ZIPF_SCAN_LENGTH = 20_000
+SCAN_RUNS_PER_REQUESTS = 50  # a scan run is requests / 50 keys long (20,000 of 1M)
 
 
 class Sim(Protocol):
@@ -350,27 +350,24 @@ def zipf_keys(
 ) -> list[int]:
     """Zipf(alpha) requests over ``objects`` keys, with optional one-time scans.
 
-    Scans are runs of ZIPF_SCAN_LENGTH never-seen keys (ids >= objects),
+    Scans are runs of requests / SCAN_RUNS_PER_REQUESTS never-seen keys (ids >= objects),
     spread evenly, making up ``scan_share`` of the requests.
     """
     rng = random.Random(seed)
     weights = itertools.accumulate(1.0 / (i**alpha) for i in range(1, objects + 1))
     rank_to_key = list(range(objects))
     rng.shuffle(rank_to_key)
-    scans = round(scan_share * requests / ZIPF_SCAN_LENGTH)
-    draws = rng.choices(
-        rank_to_key, cum_weights=list(weights), k=requests - scans * ZIPF_SCAN_LENGTH
-    )
+    length = max(1, requests // SCAN_RUNS_PER_REQUESTS)
+    scans = round(scan_share * requests / length)
+    draws = rng.choices(rank_to_key, cum_weights=list(weights), k=requests - scans * length)
     if not scans:
         return draws
     out: list[int] = []
     chunk = len(draws) // scans
     for s in range(scans):
         part = draws[s * chunk : (s + 1) * chunk]
-        start = objects + s * ZIPF_SCAN_LENGTH
-        out += (
-            part[: chunk // 2] + list(range(start, start + ZIPF_SCAN_LENGTH)) + part[chunk // 2 :]
-        )
+        start = objects + s * length
+        out += part[: chunk // 2] + list(range(start, start + length)) + part[chunk // 2 :]
     return out + draws[scans * chunk :]
 
 

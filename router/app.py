@@ -180,6 +180,7 @@ async def goproxy(http: web.Request) -> web.StreamResponse:
             authorization=http.headers.get("Authorization"),
             tenant_header=http.headers.get("X-Tenant-ID"),
             peer=http.remote,
+            cert_names=peer_cert_names(http),
         )
         if isinstance(found, Refusal):
             state.metrics.auth_failures.labels(str(found.status)).inc()
@@ -198,6 +199,23 @@ async def goproxy(http: web.Request) -> web.StreamResponse:
         return resp
     finally:
         _access_log(state, http, request, who, served, resp, time.monotonic() - started)
+
+
+def peer_cert_names(http: web.Request) -> list[str]:
+    """CN and DNS/URI SANs of a verified client certificate (mutual TLS), if any."""
+    transport = http.transport
+    cert = transport.get_extra_info("peercert") if transport is not None else None
+    if not cert:
+        return []
+    names: list[str] = []
+    for rdn in cert.get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                names.append(value)
+    for kind, value in cert.get("subjectAltName", ()):
+        if kind in ("DNS", "URI"):
+            names.append(value)
+    return names
 
 
 def _body_length(resp: web.StreamResponse | None) -> int:

@@ -213,6 +213,13 @@ class Metrics:
             registry=r,
         )
 
+        self.guard_events = Counter(
+            PREFIX + "connection_guard_total",
+            "Connections cut by the guard: connection_refused, header_timeout, header_too_large.",
+            ("event",),
+            registry=r,
+        )
+
     def exposition(self) -> tuple[bytes, str]:
         """The text format; with workers, the sum over every worker process."""
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

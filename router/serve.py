@@ -16,6 +16,7 @@ from aiohttp import web
 
 from router.app import STATE, create_app
 from router.config.model import Rules
+from router.guard import Guard, GuardedSite, GuardLimits
 
 log = logging.getLogger("goproxy_router.serve")
 
@@ -35,11 +36,18 @@ def split_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
-def server_ssl_context(cert: str, key: str) -> ssl.SSLContext:
+def server_ssl_context(
+    cert: str, key: str, client_ca: str | None = None, client_auth: str = "none"
+) -> ssl.SSLContext:
+    """TLS for clients; with `client_ca`, mutual TLS (`require`: no certificate, no
+    handshake; `optional`: a certificate, when sent, must verify)."""
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(cert, key)
     ctx.set_alpn_protocols(["http/1.1"])
+    if client_ca and client_auth != "none":
+        ctx.load_verify_locations(cafile=client_ca)
+        ctx.verify_mode = ssl.CERT_REQUIRED if client_auth == "require" else ssl.CERT_OPTIONAL
     return ctx
 
 
@@ -52,16 +60,28 @@ async def run_gateway(rules: Rules, options: ServeOptions) -> None:
         handle_signals=False,
         access_log=None,
         shutdown_timeout=limits.shutdown_timeout,
-        max_line_size=limits.max_header_bytes,
-        max_field_size=limits.max_header_bytes,
+        keepalive_timeout=15,
+        max_line_size=limits.max_header_bytes + 1024,
+        max_field_size=limits.max_header_bytes + 1024,
     )
     await runner.setup()
     host, port = split_listen(options.listen)
     ctx = None
     if options.tls_cert and options.tls_key:
-        ctx = server_ssl_context(options.tls_cert, options.tls_key)
-    site = web.TCPSite(
-        runner, host, port, ssl_context=ctx, backlog=1024, reuse_port=options.workers > 1
+        tls = rules.tls
+        ctx = server_ssl_context(
+            options.tls_cert,
+            options.tls_key,
+            tls.client_ca if tls else None,
+            tls.client_auth if tls else "none",
+        )
+    metrics = app[STATE].metrics
+    guard = Guard(
+        GuardLimits(limits.max_connections, limits.header_timeout, limits.max_header_bytes),
+        on_event=lambda event: metrics.guard_events.labels(event).inc(),
+    )
+    site = GuardedSite(
+        runner, guard, host, port, ssl_context=ctx, backlog=1024, reuse_port=options.workers > 1
     )
     await site.start()
     scheme = "https" if ctx else "http"

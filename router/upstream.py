@@ -10,10 +10,14 @@ never carries a credential.
 from __future__ import annotations
 
 import asyncio
+import base64
+import logging
 import os
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 from urllib.parse import urljoin, urlsplit
 
@@ -22,6 +26,8 @@ from yarl import URL
 
 from router import __version__
 from router.config.model import Upstream
+
+log = logging.getLogger("goproxy_router.upstream")
 
 Cause = Literal["timeout", "reset", "unreachable", "truncated", "too_large", "redirect", "status"]
 
@@ -86,6 +92,46 @@ class UpstreamAnswer:
             self._response = None
 
 
+def _secret(env: str | None, file: str | None) -> str:
+    """A secret from an environment variable or a file (never from the rules)."""
+    if env:
+        value = os.environ.get(env)
+        if not value:
+            raise LookupError(f"environment variable {env} is not set")
+        return value.strip()
+    assert file is not None
+    try:
+        return Path(file).read_text().strip()
+    except OSError as exc:
+        raise LookupError(f"cannot read secret file {file}: {exc.strerror}") from None
+
+
+def _auth_header(config: Upstream) -> tuple[str | None, str | None]:
+    """(Authorization value, problem): the credential sent to this upstream only."""
+    auth = config.auth
+    if auth is None:
+        return None, None
+    try:
+        if auth.bearer_env or auth.bearer_file:
+            return "Bearer " + _secret(auth.bearer_env, auth.bearer_file), None
+        password = _secret(auth.password_env, auth.password_file)
+        raw = f"{auth.user}:{password}".encode()
+        return "Basic " + base64.b64encode(raw).decode(), None
+    except LookupError as exc:
+        return None, str(exc)
+
+
+def _client_ssl(config: Upstream) -> ssl.SSLContext | bool:
+    """TLS towards the upstream: a private CA bundle and/or a client certificate."""
+    tls = config.tls
+    if tls is None:
+        return True
+    ctx = ssl.create_default_context(cafile=tls.ca) if tls.ca else ssl.create_default_context()
+    if tls.cert and tls.key:
+        ctx.load_cert_chain(tls.cert, tls.key)
+    return ctx
+
+
 def _describe(exc: BaseException) -> str:
     """A one-line, credential-free description of a client error."""
     if isinstance(exc, aiohttp.ClientConnectorError):
@@ -108,6 +154,8 @@ class UpstreamClient:
         self.config = config
         self._session: aiohttp.ClientSession | None = None
         self._on_connection = on_connection
+        self._auth_header: str | None = None
+        self._auth_problem: str | None = None
 
     @property
     def name(self) -> str:
@@ -118,10 +166,20 @@ class UpstreamClient:
 
     async def start(self) -> None:
         t = self.config.timeouts
+        self._auth_header, self._auth_problem = _auth_header(self.config)
+        if self._auth_problem:
+            log.error("upstream %s: %s", self.name, self._auth_problem)
+        try:
+            tls: ssl.SSLContext | bool = _client_ssl(self.config)
+        except (OSError, ssl.SSLError) as exc:
+            self._auth_problem = f"bad tls settings: {exc}"
+            log.error("upstream %s: %s", self.name, self._auth_problem)
+            tls = True
         connector = aiohttp.TCPConnector(
             limit=self.config.max_connections,
             keepalive_timeout=30,
             ttl_dns_cache=300,
+            ssl=tls,
         )
         traces = []
         if self._on_connection is not None:
@@ -211,6 +269,10 @@ class UpstreamClient:
         """Send the request and wait for the response head (first-byte deadline)."""
         if self._session is None:
             raise UpstreamError(self.name, "unreachable", "client not started")
+        if self._auth_problem:
+            raise UpstreamError(self.name, "unreachable", "credentials for it are not available")
+        if self._auth_header is not None:
+            headers = {**headers, "Authorization": self._auth_header}
         url = self.url_for(path)
         started = time.monotonic()
         first_byte = self.config.timeouts.first_byte

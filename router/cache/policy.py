@@ -49,7 +49,6 @@ _NEVER = float("-inf")
 # sort before every key with a full history, ordered by last reference (LRU).
 _SHORT_HISTORY_OFFSET = 1e15
 
-_WINDOW, _MAIN, _GHOST = 1, 2, 3
 _FROM_NOWHERE, _FROM_WINDOW, _FROM_MAIN = 0, 1, 2
 
 _INITIAL_WINDOW_SHARE = 0.01
@@ -167,9 +166,9 @@ class LRUPolicy:
 
 
 class _Record:
-    """Per-key state: LRU-K history, decayed frequency, and where the key lives."""
+    """Per-key state: LRU-K history, decayed frequency, size, and eviction bookkeeping."""
 
-    __slots__ = ("freq", "hist", "last", "origin", "region", "size", "stamp", "token")
+    __slots__ = ("freq", "hist", "last", "origin", "size", "stamp", "token")
 
     def __init__(self, k: int, size: int, now: float) -> None:
         """A key seen once, at ``now``."""
@@ -177,7 +176,6 @@ class _Record:
         self.last = now  # LAST(p): latest reference, correlated or not
         self.freq = 1.0  # decayed reference count as of hist[0], the latest counted one
         self.size = size
-        self.region = _GHOST
         self.origin = _FROM_NOWHERE  # which region evicted it (ghosts only)
         self.stamp = 0  # that region's eviction count at the time
         self.token = 0  # identifies this record's live heap entry
@@ -209,7 +207,6 @@ class _LRUKRegion:
 
     def add(self, key: Hashable, rec: _Record) -> None:
         """Make ``key`` resident here."""
-        rec.region = _MAIN
         rec.token = next(self._tokens)
         self.records[key] = rec
         heapq.heappush(self._heap, (rec.priority(), rec.token, key))
@@ -433,7 +430,6 @@ class LRUKPolicy:
 
     def _window_put(self, key: Hashable, rec: _Record) -> None:
         """Insert ``key`` as the window's most recent entry."""
-        rec.region = _WINDOW
         self._window[key] = rec
         self._window_bytes += rec.size
         self._used += rec.size
@@ -507,7 +503,6 @@ class LRUKPolicy:
 
     def _bury(self, key: Hashable, rec: _Record, origin: int) -> None:
         """Keep the history of a key that is no longer resident."""
-        rec.region = _GHOST
         rec.origin = origin
         if origin != _FROM_NOWHERE:
             self._evictions[origin] += 1

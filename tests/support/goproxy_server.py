@@ -30,11 +30,11 @@ import socket
 import struct
 import tempfile
 import threading
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 from urllib.parse import unquote
 
 from aiohttp import web
@@ -189,6 +189,8 @@ class FixtureProxy:
         sumdb: Iterable[str] = (),
         base_path: str = "",
         zip_dir: Path | None = None,
+        ssl_context: Any = None,
+        required_headers: Mapping[str, str] | None = None,
     ) -> None:
         self.name = name
         self.modules = modules if isinstance(modules, ModuleSet) else ModuleSet(modules)
@@ -198,6 +200,8 @@ class FixtureProxy:
         self.bytes_served = 0
         self.base_path = base_path.rstrip("/")
         self._zip_dir = zip_dir
+        self._ssl = ssl_context
+        self.required_headers = dict(required_headers or {})
         self._faults: list[_FaultSlot] = []
         self._faults_lock = threading.Lock()
         self._zip_cache: dict[FixtureModule, bytes] = {}
@@ -215,7 +219,8 @@ class FixtureProxy:
     @property
     def url(self) -> str:
         """``http://127.0.0.1:PORT`` plus ``base_path``: what goes into GOPROXY."""
-        return f"http://127.0.0.1:{self.port}{self.base_path}"
+        scheme = "https" if self._ssl is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}{self.base_path}"
 
     def add_fault(self, fault: Fault) -> Fault:
         """Append a fault (faults are tried in the order added; the first match wins)."""
@@ -270,7 +275,7 @@ class FixtureProxy:
             for m in self.modules:
                 if m.is_large:
                     await self._large_zip(m)
-            await web.SockSite(runner, sock).start()
+            await web.SockSite(runner, sock, ssl_context=self._ssl).start()
         except BaseException:
             await self.aclose()
             sock.close()
@@ -356,6 +361,9 @@ class FixtureProxy:
         self.requests.append(RecordedRequest(request.method, raw, dict(request.headers), decoded))
         if request.method not in ("GET", "HEAD"):
             return self._send(request, _Answer(405, CT_TEXT, b"method not allowed\n"))
+        for name, value in self.required_headers.items():
+            if request.headers.get(name) != value:
+                return self._send(request, _Answer(401, CT_TEXT, b"unauthorized\n"))
         fault = self._take_fault(decoded)
         if fault is None:
             return self._send(request, await self._answer(decoded))
