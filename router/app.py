@@ -102,8 +102,15 @@ async def identity_headers(request: web.Request, handler: Handler) -> web.Stream
     """Every response carries X-Request-ID and X-Router-Upstream, errors included."""
     rid = request_id(request)
     request[REQUEST_ID] = rid
+    resp: web.StreamResponse
     try:
-        resp = await handler(request)
+        if request.method == "CONNECT":
+            resp = text_response(405, "CONNECT not allowed: this is not an open proxy")
+            resp.headers["Allow"] = "GET, HEAD"
+        elif not request.raw_path.startswith("/"):
+            resp = text_response(400, "request target must be a path: this is not an open proxy")
+        else:
+            resp = await handler(request)
     except web.HTTPException as exc:
         resp = text_response(exc.status, exc.reason)
     except (asyncio.CancelledError, ConnectionError):

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from router.cache.disk import ArtifactStore
-from router.cache.memory import CachePolicy, LRUPolicy, MemoryCache
+from router.cache.memory import MemoryCache
+from router.cache.policy import CachePolicy, LRUKPolicy
 from router.cache.shared import SharedTier, listen_for_purges
 from router.caching import AnswerCache
 from router.config.model import Cache
@@ -23,14 +24,9 @@ AVERAGE_ENTRY = 2048  # bytes; caps the entry count at memory / this
 
 
 def make_policy(cfg: Cache) -> CachePolicy:
-    """The eviction policy: LRU-K with time decay when available, else plain LRU."""
+    """The eviction policy: LRU-K with time decay (see benchmarks/CACHE.md)."""
     max_entries = max(16, cfg.memory // AVERAGE_ENTRY)
-    try:
-        from router.cache.policy import LRUKPolicy
-    except ImportError:  # pragma: no cover - the policy ships with the package
-        return LRUPolicy(cfg.memory, max_entries)
-    policy: CachePolicy = LRUKPolicy(cfg.memory, max_entries, k=cfg.k, decay=cfg.decay)
-    return policy
+    return LRUKPolicy(cfg.memory, max_entries, k=cfg.k, decay=cfg.decay, crp=cfg.crp)
 
 
 async def build_cache(state: GatewayState, redis_client: Any) -> AnswerCache | None:

@@ -37,8 +37,9 @@ def _reply(transport: asyncio.BaseTransport, status: str, text: str) -> None:
         f"HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\n"
         f"Content-Length: {len(body)}\r\nConnection: close\r\nX-Router-Upstream: none\r\n\r\n"
     ).encode()
-    if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
-        transport.write(head + body)
+    write = getattr(transport, "write", None)  # uvloop's transports are not asyncio subclasses
+    if write is not None and not transport.is_closing():
+        write(head + body)
     transport.close()
 
 

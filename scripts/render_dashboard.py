@@ -48,10 +48,12 @@ REPO = Path(__file__).resolve().parent.parent
 P = "goproxy_router_"
 HIT_RESULTS = ("hit", "stale", "stale_if_error", "coalesced")
 HIT_WARNING, HIT_CRITICAL, TTFB_CRITICAL = 0.85, 0.75, 1.2
+NOT_FAILURES = ("not_found", "4xx")  # upstream_errors_total causes that are not health failures
 
 # ----------------------------------------------------------------------------- snapshots
 
 Key = tuple[str, tuple[tuple[str, str], ...]]  # sample name, sorted labels
+Series = dict[tuple[str, ...], list[float]]  # label values of the `by` labels -> value per snapshot
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,7 +213,9 @@ def rate(
     out = {}
     for group, cum in counter_increase(snaps, name, by, match).items():
         inc = windowed(times, cum, window)
-        out[group] = [d / s if s and not math.isnan(s) else math.nan for d, s in zip(inc, spans)]
+        out[group] = [
+            d / s if s and not math.isnan(s) else math.nan for d, s in zip(inc, spans, strict=True)
+        ]
     return out
 
 
@@ -242,9 +246,8 @@ def histogram_quantile(
     times = [s.t for s in snaps]
     per_group: dict[tuple[str, ...], dict[float, list[float]]] = defaultdict(dict)
     for key, values in cum.items():
-        *group, le = key
-        per_group[tuple(group)][float(le)] = windowed(times, values, window)
-    out = {}
+        per_group[key[:-1]][float(key[-1])] = windowed(times, values, window)
+    out: Series = {}
     for group, by_le in per_group.items():
         row = []
         for i in range(len(snaps)):
@@ -254,14 +257,14 @@ def histogram_quantile(
     return out
 
 
-def hit_ratio(snaps: Sequence[Snapshot], window: float, by: Sequence[str] = ()) -> dict:
+def hit_ratio(snaps: Sequence[Snapshot], window: float, by: Sequence[str] = ()) -> Series:
     hits = rate(snaps, P + "cache_requests_total", by, window, lambda m: m["result"] in HIT_RESULTS)
     misses = rate(snaps, P + "cache_requests_total", by, window, lambda m: m["result"] == "miss")
-    out = {}
+    out: Series = {}
     for group in set(hits) | set(misses):
         h = hits.get(group, [0.0] * len(snaps))
         m = misses.get(group, [0.0] * len(snaps))
-        out[group] = [a / (a + b) if (a + b) > 0 else math.nan for a, b in zip(h, m)]
+        out[group] = [a / (a + b) if (a + b) > 0 else math.nan for a, b in zip(h, m, strict=True)]
     return out
 
 
@@ -298,14 +301,24 @@ def _style(ax: Any, title: str, ylabel: str) -> None:
     ax.margins(x=0)
 
 
-def _stack(ax: Any, xs: list[float], series: dict, percent: bool = False) -> None:
+STATUS_COLORS = {"2xx": "tab:green", "3xx": "tab:blue", "4xx": "gold", "5xx": "tab:red"}
+
+
+def _stack(
+    ax: Any,
+    xs: list[float],
+    series: Series,
+    percent: bool = False,
+    colors: dict[str, str] | None = None,
+) -> None:
     groups = sorted(series, key=_label)
     rows = [[0.0 if math.isnan(v) else v for v in series[g]] for g in groups]
     if percent:
-        totals = [sum(col) for col in zip(*rows)] if rows else []
-        rows = [[v / t if t else 0.0 for v, t in zip(r, totals)] for r in rows]
+        totals = [sum(col) for col in zip(*rows, strict=True)] if rows else []
+        rows = [[v / t if t else 0.0 for v, t in zip(r, totals, strict=True)] for r in rows]
     if rows:
-        ax.stackplot(xs, rows, labels=[_label(g) for g in groups], alpha=0.85)
+        palette = [(colors or {}).get(_label(g), f"C{i}") for i, g in enumerate(groups)]
+        ax.stackplot(xs, rows, labels=[_label(g) for g in groups], colors=palette, alpha=0.85)
         ax.legend(loc="upper left", fontsize=8, ncol=2)
 
 
@@ -315,7 +328,8 @@ def panel_traffic(ax: Any, snaps: Sequence[Snapshot], window: float) -> None:
 
 
 def panel_status(ax: Any, snaps: Sequence[Snapshot], window: float) -> None:
-    _stack(ax, _xs(snaps), rate(snaps, P + "requests_total", ("status",), window))
+    series = rate(snaps, P + "requests_total", ("status",), window)
+    _stack(ax, _xs(snaps), series, colors=STATUS_COLORS)
     _style(ax, "Status classes", "requests/s")
 
 
@@ -365,20 +379,37 @@ def panel_latency(ax: Any, snaps: Sequence[Snapshot], window: float) -> None:
 
 def panel_errors(ax: Any, snaps: Sequence[Snapshot], window: float) -> None:
     xs = _xs(snaps)
-    errs = rate(snaps, P + "upstream_errors_total", ("upstream", "cause"), window)
-    _stack(ax, xs, errs)
+    name = P + "upstream_errors_total"
+    failures = rate(
+        snaps, name, ("upstream", "cause"), window, lambda m: m["cause"] not in NOT_FAILURES
+    )
+    _stack(ax, xs, failures)
+    benign = rate(snaps, name, ("upstream",), window, lambda m: m["cause"] in NOT_FAILURES)
+    for group, row in sorted(benign.items()):
+        ax.plot(xs, row, lw=1, ls="--", color="grey", label=f"{_label(group)} not found / 4xx")
     ejected = gauge_sum(snaps, P + "upstream_ejected", ("upstream",), agg=max)
     top = ax.get_ylim()[1] or 1.0
-    for i, (group, row) in enumerate(sorted(ejected.items())):
+    for group, row in sorted(ejected.items()):
         on = [v == 1 for v in row]
         if any(on):
             ax.fill_between(
-                xs, 0, top, where=on, step="post", color="red", alpha=0.12, lw=0,
+                xs,
+                0,
+                top,
+                where=on,
+                step="post",
+                color="red",
+                alpha=0.12,
+                lw=0,
                 label=f"{_label(group)} ejected",
             )
     ax.set_ylim(0, top)
     ax.legend(loc="upper left", fontsize=8, ncol=2)
-    _style(ax, "Upstream errors by cause (shaded: ejected)", "failed attempts/s")
+    _style(
+        ax,
+        "Upstream failures by cause (dashed: not found, not a failure; shaded: ejected)",
+        "attempts/s",
+    )
 
 
 def panel_cache_size(ax: Any, snaps: Sequence[Snapshot], window: float) -> None:
@@ -425,7 +456,7 @@ def render(snaps: Sequence[Snapshot], out: Path, window: float, title: str = "")
         plt.close(fig)
         written.append(path)
     fig, axes = plt.subplots(4, 2, figsize=(16, 15), dpi=80)
-    for ax, draw in zip(axes.flat, PANELS.values()):
+    for ax, draw in zip(axes.flat, PANELS.values(), strict=False):
         draw(ax, snaps, window)
     axes.flat[-1].axis("off")
     span = snaps[-1].t - snaps[0].t
@@ -460,8 +491,8 @@ def _demo_rules(dest: Path, primary: str, mirror: str, cache_dir: Path) -> Path:
     rules = {
         "version": 1,
         "upstreams": [
-            {"name": "primary", "url": primary, "tier": "L0", "cost_per_gb": 0.09},
-            {"name": "mirror", "url": mirror, "tier": "L1", "cost_per_gb": 0.02},
+            {"name": "primary", "url": primary, "tier": "L0", "cost_per_gb": 0.06},
+            {"name": "mirror", "url": mirror, "tier": "L1", "cost_per_gb": 0.05},
         ],
         "pools": {"public": {"upstreams": ["primary", "mirror"], "fallback": "any-error"}},
         "selection": {
@@ -532,7 +563,9 @@ def run_demo(args: argparse.Namespace) -> list[Snapshot]:
         path = f"example.com/demo/lib{i:03d}"
         size = min(int(rng.paretovariate(1.5) * 8_000), 600_000)
         modules.append(
-            simple_module(path, "v1.0.0", extra_files={"data.txt": os.urandom(size // 2).hex().encode()})
+            simple_module(
+                path, "v1.0.0", extra_files={"data.txt": os.urandom(size // 2).hex().encode()}
+            )
         )
     primary = FixtureProxy(modules, name="primary").start_in_thread()
     mirror = FixtureProxy(modules[: int(len(modules) * 0.9)], name="mirror").start_in_thread()
@@ -599,7 +632,9 @@ def run_demo(args: argparse.Namespace) -> list[Snapshot]:
         mirror.stop()
 
 
-def _direct(phases: list[Phase], start: float, primary: Any, fault: Any, stop: threading.Event) -> None:
+def _direct(
+    phases: list[Phase], start: float, primary: Any, fault: Any, stop: threading.Event
+) -> None:
     """Apply each phase's fault on the primary upstream when its time comes."""
     for phase in phases[1:]:
         while time.monotonic() - start < phase.start:

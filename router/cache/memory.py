@@ -8,73 +8,12 @@ module -> keys index that purges need. Every operation is O(1) amortised
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Protocol
 
+from router.cache.policy import CachePolicy, LRUPolicy
 
-class CachePolicy(Protocol):
-    """Decides residency. Sizes are in bytes; `now` in seconds."""
-
-    @property
-    def used_bytes(self) -> int: ...
-
-    def access(self, key: Hashable, size: int, now: float) -> bool: ...
-
-    def admit(self, key: Hashable, size: int, now: float) -> list[Hashable]: ...
-
-    def remove(self, key: Hashable) -> None: ...
-
-    def __contains__(self, key: object) -> bool: ...
-
-    def __len__(self) -> int: ...
-
-
-class LRUPolicy:
-    """Plain LRU under a byte and an entry budget (the baseline, and a fallback)."""
-
-    def __init__(self, capacity_bytes: int, max_entries: int) -> None:
-        self.capacity_bytes = capacity_bytes
-        self.max_entries = max_entries
-        self._used = 0
-        self._sizes: OrderedDict[Hashable, int] = OrderedDict()
-
-    @property
-    def used_bytes(self) -> int:
-        return self._used
-
-    def access(self, key: Hashable, size: int, now: float) -> bool:
-        if key in self._sizes:
-            self._sizes.move_to_end(key)
-            return True
-        return False
-
-    def admit(self, key: Hashable, size: int, now: float) -> list[Hashable]:
-        if size > self.capacity_bytes:
-            return [key]
-        self.remove(key)
-        evicted: list[Hashable] = []
-        while self._sizes and (
-            self.used_bytes + size > self.capacity_bytes or len(self._sizes) >= self.max_entries
-        ):
-            old, old_size = self._sizes.popitem(last=False)
-            self._used -= old_size
-            evicted.append(old)
-        self._sizes[key] = size
-        self._used += size
-        return evicted
-
-    def remove(self, key: Hashable) -> None:
-        size = self._sizes.pop(key, None)
-        if size is not None:
-            self._used -= size
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._sizes
-
-    def __len__(self) -> int:
-        return len(self._sizes)
+__all__ = ["CachePolicy", "Entry", "LRUPolicy", "Lookup", "MemoryCache"]
 
 
 @dataclass(frozen=True, slots=True)

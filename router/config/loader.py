@@ -283,6 +283,7 @@ def build_rules(doc: dict[str, Any], sources: tuple[str, ...]) -> m.Rules:
             stale_if_error=cache["stale_if_error"],
             decay=cache["decay"],
             k=cache["k"],
+            crp=cache["crp"],
         ),
         limits=_limits(doc.get("limits")),
         checksum_dbs=tuple(m.ChecksumDB(**c) for c in doc.get("checksum_dbs", ())),

@@ -165,8 +165,9 @@ class Cache:
     disk: int = 10 << 30
     ttl: CacheTTL = field(default_factory=CacheTTL)
     stale_if_error: float = 86400.0
-    decay: float = 0.97
+    decay: float = 0.999
     k: int = 2
+    crp: float = 0.3
 
 
 @dataclass(frozen=True, slots=True)

@@ -160,7 +160,12 @@ CACHE = Obj(
             default=None,
         ),
         "stale_if_error": Field(DURATION, default=86400.0),
-        "decay": Field(Number(minimum=0, maximum=1, exclusive_minimum=True), default=0.97),
+        "decay": Field(
+            Number(minimum=0, maximum=1, exclusive_minimum=True),
+            default=0.999,
+            description="per-second decay of a key's frequency (measured: benchmarks/CACHE.md)",
+        ),
+        "crp": Field(DURATION, default=0.3, description="correlated reference period"),
         "k": Field(Number(minimum=1, maximum=8, integer=True), default=2),
     }
 )
