@@ -61,6 +61,7 @@ STOP_GRACE_SECONDS = 15.0
 READY_TIMEOUT_SECONDS = 30.0
 IDLE_LIMIT_PCT = 10.0  # machine-wide busy CPU (% of one core) that still counts as quiet
 IDLE_WINDOW_SECONDS = 3  # ... for this many seconds in a row before each run
+TARGET_RATIO = 0.3  # the issue's goal: gateway pass-through >= 0.3 x nginx reverse proxy
 NOISY_PCT = 10.0  # other processes' load during a run above which the run is flagged
 
 TARGET_TITLES = {
@@ -981,8 +982,8 @@ def render(report: Report) -> str:
         + ", ".join(f"{w} rotates over {n} paths" for w, n in fx["paths"].items()),
         "",
         "| workload | target | req/s | p50 ms | p99 ms | max ms | MiB/s | errors | "
-        "SUT CPU µs/req | busy % CPU0 / CPU1 | other load % |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|---|--:|",
+        "SUT CPU µs/req | busy % per CPU | other load % | runs clean/all |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|---|--:|--:|",
     ]
     medians: dict[tuple[str, str], Measurement] = {}
     for workload in s["workloads"]:
@@ -997,12 +998,13 @@ def render(report: Report) -> str:
             lines.append(
                 f"| {WORKLOAD_TITLES[workload]} | {TARGET_TITLES[target]} | {m.rps:,.0f} | "
                 f"{m.p50_ms:.2f} | {m.p99_ms:.2f} | {m.max_ms:.1f} | {m.mib_s:,.1f} | {errors} | "
-                f"{per_req} | {cpu} | {m.other_load_pct:.0f}{' (!)' if noisy(m) else ''} |"
+                f"{per_req} | {cpu} | {m.other_load_pct:.0f}{' (!)' if noisy(m) else ''} | "
+                f"{sum(not noisy(c) for c in cell)}/{len(cell)} |"
             )
     lines += [
         "",
         "| workload | gateway / nginx proxy (req/s) | gateway / upstream (req/s) | "
-        "gateway / nginx proxy (per CPU-second) | target >= 0.3 x nginx proxy |",
+        "gateway / nginx proxy (per CPU-second) | target >= 0.3 x nginx proxy (lower ratio) |",
         "|---|--:|--:|--:|---|",
     ]
     for workload in s["workloads"]:
@@ -1016,7 +1018,10 @@ def render(report: Report) -> str:
         per_cpu = None
         if px and px.sut_cpu_us_per_req and gw.sut_cpu_us_per_req:
             per_cpu = px.sut_cpu_us_per_req / gw.sut_cpu_us_per_req
-        verdict = "n/a" if vs_proxy is None else ("met" if vs_proxy >= 0.3 else "NOT met")
+        # nginx on its core can be held back by the load generator's core, which flatters
+        # the req/s ratio; judge on the lower of the two.
+        known = [r for r in (vs_proxy, per_cpu) if r is not None]
+        verdict = "n/a" if not known else ("met" if min(known) >= TARGET_RATIO else "NOT met")
         lines.append(
             f"| {WORKLOAD_TITLES[workload]} | {fmt_ratio(vs_proxy)} | {fmt_ratio(vs_up)} | "
             f"{fmt_ratio(per_cpu)} | {verdict} |"
@@ -1032,10 +1037,11 @@ def render(report: Report) -> str:
     flagged = [m for m in report.measurements if noisy(m)]
     if flagged:
         notes.append(
-            f"- {len(flagged)} run(s) were disturbed by other processes (they used more than "
-            f"{NOISY_PCT:g}% of a core, or the machine never got quiet before the run); "
-            "they are in the JSON but the table uses them only where a cell has no other "
-            "run, marked (!): " + ", ".join(f"{m.target}/{m.workload}#{m.run + 1}" for m in flagged)
+            f"- {len(flagged)} of {len(report.measurements)} runs were disturbed by other "
+            f"processes (they used more than {NOISY_PCT:g}% of a core, or the machine "
+            "never got quiet before the run); they are in the JSON and were redone as "
+            "--retries allowed; a cell shows one only when it has no undisturbed run, "
+            "marked (!)"
         )
     lines += ["", "Notes:", "", *notes, ""]
     return "\n".join(lines)

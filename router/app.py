@@ -30,8 +30,9 @@ from router.core.fallback import Outcome
 from router.core.protocol import Kind, ModuleRequest, SumdbRequest, parse_request_target
 from router.core.routing import Facts
 from router.core.tenancy import REALM, Identity, Refusal, identify, visibility
-from router.debug import debug_purge, debug_upstreams
+from router.debug import debug_abuse, debug_purge, debug_upstreams
 from router.gateway import UPSTREAM_HEADER, Served, candidates_for, serve, text_response
+from router.limiting import LimitSync, RequestLimits, limit_loop
 from router.live import gauge_loop, probe_loop
 from router.logs import AccessLog
 from router.observability import Metrics, status_class
@@ -69,10 +70,13 @@ class GatewayState:
     redis_sync: RedisSync | None = None
     answers: AnswerCache | None = None
     access_log: AccessLog = field(init=False)
+    limits: RequestLimits = field(init=False)
     tracer: Tracer = field(default_factory=Tracer)
 
     def __post_init__(self) -> None:
         self.selection = SelectionState(self.initial_rules)
+        self.limits = RequestLimits(self.metrics)
+        self.limits.apply_rules(self.initial_rules)
         log_cfg = self.initial_rules.logging
         self.access_log = AccessLog(enabled=log_cfg.access, sample=log_cfg.sample)
 
@@ -194,6 +198,13 @@ async def goproxy(http: web.Request) -> web.StreamResponse:
             resp = _refusal_response(found)
             return resp
         who = found
+        if state.limits.enabled:
+            pull = request.kind is Kind.ZIP and http.method == "GET"
+            over = state.limits.check(who, http.remote, http.headers.get("User-Agent", ""), pull)
+            if over is not None:
+                resp = text_response(429, over.reason)
+                resp.headers["Retry-After"] = str(over.retry_after)
+                return resp
         state.metrics.in_flight.inc()
         try:
             attrs = {"goproxy.kind": request.kind.value, "goproxy.tenant": who.tenant_id or ""}
@@ -379,6 +390,8 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
         redis_client = connect(state.redis_url)
         state.redis_sync = RedisSync(redis_client, state.selection, state.metrics)
         state.tasks.spawn(state.redis_sync.run(), name="redis-sync")
+        limit_sync = LimitSync(redis_client, state.limits, state.redis_sync.replica)
+        state.tasks.spawn(limit_loop(limit_sync, state.metrics), name="limit-sync")
     state.answers = await build_cache(state, redis_client)
     state.tracer = make_tracer(state.initial_rules.tracing)
     if state.answers is not None:
@@ -415,5 +428,6 @@ def create_app(
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/debug/upstreams", debug_upstreams)
     app.router.add_post("/debug/purge", debug_purge)
+    app.router.add_get("/debug/abuse", debug_abuse)
     app.router.add_route("*", "/{tail:.*}", goproxy)
     return app

@@ -114,3 +114,13 @@ async def debug_purge(http: web.Request) -> web.StreamResponse:
     if answers is not None and answers.shared is not None:
         replicas = await shared_purge(answers.shared.client, module)
     return web.json_response({"module": module, "dropped": dropped, "replicas_told": replicas})
+
+
+async def debug_abuse(http: web.Request) -> web.StreamResponse:
+    """GET /debug/abuse: clients currently flagged for abusive pulling."""
+    from router.app import STATE
+
+    state = http.app[STATE]
+    if not is_admin(state.current.rules.admin, http.remote, http.headers.get("Authorization")):
+        return web.Response(status=403, text="forbidden: /debug is for admin networks or tokens\n")
+    return web.json_response({"flags": state.limits.flags()})

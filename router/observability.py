@@ -213,6 +213,18 @@ class Metrics:
             registry=r,
         )
 
+        self.rate_limited = Counter(
+            PREFIX + "rate_limited_total",
+            "Requests answered 429, by tenant and reason (tenant, anonymous, abuse).",
+            ("tenant", "reason"),
+            registry=r,
+        )
+        self.abuse_flagged = Counter(
+            PREFIX + "abuse_flagged_total",
+            "Clients newly flagged for abusive pulling, by configured action.",
+            ("action",),
+            registry=r,
+        )
         self.guard_events = Counter(
             PREFIX + "connection_guard_total",
             "Connections cut by the guard: connection_refused, header_timeout, header_too_large.",

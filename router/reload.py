@@ -87,6 +87,7 @@ class Reloader:
             runtime, retired = await build_runtime(result.rules, previous.generation + 1, previous)
             state.runtime = runtime
             state.selection.apply_rules(result.rules)
+            state.limits.apply_rules(result.rules)
             state.metrics.rules_reloads.labels("ok").inc()
             state.metrics.rules_generation.set(runtime.generation)
             delay = result.rules.server.shutdown_timeout + result.rules.upstreams[0].timeouts.total

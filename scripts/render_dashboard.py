@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Render the main panels of the goproxy-router dashboard to PNG, from /metrics snapshots.
+r"""Render the main panels of the goproxy-router dashboard to PNG, from /metrics snapshots.
 
 Grafana needs Prometheus; this needs neither. It reads a series of `/metrics` text snapshots
 (Prometheus exposition format), computes what the dashboard's PromQL computes (per-second rates
@@ -7,16 +7,16 @@ between snapshots over a sliding window, hit ratio, histogram quantiles) and dra
 with matplotlib:
 
     # scrape a running gateway every second for a minute while something else loads it
-    scripts/render_dashboard.py --scrape http://127.0.0.1:8080/metrics --interval 1 \
-        --duration 60 --save /tmp/snapshots --out docs/img/
+    .venv/bin/python scripts/render_dashboard.py --scrape http://127.0.0.1:8080/metrics \
+        --interval 1 --duration 60 --save /tmp/snapshots --out docs/img/
 
     # render snapshots saved earlier (files NAME-<unix time>.prom, as --save writes them)
-    scripts/render_dashboard.py --snapshots /tmp/snapshots --out docs/img/
+    .venv/bin/python scripts/render_dashboard.py --snapshots /tmp/snapshots --out docs/img/
 
     # the pictures of docs/operations.md: two loopback fixture upstreams, the gateway, a mixed
     # load for --duration seconds (misses, not-founds, a 500 fault and a slow spell on one
     # upstream), scraped every --interval seconds. Loopback only; needs the repository's tests/.
-    scripts/render_dashboard.py --demo --duration 60 --out docs/img/
+    .venv/bin/python scripts/render_dashboard.py --demo --duration 60 --out docs/img/
 
 Writes traffic_by_tenant.png, status_classes.png, cache_hit_rate.png, upstream_share.png,
 upstream_latency.png, upstream_errors.png, cache_size.png and dashboard.png (all of them).
@@ -385,8 +385,10 @@ def panel_errors(ax: Any, snaps: Sequence[Snapshot], window: float) -> None:
     )
     _stack(ax, xs, failures)
     benign = rate(snaps, name, ("upstream",), window, lambda m: m["cause"] in NOT_FAILURES)
-    for group, row in sorted(benign.items()):
-        ax.plot(xs, row, lw=1, ls="--", color="grey", label=f"{_label(group)} not found / 4xx")
+    for i, (group, row) in enumerate(sorted(benign.items())):
+        style = ("--", ":", "-.")[i % 3]
+        label = f"{_label(group)} not found / 4xx"
+        ax.plot(xs, row, lw=1.2, ls=style, color="dimgray", label=label)
     ejected = gauge_sum(snaps, P + "upstream_ejected", ("upstream",), agg=max)
     top = ax.get_ylim()[1] or 1.0
     for group, row in sorted(ejected.items()):

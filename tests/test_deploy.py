@@ -31,7 +31,6 @@ OPERATIONS = REPO / "docs" / "operations.md"
 # Metric names fixed ahead of the features that will emit them (docs/operations.md,
 # "Metrics emitted later"). Alerts and the dashboard may use them; nothing else may be unknown.
 LATER = {
-    "goproxy_router_abuse_flagged_total",
     "goproxy_router_checksum_mismatches_total",
     "goproxy_router_rollout_state",
     "goproxy_router_sumdb_inconsistent_total",
@@ -108,7 +107,9 @@ def dashboard_exprs() -> list[tuple[str, str]]:
     for var in d["templating"]["list"]:
         query = var.get("query")
         if var["type"] == "query":
-            out.append((f"variable {var['name']}", query["query"] if isinstance(query, dict) else query))
+            out.append(
+                (f"variable {var['name']}", query["query"] if isinstance(query, dict) else query)
+            )
     return out
 
 
@@ -166,7 +167,9 @@ def test_kustomization_lists_every_manifest_and_only_existing_ones() -> None:
 def test_deployment_probes_hit_readyz_and_healthz_on_the_container_port() -> None:
     dep = one("Deployment", "goproxy-router")
     assert dep["spec"]["replicas"] == 3
-    (container,) = [c for c in dep["spec"]["template"]["spec"]["containers"] if c["name"] == "gateway"]
+    (container,) = [
+        c for c in dep["spec"]["template"]["spec"]["containers"] if c["name"] == "gateway"
+    ]
     ports = {p.get("name"): p["containerPort"] for p in container["ports"]}
 
     def port_of(probe: dict[str, Any]) -> int:
@@ -364,7 +367,9 @@ def test_the_seed_thresholds_are_the_defaults() -> None:
 
 def test_metrics_and_later_metrics_are_documented() -> None:
     text = OPERATIONS.read_text()
-    families = {n.removesuffix("_bucket") for n in exported_names() if not n.endswith(("_sum", "_count"))}
+    families = {
+        n.removesuffix("_bucket") for n in exported_names() if not n.endswith(("_sum", "_count"))
+    }
     for name in sorted(families | LATER):
         assert f"`{name}`" in text, f"docs/operations.md does not describe {name}"
 

@@ -1,0 +1,260 @@
+"""Rate limits and abusive-pull detection for the request flow, shared through Redis.
+
+No Redis round trip on a request: each replica decides on its local buckets
+and windows; `LimitSync` sends what it allowed and counted every 250 ms and
+charges in what the other replicas did. So the fleet-wide overshoot of a limit
+is at most about what the other replicas allow in one sync period (plus their
+bursts); it is documented in docs/security.md. With Redis unreachable each
+replica enforces a fair share (1/N of every limit, N = replicas last seen).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from router.config.model import Limits, Rules
+from router.core.limits import Flag, Limit, Limiter, PullWindow
+from router.core.tenancy import Identity
+from router.observability import Metrics
+
+log = logging.getLogger("goproxy_router.limits")
+PREFIX = "goproxy-router:"
+
+
+@dataclass(frozen=True, slots=True)
+class Throttled:
+    """A request over a limit: 429 with Retry-After (whole seconds) and a reason."""
+
+    retry_after: int
+    reason: str
+    kind: str  # tenant, anonymous, abuse
+
+
+class RequestLimits:
+    """The limits of one rule set, applied to requests."""
+
+    def __init__(self, metrics: Metrics, clock: Callable[[], float] = time.time) -> None:
+        self.metrics = metrics
+        self.clock = clock
+        self.limiter = Limiter()
+        self.pulls: PullWindow | None = None
+        self.cfg: Limits | None = None
+        self.tenant_limits: dict[str, Limit] = {}
+        self.exempt_nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+        self.exempt_tenants: set[str] = set()
+        self.describe: dict[str, str] = {}
+
+    def apply_rules(self, rules: Rules) -> None:
+        cfg = rules.limits
+        self.cfg = cfg
+        self.tenant_limits = {
+            t.id: Limit.of(t.limit.rate, t.limit.burst) for t in rules.tenants if t.limit
+        }
+        abuse = cfg.abuse if cfg else None
+        if abuse is None:
+            self.pulls = None
+            return
+        if self.pulls is None or (self.pulls.window, self.pulls.threshold) != (
+            abuse.window,
+            abuse.pulls,
+        ):
+            self.pulls = PullWindow(abuse.window, abuse.pulls, abuse.cooldown)
+        self.pulls.cooldown = abuse.cooldown
+        self.exempt_nets, self.exempt_tenants = [], set()
+        for item in abuse.exempt:
+            try:
+                self.exempt_nets.append(ipaddress.ip_network(item, strict=False))
+            except ValueError:
+                self.exempt_tenants.add(item)
+
+    @property
+    def enabled(self) -> bool:
+        return self.cfg is not None or bool(self.tenant_limits)
+
+    def check(
+        self, who: Identity, peer: str | None, user_agent: str, is_pull: bool
+    ) -> Throttled | None:
+        """Apply the rate limit, then (for a .zip) the abuse window."""
+        now = self.clock()
+        tenant = who.tenant_id
+        limit, key, kind = self._limit_for(tenant, peer)
+        if limit is not None and key is not None:
+            wait = self.limiter.check(key, limit, now)
+            if wait > 0:
+                what = f"tenant {tenant}" if tenant else "anonymous clients (per address)"
+                return self._refuse(wait, f"rate limit {limit.text} for {what} exceeded", kind, who)
+        if is_pull and self.pulls is not None and self.cfg is not None and self.cfg.abuse:
+            return self._pull(who, peer, user_agent, now)
+        return None
+
+    def _limit_for(
+        self, tenant: str | None, peer: str | None
+    ) -> tuple[Limit | None, str | None, str]:
+        cfg = self.cfg
+        if tenant is not None:
+            limit = self.tenant_limits.get(tenant)
+            if limit is None and cfg is not None and cfg.tenant is not None:
+                limit = Limit.of(cfg.tenant.rate, cfg.tenant.burst)
+            return limit, f"t:{tenant}", "tenant"
+        if cfg is not None and cfg.anonymous is not None and peer:
+            return Limit.of(cfg.anonymous.rate, cfg.anonymous.burst), f"ip:{peer}", "anonymous"
+        return None, None, "anonymous"
+
+    def _pull(self, who: Identity, peer: str | None, ua: str, now: float) -> Throttled | None:
+        abuse = self.cfg.abuse if self.cfg else None
+        assert abuse is not None and self.pulls is not None
+        if self._exempt(who, peer):
+            return None
+        parts = {"ip": peer or "-", "user_agent": ua[:200], "tenant": who.tenant_id or "-"}
+        described = " ".join(f"{name}={parts[name]}" for name in abuse.by)
+        key = hashlib.sha256(described.encode()).hexdigest()[:32]
+        self.describe[key] = described
+        if len(self.describe) > self.pulls.max_keys:
+            self.describe.pop(next(iter(self.describe)))
+        flag = self.pulls.record(key, now)
+        if flag is not None:
+            self.metrics.abuse_flagged.labels(abuse.action).inc()
+            log.warning(
+                "abusive pulling flagged: %s pulled %d zips in %gs (threshold %d); action %s",
+                described,
+                flag.count,
+                abuse.window,
+                abuse.pulls,
+                abuse.action,
+            )
+        if abuse.action != "throttle" or not self.pulls.flagged(key, now):
+            return None
+        bucket = abuse.throttle
+        limit = Limit.of(bucket.rate, bucket.burst) if bucket else Limit(1.0, 5.0, "1/s")
+        wait = self.limiter.check(f"abuse:{key}", limit, now)
+        if wait > 0:
+            return self._refuse(wait, f"throttled to {limit.text}: abusive pulling", "abuse", who)
+        return None
+
+    def _exempt(self, who: Identity, peer: str | None) -> bool:
+        if who.tenant_id is not None and who.tenant_id in self.exempt_tenants:
+            return True
+        if peer and self.exempt_nets:
+            try:
+                ip = ipaddress.ip_address(peer)
+            except ValueError:
+                return False
+            return any(ip in net for net in self.exempt_nets)
+        return False
+
+    def _refuse(self, wait: float, reason: str, kind: str, who: Identity) -> Throttled:
+        self.metrics.rate_limited.labels(who.tenant_id or "anonymous", kind).inc()
+        return Throttled(max(1, math.ceil(wait)), reason, kind)
+
+    def flags(self) -> list[dict[str, Any]]:
+        if self.pulls is None:
+            return []
+        now = self.clock()
+        return [_flag_view(f, self.describe.get(f.key, f.key), now) for f in self.pulls.active(now)]
+
+
+def _flag_view(flag: Flag, described: str, now: float) -> dict[str, Any]:
+    return {
+        "client": described,
+        "pulls": flag.count,
+        "flagged_for_seconds": round(now - flag.since, 1),
+        "cooldown_left_seconds": round(flag.until - now, 1),
+    }
+
+
+class LimitSync:
+    """Shares limiter consumption and pull counts through Redis every 250 ms."""
+
+    def __init__(self, client: Any, limits: RequestLimits, replica: str) -> None:
+        self.client = client
+        self.limits = limits
+        self.replica = replica
+        self._seen_others: dict[str, int] = {}
+        self.replicas = 1
+
+    async def step(self) -> None:
+        lim = self.limits
+        now = lim.clock()
+        pending, lim.limiter.pending = lim.limiter.pending, {}
+        pulls = lim.pulls
+        pull_pending: dict[tuple[str, int], int] = {}
+        if pulls is not None:
+            pull_pending, pulls.pending = pulls.pending, {}
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zadd(PREFIX + "replicas", {self.replica: now})
+        pipe.zremrangebyscore(PREFIX + "replicas", 0, now - 10)
+        pipe.zcard(PREFIX + "replicas")
+        keys = list(pending)
+        for key in keys:
+            name = f"{PREFIX}rl:{{{key}}}"
+            pipe.hincrby(name, self.replica, pending[key])
+            pipe.expire(name, 120)
+            pipe.hgetall(name)
+        pull_keys: list[str] = []
+        if pulls is not None:
+            for (key, slot), n in pull_pending.items():
+                pipe.incrby(f"{PREFIX}pulls:{{{key}}}:{slot}", n)
+                pipe.expire(f"{PREFIX}pulls:{{{key}}}:{slot}", int(pulls.window) + 60)
+            pull_keys = pulls.keys()[-2000:]
+            current = pulls.slot_of(now)
+            for key in pull_keys:
+                pipe.mget(
+                    [
+                        f"{PREFIX}pulls:{{{key}}}:{s}"
+                        for s in range(current - pulls.slots + 1, current + 1)
+                    ]
+                )
+        try:
+            results = await pipe.execute()
+        except (RedisError, OSError, TimeoutError):
+            for key, n in pending.items():  # keep, for the next attempt
+                lim.limiter.pending[key] = lim.limiter.pending.get(key, 0) + n
+            lim.limiter.share = 1.0 / max(1, self.replicas)
+            raise
+        lim.limiter.share = 1.0
+        self.replicas = int(results[2]) or 1
+        self._charge(keys, results[3:], now)
+        if pulls is not None:
+            offset = 3 + 3 * len(keys) + 2 * len(pull_pending)
+            for key, counts in zip(pull_keys, results[offset:], strict=False):
+                fleet = sum(int(c) for c in counts if c is not None)
+                pulls.remote[key] = max(0, fleet - pulls.local(key, now))
+
+    def _charge(self, keys: list[str], rows: list[Any], now: float) -> None:
+        for i, key in enumerate(keys):
+            hashed = rows[3 * i + 2] or {}
+            others = sum(
+                int(v)
+                for k, v in hashed.items()
+                if (k.decode() if isinstance(k, bytes) else k) != self.replica
+            )
+            before = self._seen_others.get(key)
+            self._seen_others[key] = others
+            if before is not None and others > before:
+                self.limits.limiter.charge(key, others - before, now)
+        if len(self._seen_others) > 200_000:
+            self._seen_others.clear()
+
+
+async def limit_loop(sync: LimitSync, metrics: Metrics, interval: float = 0.25) -> None:
+    """Run `sync.step` every `interval`; on Redis errors, back off (local fair share)."""
+    import asyncio
+
+    backoff = 0.0
+    while True:
+        await asyncio.sleep(backoff or interval)
+        try:
+            await sync.step()
+            backoff = 0.0
+        except (RedisError, OSError, TimeoutError):
+            metrics.redis_errors.labels("limits").inc()
+            backoff = min(max(0.25, backoff * 2), 5.0)
