@@ -285,7 +285,13 @@ async def test_redis_killed_and_restarted_mid_run_fails_no_request(
             await asyncio.gather(*tasks)
             assert failures == []
             assert count > 100
-            async with http.get(g1.url + "/metrics") as resp:
-                text = await resp.text()
+deadline = time.monotonic() + 10
+            text = ""
+            while time.monotonic() < deadline:
+                async with http.get(g1.url + "/metrics") as resp:
+                    text = await resp.text()
+                if "goproxy_router_redis_up 1.0" in text:
+                    break
+                await asyncio.sleep(0.2)
             assert "goproxy_router_redis_errors_total" in text
             assert "goproxy_router_redis_up 1.0" in text  # reconnected
