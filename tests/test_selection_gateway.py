@@ -285,7 +285,7 @@ async def test_redis_killed_and_restarted_mid_run_fails_no_request(
             await asyncio.gather(*tasks)
             assert failures == []
             assert count > 100
-deadline = time.monotonic() + 10
+            deadline = time.monotonic() + 10
             text = ""
             while time.monotonic() < deadline:
                 async with http.get(g1.url + "/metrics") as resp:
