@@ -71,6 +71,7 @@ class GatewayState:
     answers: AnswerCache | None = None
     access_log: AccessLog = field(init=False)
     limits: RequestLimits = field(init=False)
+    eviction_totals: dict[str, int] = field(default_factory=dict)
     tracer: Tracer = field(default_factory=Tracer)
 
     def __post_init__(self) -> None:
@@ -366,7 +367,7 @@ def _observe(
             m.fallbacks.labels(pool, attempt.upstream).inc()
         failed = attempt.outcome in _HEALTH_FAILURES
         sel.observe(attempt.upstream, failed=failed, rtt=attempt.seconds)
-    if served.upstream and status == 200:
+    if served.upstream and served.upstream != "cache" and status == 200:
         m.selections.labels(pool, served.upstream).inc()
         sel.served(served.upstream, request.module, served.bytes)
         if served.bytes:

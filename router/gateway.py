@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -129,6 +130,7 @@ async def walk(
     limit = MAX_BYTES[request.kind]
     path = request.upstream_path()
     for client in clients:
+        began = time.monotonic()
         try:
             with tracer.attempt(served.trace, client.name) as trace_headers:
                 answer = await client.fetch(
@@ -140,7 +142,9 @@ async def walk(
                 )
         except UpstreamError as exc:
             outcome = _CAUSE_OUTCOME.get(exc.cause, Outcome.ERROR)
-            served.attempts.append(Attempt(client.name, outcome, None, str(exc), exc.cause))
+            # a timeout still tells how slow the upstream was: it counts in the latency
+            waited = time.monotonic() - began if exc.cause == "timeout" else None
+            served.attempts.append(Attempt(client.name, outcome, None, str(exc), exc.cause, waited))
         else:
             outcome = classify_status(answer.status)
             seconds = answer.first_byte_seconds

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from router.app import GatewayState
@@ -51,11 +51,11 @@ def update_gauges(state: GatewayState) -> None:
     if answers is not None and answers.memory is not None:
         m.cache_entries.labels("memory").set(len(answers.memory))
         m.cache_bytes.labels("memory").set(answers.memory.used_bytes)
-        m.cache_evictions.labels("memory").set(answers.memory.evictions)
+        _count_up(m.cache_evictions.labels("memory"), answers.memory.evictions, state, "memory")
     if answers is not None and answers.store is not None:
         m.cache_entries.labels("disk").set(len(answers.store))
         m.cache_bytes.labels("disk").set(answers.store.used_bytes)
-        m.cache_evictions.labels("disk").set(answers.store.evictions)
+        _count_up(m.cache_evictions.labels("disk"), answers.store.evictions, state, "disk")
     for pool in rules.pools:
         ups = [rules.upstream(n) for n in pool.upstreams]
         for scored in sel.scored(ups, None):
@@ -63,3 +63,11 @@ def update_gauges(state: GatewayState) -> None:
             m.upstream_score.labels(pool.name, name, "rtt").set(scored.rtt_term)
             m.upstream_score.labels(pool.name, name, "cost").set(scored.cost_term)
             m.upstream_score.labels(pool.name, name, "total").set(scored.score)
+
+
+def _count_up(counter: Any, total: int, state: GatewayState, tier: str) -> None:
+    """Advance a counter to a running total kept elsewhere."""
+    seen = state.eviction_totals.get(tier, 0)
+    if total > seen:
+        counter.inc(total - seen)
+        state.eviction_totals[tier] = total

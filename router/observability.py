@@ -14,13 +14,32 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    disable_created_metrics,
     generate_latest,
     multiprocess,
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 PREFIX = "goproxy_router_"
-DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0)
+DURATION_BUCKETS = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    1.2,
+    1.5,
+    2.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    120.0,
+)
 
 
 def status_class(status: int) -> str:
@@ -31,6 +50,7 @@ class Metrics:
     """Every metric the gateway exports."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # same series, one worker or many
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
@@ -100,6 +120,12 @@ class Metrics:
             "Rules reload attempts by result (ok, invalid).",
             ("result",),
             registry=r,
+        )
+        self.rules_last_reload_ok = Gauge(
+            PREFIX + "rules_last_reload_success",
+            "1 when the last rules (re)load was valid, 0 while the rules on disk are refused.",
+            registry=r,
+            multiprocess_mode="livemin",
         )
         self.rules_generation = Gauge(
             PREFIX + "rules_generation",
@@ -199,12 +225,11 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
-        self.cache_evictions = Gauge(
+        self.cache_evictions = Counter(
             PREFIX + "cache_evictions",
-            "Evictions since start, by tier.",
+            "Entries evicted to stay within the budget, by tier.",
             ("tier",),
             registry=r,
-            multiprocess_mode="livesum",
         )
         self.connections = Counter(
             PREFIX + "upstream_connections_total",
@@ -231,6 +256,13 @@ class Metrics:
             ("event",),
             registry=r,
         )
+
+        # Label sets alerts watch with increase(): present (at 0) from the start.
+        for result in ("ok", "invalid"):
+            self.rules_reloads.labels(result)
+        for action in ("flag", "throttle"):
+            self.abuse_flagged.labels(action)
+        self.rules_last_reload_ok.set(1)
 
     def exposition(self) -> tuple[bytes, str]:
         """The text format; with workers, the sum over every worker process."""

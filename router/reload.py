@@ -75,6 +75,7 @@ class Reloader:
                 log.log(level, "rules: %s", problem)
             if result.rules is None:
                 state.metrics.rules_reloads.labels("invalid").inc()
+                state.metrics.rules_last_reload_ok.set(0)
                 log.error("rules reload (%s) refused: the old rules keep serving", why)
                 return False
             previous = state.current
@@ -89,6 +90,14 @@ class Reloader:
             state.selection.apply_rules(result.rules)
             state.limits.apply_rules(result.rules)
             state.metrics.rules_reloads.labels("ok").inc()
+            state.metrics.rules_last_reload_ok.set(1)
+            for gauge in (
+                state.metrics.upstream_score,
+                state.metrics.upstream_rtt,
+                state.metrics.upstream_cost,
+                state.metrics.upstream_ejected,
+            ):
+                gauge.clear()  # upstreams and pools removed from the rules must not linger
             state.metrics.rules_generation.set(runtime.generation)
             delay = result.rules.server.shutdown_timeout + result.rules.upstreams[0].timeouts.total
             state.tasks.spawn(close_later(retired, min(delay, 900.0)), name="close-retired")
