@@ -140,6 +140,7 @@ class Settings:
     targets: tuple[str, ...]
     workloads: tuple[str, ...]
     gateway: Path
+    gateway_access_log: bool
     out_dir: Path
     keep: bool
 
@@ -162,7 +163,11 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
         default=120,
         help="before each run, wait up to this many seconds for other load to stop (120; 0: off)",
     )
-    p.add_argument("--quick", action="store_true", help="smoke run: 3 s, 1 s warm-up")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 3 s runs, 1 s warm-up, no idle wait, no retries",
+    )
     p.add_argument("--no-pin", action="store_true", help="do not use taskset")
     p.add_argument("--sut-cpus", default="0", help="taskset -c list for the system under test")
     p.add_argument("--load-cpus", default="1", help="taskset -c list for upstream and wrk")
@@ -171,6 +176,11 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
         "--workloads", default=",".join(WORKLOADS), help="comma list of " + str(WORKLOADS)
     )
     p.add_argument("--gateway", type=Path, help="goproxy-router executable (venv's by default)")
+    p.add_argument(
+        "--gateway-access-log",
+        action="store_true",
+        help="keep the gateway's JSON access log on (off by default, like nginx's here)",
+    )
     p.add_argument("--out", type=Path, default=BENCH_DIR / "out", help="results folder")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder")
     a = p.parse_args(argv)
@@ -207,6 +217,7 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
         targets=targets,
         workloads=workloads,
         gateway=a.gateway or default_gateway(),
+        gateway_access_log=a.gateway_access_log,
         out_dir=a.out,
         keep=a.keep,
     )
@@ -484,8 +495,9 @@ def proxy_conf(work: Path, port: int, upstream_port: int) -> str:
     )
 
 
-def gateway_rules(upstream_port: int) -> str:
-    return f"""version: 1
+def gateway_rules(upstream_port: int, access_log: bool) -> str:
+    """Pass-through: one upstream, no cache; no access log unless asked (nginx has none)."""
+    rules = f"""version: 1
 upstreams:
   - {{name: origin, url: "http://{HOST}:{upstream_port}"}}
 pools:
@@ -493,6 +505,7 @@ pools:
 default: {{pool: main}}
 cache: {{memory: 0}}
 """
+    return rules if access_log else rules + "logging: {access: false}\n"
 
 
 def start_nginx(
@@ -840,7 +853,7 @@ def run_target(
     elif target == "gateway":
         port = free_port()
         rules = work / "rules.yaml"
-        rules.write_text(gateway_rules(upstream_port))
+        rules.write_text(gateway_rules(upstream_port, settings.gateway_access_log))
         argv = [str(settings.gateway), "serve", "--rules", str(rules), "--listen", f"{HOST}:{port}"]
         proc = children.start(target, argv, settings.sut_cpus, sut_log)
         ready = wait_ready(proc, port, "/readyz", sut_log, "goproxy-router")
@@ -977,6 +990,8 @@ def render(report: Report) -> str:
         f"- wrk -t{s['threads']} -c{s['connections']} -d{s['duration']}s "
         f"--timeout {s['timeout']}s, {s['warmup']} s warm-up, {s['repeat']} run(s) per cell "
         "(median by req/s of the undisturbed runs shown)",
+        "- gateway rules: one upstream, `cache: {memory: 0}`, access log "
+        + ("on" if s["gateway_access_log"] else "off (as nginx's `access_log off`)"),
         f"- fixture: {fx['modules']} modules + {fx['large_modules']} with 1 MiB zips, "
         f"{fx['files']} files, {fx['total_bytes'] / (1 << 20):.1f} MiB; "
         + ", ".join(f"{w} rotates over {n} paths" for w, n in fx["paths"].items()),

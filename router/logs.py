@@ -49,6 +49,9 @@ def setup_logging(level: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # Malformed requests from clients are answered 400 by aiohttp's parser; a
+    # traceback per bad request would only let anyone flood the logs.
+    logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
 
 
 class AccessLog:

@@ -8,6 +8,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
@@ -124,10 +125,13 @@ class GatewayProcess:
             f"127.0.0.1:{self.port}",
             *args,
         ]
+        # Output goes to a file, never a pipe: an unread pipe would fill up and
+        # block the gateway's logging (and so the gateway) mid-test.
+        self._log = tempfile.NamedTemporaryFile(prefix="gateway-", suffix=".log", delete=False)
         self.proc = subprocess.Popen(
             cmd,
             env={**os.environ, **(env or {})},
-            stdout=subprocess.PIPE,
+            stdout=self._log,
             stderr=subprocess.STDOUT,
         )
 
@@ -135,8 +139,7 @@ class GatewayProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                out = self.proc.stdout.read().decode() if self.proc.stdout else ""
-                raise RuntimeError(f"gateway exited with {self.proc.returncode}: {out}")
+                raise RuntimeError(f"gateway exited with {self.proc.returncode}: {self.output()}")
             try:
                 with urllib.request.urlopen(
                     f"{self.url}/readyz", timeout=1, context=ssl_context
@@ -165,9 +168,7 @@ class GatewayProcess:
         return self.proc.returncode
 
     def output(self) -> str:
-        if self.proc.stdout is None:
-            return ""
-        return self.proc.stdout.read().decode(errors="replace")
+        return Path(self._log.name).read_text(errors="replace")
 
 
 @contextmanager
