@@ -127,7 +127,9 @@ class GatewayProcess:
         ]
         # Output goes to a file, never a pipe: an unread pipe would fill up and
         # block the gateway's logging (and so the gateway) mid-test.
-        self._log = tempfile.NamedTemporaryFile(prefix="gateway-", suffix=".log", delete=False)
+        self._log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - lives as long as the process
+            prefix="gateway-", suffix=".log", delete=False
+        )
         self.proc = subprocess.Popen(
             cmd,
             env={**os.environ, **(env or {})},
