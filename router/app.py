@@ -10,11 +10,12 @@ X-Router-Upstream. The request flow is parse -> identify -> decide -> fetch
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,12 +70,16 @@ class GatewayState:
     selection: SelectionState = field(init=False)
     redis_sync: RedisSync | None = None
     answers: AnswerCache | None = None
+    parse: Callable[[str], ModuleRequest | SumdbRequest] = field(init=False)
     access_log: AccessLog = field(init=False)
     limits: RequestLimits = field(init=False)
     eviction_totals: dict[str, int] = field(default_factory=dict)
     tracer: Tracer = field(default_factory=Tracer)
 
     def __post_init__(self) -> None:
+        # Parsing is pure but validating Go module paths is not cheap: remember the
+        # most recent targets (valid ones only; errors are recomputed).
+        self.parse = functools.lru_cache(maxsize=16384)(parse_request_target)
         self.selection = SelectionState(self.initial_rules)
         self.limits = RequestLimits(self.metrics)
         self.limits.apply_rules(self.initial_rules)
@@ -182,7 +187,7 @@ async def goproxy(http: web.Request) -> web.StreamResponse:
             resp.headers["Allow"] = "GET, HEAD"
             return resp
         try:
-            request = parse_request_target(http.raw_path)
+            request = state.parse(http.raw_path)
         except ProtocolError as exc:
             resp = text_response(exc.status, exc.reason)
             return resp

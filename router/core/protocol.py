@@ -44,6 +44,7 @@ _PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
 _SUMDB_NAME = re.compile(r"[a-z0-9][a-z0-9.-]*(:[0-9]{1,5})?")
 _TILE = re.compile(r"tile/[0-9]+/(?:[0-9]+|data)/(?:x[0-9]{3}/)*[0-9]{3}(?:\.p/[0-9]+)?")
 _LOOKUP_VERSION = re.compile(r"v[0-9]+\.[0-9]+\.[0-9]+(-[^@]*)?(\+incompatible)?")
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9\-_.~$&+:=@/]*")
 # Bytes Go's url.PathEscape leaves alone in a path segment (besides '/').
 _GO_PATH_SAFE = frozenset(
     b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~$&+:=@"
@@ -69,14 +70,14 @@ class ModuleRequest:
 
     def upstream_path(self) -> str:
         """The path (without base) to ask an upstream for, escaped like the go command."""
-        escaped = modpath.escape_path(self.module)
+        escaped = case_escape(self.module)  # already validated: escaping cannot fail
         if self.kind is Kind.LIST:
             tail = f"{escaped}/@v/list"
         elif self.kind is Kind.LATEST:
             tail = f"{escaped}/@latest"
         else:
             assert self.version is not None
-            tail = f"{escaped}/@v/{modpath.escape_version(self.version)}.{self.kind.value}"
+            tail = f"{escaped}/@v/{case_escape(self.version)}.{self.kind.value}"
         return go_path_escape(tail)
 
 
@@ -110,8 +111,18 @@ class SumdbRequest:
 Request = ModuleRequest | SumdbRequest
 
 
+_UPPER = re.compile(r"[A-Z]")
+
+
+def case_escape(text: str) -> str:
+    """Go's case escaping (`X` -> `!x`) of a path or version already known to be valid."""
+    return _UPPER.sub(lambda m: "!" + m.group(0).lower(), text)
+
+
 def go_path_escape(path: str) -> str:
     """Percent-encode a path as Go's url.PathEscape does per segment, keeping '/'."""
+    if _PLAIN_PATH.fullmatch(path):
+        return path  # the common case: nothing to escape
     out: list[str] = []
     for byte in path.encode("utf-8"):
         if byte in _GO_PATH_SAFE or byte == 0x2F:
