@@ -36,6 +36,7 @@ import gc
 import http.client
 import itertools
 import json
+import math
 import os
 import platform
 import pstats
@@ -713,12 +714,19 @@ def e2e(s: E2ESettings) -> tuple[list[E2EResult], list[int], list[str]]:
     return results, clean, notes
 
 
-def e2e_summary(results: Sequence[E2EResult], rounds: Sequence[int]) -> dict[str, dict[str, float]]:
+def quartiles(values: Sequence[float]) -> tuple[float, float]:
+    if len(values) < 2:
+        return (values[0], values[0]) if values else (math.nan, math.nan)
+    q = statistics.quantiles(values, n=4)
+    return round(q[0], 1), round(q[2], 1)
+
+
+def e2e_summary(results: Sequence[E2EResult], rounds: Sequence[int]) -> dict[str, dict[str, Any]]:
     use = [r for r in results if r.round in rounds] if rounds else list(results)
     by_round: dict[int, dict[str, E2EResult]] = {}
     for r in use:
         by_round.setdefault(r.round, {})[r.config] = r
-    out: dict[str, dict[str, float]] = {}
+    out: dict[str, dict[str, Any]] = {}
     for config in E2E_CONFIGS:
         rs = [r for r in use if r.config == config]
         if not rs:
@@ -740,13 +748,19 @@ def e2e_summary(results: Sequence[E2EResult], rounds: Sequence[int]) -> dict[str
             "p99_ms": statistics.median(r.p99_ms for r in rs),
             "cpu_us_per_req": statistics.median(r.gateway_cpu_us_per_req for r in rs),
             "loss_vs_ordered_pct": statistics.median(paired["ordered"]),
+            "loss_vs_ordered_iqr": quartiles(paired["ordered"]),
             "loss_vs_stub_pct": statistics.median(paired["stub"]),
+            "loss_vs_stub_iqr": quartiles(paired["stub"]),
             "errors": sum(r.errors + r.non2xx for r in rs),
         }
     return out
 
 
-def e2e_table(summary: dict[str, dict[str, float]]) -> str:
+def fmt_iqr(iqr: tuple[float, float]) -> str:
+    return f"{iqr[0]:.1f} to {iqr[1]:.1f}"
+
+
+def e2e_table(summary: dict[str, dict[str, Any]]) -> str:
     titles = {
         "stub": "selection bypassed (stub)",
         "ordered": "`mode: ordered` (plain pool)",
@@ -754,14 +768,15 @@ def e2e_table(summary: dict[str, dict[str, float]]) -> str:
     }
     lines = [
         "| configuration | req/s (median) | runs min-max | p50 ms | p99 ms | gateway CPU µs/req | "
-        "loss vs ordered | loss vs stub | errors |",
+        "loss vs ordered [IQR] | loss vs stub [IQR] | errors |",
         "|---|--:|---|--:|--:|--:|--:|--:|--:|",
     ]
     for config, v in summary.items():
         lines.append(
             f"| {titles[config]} | {v['rps']:,.0f} | {v['rps_min']:,.0f}-{v['rps_max']:,.0f} | "
             f"{v['p50_ms']:.2f} | {v['p99_ms']:.2f} | {v['cpu_us_per_req']:.0f} | "
-            f"{v['loss_vs_ordered_pct']:.1f} % | {v['loss_vs_stub_pct']:.1f} % | "
+            f"{v['loss_vs_ordered_pct']:.1f} % [{fmt_iqr(v['loss_vs_ordered_iqr'])}] | "
+            f"{v['loss_vs_stub_pct']:.1f} % [{fmt_iqr(v['loss_vs_stub_iqr'])}] | "
             f"{v['errors']:.0f} |"
         )
     return "\n".join(lines)

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from router.config import load_rules
+from router.config import Rules, load_rules
 from router.config.schema import json_schema
 
 DEFAULT_RULES = Path("rules")
@@ -99,13 +99,20 @@ def cmd_hash_token(token: str | None) -> int:
     return 0
 
 
-def cmd_explain(args: argparse.Namespace) -> int:
-    from router.explain import Question, explain
-
-    result = load_rules([args.rules])
+def _rules_or_report(path: Path) -> Rules | None:
+    """The rules at `path`, or None after printing every problem as FILE:LINE."""
+    result = load_rules([path])
     if result.rules is None:
         for problem in result.errors:
             print(problem, file=sys.stderr)
+    return result.rules
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from router.explain import Question, explain
+
+    rules = _rules_or_report(args.rules)
+    if rules is None:
         return 1
     headers: dict[str, str] = {}
     for item in args.header:
@@ -125,7 +132,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         headers=headers,
         peer=args.peer,
     )
-    print(json.dumps(explain(result.rules, question), indent=2))
+    print(json.dumps(explain(rules, question), indent=2))
     return 0
 
 
@@ -136,12 +143,9 @@ def cmd_cost(args: argparse.Namespace) -> int:
 
     from router.state.redis import connect, get_costs, set_cost
 
-    result = load_rules([args.rules])
-    if result.rules is None:
-        for problem in result.errors:
-            print(problem, file=sys.stderr)
+    rules = _rules_or_report(args.rules)
+    if rules is None:
         return 1
-    rules = result.rules
     url = args.redis or os.environ.get("ROUTER_REDIS_URL") or rules.redis
     if not url:
         print(
