@@ -18,8 +18,11 @@ What is simulated, on one simulated clock:
 * policies: the gateway's real `router.state.local.SelectionState` (modes
   `ordered`, `best`, `weighted`; RTT-only weights) driven by the simulated
   clock and a seeded RNG, and a round-robin baseline. Observations reach the
-  selection state when the request completes, as in the gateway; idle
-  upstreams are probed every `probe_interval`, as the gateway's probe loop does.
+  selection state when the request completes, as in the gateway (each attempt's
+  time to first byte; a timed-out attempt reports the time waited; a refused
+  connection reports none); idle upstreams are probed every `probe_interval`,
+  as the gateway's probe loop does. One variant feeds RTT from probes only, as
+  the gateway did before commit a833dce, to show what passive RTT changes.
 
 Every policy sees the same request trace and the same per-request latency noise
 (common random numbers), so differences come from the choices, not from luck.
@@ -263,8 +266,8 @@ def attempt(up: SimUpstream, module: int, size: int, now: float, z1: float, z2: 
     if not hit:
         ttfb += r.miss_ms * math.exp(r.miss_sigma * z2)
     ttfb = ttfb * factor / 1e3
-    if ttfb > FIRST_BYTE_TIMEOUT:
-        return Attempt(r.name, False, None, FIRST_BYTE_TIMEOUT, hit)
+    if ttfb > FIRST_BYTE_TIMEOUT:  # the gateway counts the time waited as the RTT sample
+        return Attempt(r.name, False, FIRST_BYTE_TIMEOUT, FIRST_BYTE_TIMEOUT, hit)
     return Attempt(r.name, True, ttfb, ttfb + size / (r.mb_per_s * 1e6), hit)
 
 
@@ -287,7 +290,8 @@ class PolicySpec:
     mode: Literal["ordered", "best", "weighted"] = "weighted"
     weights: tuple[float, float, float] = (0.40, 0.35, 0.25)
     first: str | None = None  # ordered: the upstream moved to the front of the pool
-    passive_rtt: bool = True  # False: requests do not feed RTT, only probes do
+    # False: requests do not feed RTT, only probes do (the gateway before commit a833dce)
+    passive_rtt: bool = True
 
 
 POLICIES: tuple[PolicySpec, ...] = (

@@ -25,6 +25,9 @@ from dataclasses import dataclass, field
 
 COST_EPSILON = 0.01
 RTT_EPSILON = 0.010
+# An rtt term below this (slower than ~4x the best, beyond the 10 ms floor) means "slow":
+# cost and heat may reorder comparable upstreams, never make a crawling one first.
+SLOW_TERM = 0.25
 
 
 @dataclass(slots=True)
@@ -142,7 +145,14 @@ class HeatWindow:
         per = self._data.get(upstream)
         if not per:
             return 0.0
-        return sum(c.get(module, 0.0) * self.weight(b, now) for b, c in per.items())
+        current = self.bucket_of(now)
+        span = self.bucket_seconds / self.window
+        total = 0.0
+        for bucket, counts in per.items():
+            n = counts.get(module)
+            if n:
+                total += n * max(0.0, 1.0 - (current - bucket) * span)
+        return total
 
     def top(self, upstream: str, now: float, n: int = 10) -> list[tuple[str, float]]:
         totals: dict[str, float] = {}
@@ -239,12 +249,14 @@ def rank(
     drawn among the near-best (score >= near_best x the best) with probability
     proportional to score,
     so replicas do not all herd onto one upstream; the rest follow by score.
-    Healthy before half-open before ejected; with `fresh_tiers`, those tiers first.
+    Healthy before slow or half-open before ejected; with `fresh_tiers`, those tiers first.
     """
     fresh = set(fresh_tiers)
 
     def group(s: Scored) -> tuple[int, int]:
         health = {"healthy": 0, "half-open": 1}.get(s.candidate.health, 2)
+        if health == 0 and s.rtt_term < SLOW_TERM and mode != "ordered":
+            health = 1  # far slower than the best: tried after the others, whatever it costs
         return (0 if not fresh or s.candidate.tier in fresh else 1, health)
 
     if mode == "ordered":

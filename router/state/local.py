@@ -57,6 +57,7 @@ class SelectionState:
         self.pending_heat: dict[tuple[str, int, str], float] = {}
         self.pending_ejections: dict[str, float] = {}
         self.dropped = 0
+        self.shared = False  # set by the Redis sync: only then are observations queued
         self.apply_rules(rules)
 
     def apply_rules(self, rules: Rules) -> None:
@@ -116,12 +117,20 @@ class SelectionState:
     ) -> list[Scored]:
         """The order to try `upstreams` in for this request (`mode`: the pool's override)."""
         fresh = ("L0", "L1") if prefer_fresh else ()
-        return rank(
-            self.scored(upstreams, module),
-            mode=mode or self.mode,
-            rng=self._rng,
-            fresh_tiers=fresh,
-        )
+        mode = mode or self.mode
+        if mode == "ordered":  # no scoring needed to keep the pool's order
+            now = self.now()
+            return rank(
+                [Scored(self._plain(u, now), 1.0, 1.0, 0.0, 1.0) for u in upstreams],
+                mode=mode,
+                rng=self._rng,
+                fresh_tiers=fresh,
+            )
+        return rank(self.scored(upstreams, module), mode=mode, rng=self._rng, fresh_tiers=fresh)
+
+    def _plain(self, up: Upstream, now: float) -> Candidate:
+        health = self._live[up.name].health.state(now)
+        return Candidate(up.name, self.rtt(up.name), self.cost(up.name), 0.0, health, up.tier)
 
     # ------------------------------------------------------------------ learning
 
@@ -135,7 +144,7 @@ class SelectionState:
             live.rtt.observe(rtt, now)
             live.last_sample = now
         if failed:
-            if live.health.failure(now, self.policy):
+            if live.health.failure(now, self.policy) and self.shared:
                 self.pending_ejections[name] = live.health.ejected_until
         else:
             live.health.success(now, self.policy)
@@ -149,6 +158,8 @@ class SelectionState:
         if module:
             now = self.now()
             self.heat.add(name, module, now)
+            if not self.shared:
+                return
             key = (name, self.heat.bucket_of(now), module)
             if key in self.pending_heat or len(self.pending_heat) < MAX_PENDING:
                 self.pending_heat[key] = self.pending_heat.get(key, 0.0) + 1.0

@@ -89,6 +89,7 @@ class RedisSync:
     ) -> None:
         self.client = client
         self.state = state
+        state.shared = True
         self.metrics = metrics
         self.replica = replica or replica_id()
         self._clock = clock

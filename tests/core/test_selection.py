@@ -66,7 +66,18 @@ def test_best_mode_orders_by_score_and_ejected_last() -> None:
         Candidate("maybe", 0.01, 0, 0, health="half-open"),
     )
     order = [x.candidate.name for x in rank(s, mode="best", rng=random.Random(1))]
-    assert order == ["fast", "slow", "maybe", "dead"]
+    assert order == ["fast", "maybe", "slow", "dead"]  # the crawling one goes after half-open
+
+
+def test_a_crawling_upstream_is_never_first_however_cheap_or_hot() -> None:
+    s = _scored(
+        Candidate("cheap-hot-slow", 9.0, 0.0, 100.0),
+        Candidate("dear-cold-fast", 0.02, 0.09, 0.0),
+    )
+    assert s[0].score > s[1].score  # cost and heat outweigh a 0.4 rtt weight...
+    for mode in ("best", "weighted"):
+        order = rank(s, mode=mode, rng=random.Random(3))
+        assert order[0].candidate.name == "dear-cold-fast"  # ...but not the slow guard
 
 
 def test_ordered_mode_keeps_pool_order_but_healthy_first() -> None:
