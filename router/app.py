@@ -305,7 +305,7 @@ async def _decide_and_serve(
         kind=request.kind.value,
         module=module,
         go_version=http.headers.get("X-Go-Version"),
-        headers={k.lower(): v for k, v in http.headers.items()},
+        headers=http.headers,  # case-insensitive already
     )
     decision = rt.router.decide(facts)
     pool = rt.rules.pool(decision.pool)
@@ -323,6 +323,10 @@ async def _decide_and_serve(
             return text_response(
                 404, f"not found: {module} is private and pool {pool.name} has no private upstream"
             )
+    if state.answers is not None:
+        hit = state.answers.fast_hit(request, pool.name, seen.private, served)
+        if hit is not None:
+            return hit  # a fresh cache hit needs no upstream ranking
     fresh = decision.prefer_fresh and request.kind in (Kind.LIST, Kind.LATEST)
     with state.tracer.span(served.trace, "selection", {"goproxy.pool": pool.name}):
         ranked = state.selection.order(

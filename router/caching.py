@@ -101,6 +101,21 @@ class AnswerCache:
 
     # ------------------------------------------------------------------ entry point
 
+    def fast_hit(
+        self, request: ModuleRequest | SumdbRequest, pool: str, private: bool, served: Served
+    ) -> web.Response | None:
+        """A fresh memory hit, answered before any upstream ranking (None otherwise)."""
+        if self.memory is None:
+            return None
+        key = cache_key(request, pool, private=private)
+        now = self._clock()
+        look = self.memory.get(key, now, allow_stale=False)
+        if look is None or not look.fresh:
+            return None
+        self.metrics.cache_requests.labels(request.kind.value, "hit").inc()
+        served.cache, served.upstream = "hit", "cache"
+        return entry_response(look.entry, now)
+
     async def serve(self, http: web.Request, job: Job) -> web.StreamResponse:
         request = job.request
         if isinstance(request, SumdbRequest) and request.is_supported_probe:
@@ -482,7 +497,7 @@ def _file_response(
     upstream: str | None = None,
 ) -> web.FileResponse:
     """An answer from a file (sendfile), from the store or a coalesced fetch's spool."""
-    resp = web.FileResponse(path, chunk_size=256 << 10)
+    resp = web.FileResponse(path, chunk_size=1 << 20)
     resp.headers[UPSTREAM_HEADER] = upstream if stored is None and upstream else "cache"
     if stored is not None:
         resp.headers["Age"] = str(max(0, int(now - stored)))

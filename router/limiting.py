@@ -52,10 +52,18 @@ class RequestLimits:
         self.exempt_nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
         self.exempt_tenants: set[str] = set()
         self.describe: dict[str, str] = {}
+        self.tenant_default: Limit | None = None
+        self.anonymous: Limit | None = None
 
     def apply_rules(self, rules: Rules) -> None:
         cfg = rules.limits
         self.cfg = cfg
+        self.tenant_default = (
+            Limit.of(cfg.tenant.rate, cfg.tenant.burst) if cfg and cfg.tenant else None
+        )
+        self.anonymous = (
+            Limit.of(cfg.anonymous.rate, cfg.anonymous.burst) if cfg and cfg.anonymous else None
+        )
         self.tenant_limits = {
             t.id: Limit.of(t.limit.rate, t.limit.burst) for t in rules.tenants if t.limit
         }
@@ -99,14 +107,11 @@ class RequestLimits:
     def _limit_for(
         self, tenant: str | None, peer: str | None
     ) -> tuple[Limit | None, str | None, str]:
-        cfg = self.cfg
         if tenant is not None:
-            limit = self.tenant_limits.get(tenant)
-            if limit is None and cfg is not None and cfg.tenant is not None:
-                limit = Limit.of(cfg.tenant.rate, cfg.tenant.burst)
-            return limit, f"t:{tenant}", "tenant"
-        if cfg is not None and cfg.anonymous is not None and peer:
-            return Limit.of(cfg.anonymous.rate, cfg.anonymous.burst), f"ip:{peer}", "anonymous"
+            limit = self.tenant_limits.get(tenant, self.tenant_default)
+            return limit, "t:" + tenant, "tenant"
+        if self.anonymous is not None and peer:
+            return self.anonymous, "ip:" + peer, "anonymous"
         return None, None, "anonymous"
 
     def _pull(self, who: Identity, peer: str | None, ua: str, now: float) -> Throttled | None:

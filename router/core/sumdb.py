@@ -282,6 +282,7 @@ def _b64decode(text: str) -> bytes | None:
 
 
 def _b64encode(data: bytes) -> str:
+    """Standard padded base64, as text."""
     return base64.b64encode(data).decode("ascii")
 
 
@@ -506,6 +507,7 @@ def _parse_sig_line(line: bytes) -> tuple[Signature, bytes]:
 
 
 def _as_verifiers(known: VerifierList | Iterable[Verifier] | None) -> VerifierList:
+    """Accept a ready :class:`VerifierList` or any iterable of verifiers."""
     if isinstance(known, VerifierList):
         return known
     return VerifierList(known or ())
@@ -700,6 +702,7 @@ def _maxpow2(n: int) -> tuple[int, int]:
 
 
 def _trailing_zeros(n: int) -> int:
+    """The number of trailing zero bits of ``n`` (``bits.TrailingZeros64``)."""
     return (n & -n).bit_length() - 1
 
 
@@ -809,6 +812,7 @@ def tree_hash(n: int, reader: HashReader) -> bytes:
 
 
 def _leaf_proof_index(lo: int, hi: int, n: int, need: list[int]) -> list[int]:
+    """Indexes needed to prove leaf ``n`` is in the subtree [lo, hi) (RFC 6962 2.1.1)."""
     if lo + 1 == hi:
         return need
     k, _ = _maxpow2(hi - lo)
@@ -820,6 +824,7 @@ def _leaf_proof_index(lo: int, hi: int, n: int, need: list[int]) -> list[int]:
 
 
 def _leaf_proof(lo: int, hi: int, n: int, hashes: list[bytes]) -> tuple[list[bytes], list[bytes]]:
+    """The audit path of leaf ``n`` in [lo, hi) from ``_leaf_proof_index`` hashes; leftovers."""
     if lo + 1 == hi:
         return [], hashes
     k, _ = _maxpow2(hi - lo)
@@ -851,6 +856,7 @@ def prove_record(t: int, n: int, reader: HashReader) -> list[bytes]:
 
 
 def _run_record_proof(proof: Sequence[bytes], lo: int, hi: int, n: int, leaf: bytes) -> bytes:
+    """The subtree hash of [lo, hi) implied by ``proof`` and the leaf hash."""
     if lo + 1 == hi:
         if proof:
             raise ProofError()
@@ -875,6 +881,7 @@ def check_record(proof: Sequence[bytes], t: int, th: bytes, n: int, h: bytes) ->
 
 
 def _tree_proof_index(lo: int, hi: int, n: int, need: list[int]) -> list[int]:
+    """Indexes needed for the consistency sub-proof over [lo, hi) (RFC 6962 2.1.2)."""
     if n == hi:
         return need if lo == 0 else _sub_tree_index(lo, hi, need)
     k, _ = _maxpow2(hi - lo)
@@ -886,6 +893,7 @@ def _tree_proof_index(lo: int, hi: int, n: int, need: list[int]) -> list[int]:
 
 
 def _tree_proof(lo: int, hi: int, n: int, hashes: list[bytes]) -> tuple[list[bytes], list[bytes]]:
+    """The consistency sub-proof over [lo, hi) from ``_tree_proof_index`` hashes; leftovers."""
     if n == hi:
         if lo == 0:
             return [], hashes
@@ -1130,6 +1138,7 @@ class TileHashReader:
         return hashes
 
     def _plan(self, indexes: Sequence[int]) -> _TilePlan:
+        """Plan tiles: first those for the tree hash, then each index's tile and parents."""
         order: dict[Tile, int] = {}
         tiles: list[Tile] = []
         stx = tree_hash_indexes(self.tree.n)
@@ -1144,6 +1153,7 @@ class TileHashReader:
         return _TilePlan(tiles, stx, stx_order, index_order, stx_tiles)
 
     def _own_tile(self, index: int) -> Tile:
+        """The tile holding ``index``, as wide as the tree allows."""
         tile = _tile_parent(tile_for_index(self.height, index), 0, self.tree.n)
         if tile is None:
             raise RuntimeError("bad math in tileHashReader")
@@ -1151,6 +1161,7 @@ class TileHashReader:
 
     @staticmethod
     def _add(order: dict[Tile, int], tiles: list[Tile], tile: Tile) -> int:
+        """Plan ``tile`` once; its position in the plan."""
         if tile not in order:
             order[tile] = len(tiles)
             tiles.append(tile)
@@ -1175,6 +1186,7 @@ class TileHashReader:
 
     @staticmethod
     def _tile_data(fetched: Mapping[Tile, bytes], tile: Tile) -> bytes:
+        """The fetched bytes of ``tile`` (or the prefix of its full tile), size-checked."""
         data = fetched.get(tile)
         if data is None:
             full = fetched.get(replace(tile, W=1 << tile.H))
@@ -1319,10 +1331,12 @@ def lookup_path(module: str, version: str) -> str:
 
 
 def _record_lines(record_text: bytes) -> list[str]:
+    """The lines of a record's text."""
     return record_text.decode("utf-8", "replace").split("\n")
 
 
 def _first_h1(lines: Sequence[str], prefix: str) -> str | None:
+    """The ``h1:`` hash of the first line starting with ``prefix`` (which ends in ``h1:``)."""
     for line in lines:
         if line.startswith(prefix):
             return line[len(prefix) - len("h1:") :]

@@ -59,6 +59,8 @@ _MOD_VER = re.compile(r"^[^@]+@v[0-9]+\.[0-9]+\.[0-9]+(-[^@]*)?(\+incompatible)?
 
 @dataclass(frozen=True, slots=True)
 class _Answer:
+    """A response: status, body, Content-Type."""
+
     status: int
     body: bytes
     content_type: str = CT_TEXT
@@ -78,9 +80,11 @@ class _Log:
         self.ids: dict[tuple[str, str], int] = {}
 
     def read(self, indexes: Sequence[int]) -> list[bytes]:
+        """The stored hashes at ``indexes`` (a ``tlog.HashReader``)."""
         return [self.hashes[i] for i in indexes]
 
     def append(self, key: tuple[str, str] | None, text: bytes) -> int:
+        """Add a record (findable by ``key`` unless None); its id."""
         record_id = len(self.records)
         new = sumdb.stored_hashes(record_id, text, self.read)
         self.records.append(text)
@@ -91,6 +95,7 @@ class _Log:
 
     @property
     def tree(self) -> sumdb.Tree:
+        """The tree head over all records."""
         n = len(self.records)
         return sumdb.Tree(n, sumdb.tree_hash(n, self.read))
 
@@ -207,6 +212,7 @@ class TestSumDB:
         return _error(404, "404 page not found")
 
     def _lookup(self, mod: str) -> _Answer:
+        """``/lookup/M@V``: the record and the signed tree, or server.go's errors."""
         if not _MOD_VER.match(mod):
             return _error(400, "invalid module@version syntax")
         escaped_path, _, escaped_version = mod.partition("@")
@@ -222,6 +228,7 @@ class TestSumDB:
         return _Answer(200, sumdb.format_record(record_id, text) + self.signed_tree())
 
     def _tile(self, path: str) -> _Answer:
+        """``/tile/...``: a hash or data tile that exists in the current log, else 404."""
         try:
             tile = sumdb.parse_tile_path(path)
         except sumdb.BadTilePathError:
@@ -250,9 +257,14 @@ class TestSumDB:
 
     def requests_for(self, path_substring: str = "") -> list[RecordedRequest]:
         """Recorded requests whose raw or decoded path contains ``path_substring``."""
-        return [r for r in list(self.requests) if path_substring in r.path + r.decoded_path]
+        return [
+            r
+            for r in list(self.requests)
+            if path_substring in r.path or path_substring in r.decoded_path
+        ]
 
     async def _handle(self, request: web.Request) -> web.Response:
+        """Record the request, then answer it."""
         raw = request.raw_path
         decoded = unquote(raw.split("?", 1)[0])
         self.requests.append(RecordedRequest(request.method, raw, dict(request.headers), decoded))
