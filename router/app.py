@@ -257,6 +257,8 @@ def _access_log(
     resp: web.StreamResponse | None,
     seconds: float,
 ) -> None:
+    if not state.access_log.enabled:
+        return
     status = served.status if served.status >= 500 else (resp.status if resp is not None else 499)
     state.access_log.emit_safely(
         {
@@ -328,12 +330,15 @@ async def _decide_and_serve(
         if hit is not None:
             return hit  # a fresh cache hit needs no upstream ranking
     fresh = decision.prefer_fresh and request.kind in (Kind.LIST, Kind.LATEST)
-    with state.tracer.span(served.trace, "selection", {"goproxy.pool": pool.name}):
-        ranked = state.selection.order(
-            [c.config for c in candidates], module, prefer_fresh=fresh, mode=pool.mode
-        )
-    by_name = {c.name: c for c in candidates}
-    ordered = [by_name[s.candidate.name] for s in ranked]
+    if len(candidates) < 2:
+        ordered = candidates  # nothing to rank
+    else:
+        with state.tracer.span(served.trace, "selection", {"goproxy.pool": pool.name}):
+            ranked = state.selection.order(
+                [c.config for c in candidates], module, prefer_fresh=fresh, mode=pool.mode
+            )
+        by_name = {c.name: c for c in candidates}
+        ordered = [by_name[s.candidate.name] for s in ranked]
     headers = {REQUEST_ID_HEADER: http[REQUEST_ID]}
     if state.answers is not None:
         job = Job(request, pool, ordered, served, headers, seen.private)

@@ -233,7 +233,8 @@ class Metrics:
         )
         self.connections = Counter(
             PREFIX + "upstream_connections_total",
-            "Upstream connections by upstream and event (opened, reused).",
+            "Upstream connections by upstream and event: opened (new connections) and used"
+            " (requests sent); used - opened were served on reused keep-alive connections.",
             ("upstream", "event"),
             registry=r,
         )

@@ -130,8 +130,12 @@ async def test_opentelemetry_spans_for_request_selection_and_attempts(tmp_path: 
     trace_id = "0af7651916cd43dd8448eb211c80319c"
     async with FixtureProxy(ModuleSet([LIB]), name="up") as up:
         up.add_fault(Fault(pattern=r"\.info$", status=404))
-        rules = _rules(
-            tmp_path, up.url, tracing={"enabled": True, "endpoint": "http://127.0.0.1:9/v1/traces"}
+        rules = write_rules(
+            tmp_path / "r.yaml",
+            [{"name": "up", "url": up.url}, {"name": "twin", "url": up.url}],
+            {"main": {"upstreams": ["up", "twin"], "mode": "ordered"}},
+            default={"pool": "main"},
+            tracing={"enabled": True, "endpoint": "http://127.0.0.1:9/v1/traces"},
         )
         async with gateway_in_process(rules) as gw, aiohttp.ClientSession() as h:
             assert gw.app is not None
