@@ -28,6 +28,7 @@ from router.caching import AnswerCache, Job
 from router.config.model import Rules
 from router.core.errors import ProtocolError
 from router.core.fallback import Outcome
+from router.core.modpath import match_prefix_patterns
 from router.core.protocol import Kind, ModuleRequest, SumdbRequest, parse_request_target
 from router.core.routing import Facts
 from router.core.tenancy import REALM, Identity, Refusal, identify, visibility
@@ -348,8 +349,6 @@ async def _decide_and_serve(
 
 def _sumdb_blocked(rt: Runtime, module: str, private: bool) -> str | None:
     """Checksum-DB lookups for private or nosumdb paths are never forwarded anywhere."""
-    from router.core.modpath import match_prefix_patterns
-
     if private or any(match_prefix_patterns(p, module) for p in rt.rules.nosumdb):
         return (
             f"not found: {module} is private here; its checksum is not looked up "

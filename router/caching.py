@@ -109,12 +109,12 @@ class AnswerCache:
             return None
         key = cache_key(request, pool, private=private)
         now = self._clock()
-        look = self.memory.get(key, now, allow_stale=False)
-        if look is None or not look.fresh:
-            return None
+        entry = self.memory.get_fresh(key, now)
+        if entry is None:
+            return None  # serve() looks again, and records the miss, after ranking
         self.metrics.cache_requests.labels(request.kind.value, "hit").inc()
         served.cache, served.upstream = "hit", "cache"
-        return entry_response(look.entry, now)
+        return entry_response(entry, now)
 
     async def serve(self, http: web.Request, job: Job) -> web.StreamResponse:
         request = job.request

@@ -74,6 +74,14 @@ class MemoryCache:
         self.remove(key)
         return None
 
+    def get_fresh(self, key: Hashable, now: float) -> Entry | None:
+        """A fresh entry (recorded as a hit), or None without touching anything."""
+        entry = self._entries.get(key)
+        if entry is None or now >= entry.fresh_until:
+            return None
+        self._policy.access(key, entry.size, now)
+        return entry
+
     def get_stale(self, key: Hashable, now: float) -> Entry | None:
         """An entry past freshness but within stale-if-error, for when upstreams fail."""
         entry = self._entries.get(key)
