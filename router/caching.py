@@ -159,17 +159,21 @@ class AnswerCache:
         if result in ("hit", "stale", "stale_if_error"):
             job.served.upstream = "cache"
 
-    async def _passthrough(self, http: web.Request, job: Job) -> web.StreamResponse:
-        result = await walk(
+    async def _walk(self, job: Job, *, method: str, stream: bool) -> UpstreamAnswer | Failure:
+        """The pool walk for `job` (see `router.gateway.walk`)."""
+        return await walk(
             job.request,
             job.pool,
             job.clients,
             job.served,
-            method=http.method,
-            stream=False,
+            method=method,
+            stream=stream,
             headers=job.headers,
             tracer=self.tracer,
         )
+
+    async def _passthrough(self, http: web.Request, job: Job) -> web.StreamResponse:
+        result = await self._walk(job, method=http.method, stream=False)
         if isinstance(result, Failure):
             return failure_response(result)
         return await respond(http, result, MAX_BYTES[job.request.kind], job.served)
@@ -222,16 +226,7 @@ class AnswerCache:
 
     async def _fetch_meta(self, job: Job, key: str) -> UpstreamAnswer | Failure:
         try:
-            result = await walk(
-                job.request,
-                job.pool,
-                job.clients,
-                job.served,
-                method="GET",
-                stream=False,
-                headers=job.headers,
-                tracer=self.tracer,
-            )
+            result = await self._walk(job, method="GET", stream=False)
             self._store_meta(job, key, result)
             return result
         finally:
@@ -360,16 +355,7 @@ class AnswerCache:
     async def _zip_fetch(
         self, http: web.Request, job: Job, key: str, spool: ZipFlight | None
     ) -> web.StreamResponse:
-        result = await walk(
-            job.request,
-            job.pool,
-            job.clients,
-            job.served,
-            method="GET",
-            stream=True,
-            headers=job.headers,
-            tracer=self.tracer,
-        )
+        result = await self._walk(job, method="GET", stream=True)
         if isinstance(result, Failure):
             self._store_meta(job, key, result)  # negative answers are cached like any other
             return failure_response(result)
