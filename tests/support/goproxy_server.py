@@ -23,7 +23,6 @@ run time; every request is recorded in ``proxy.requests`` before any fault appli
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import re
 import socket
@@ -48,6 +47,7 @@ from .gomod import (
     unescape_version,
     write_zip,
 )
+from .threaded import start_loop_thread, stop_loop_thread
 
 __all__ = ["CT_JSON", "CT_OCTET", "CT_TEXT", "CT_ZIP", "Fault", "FixtureProxy", "RecordedRequest"]
 
@@ -308,26 +308,7 @@ class FixtureProxy:
 
     def start_in_thread(self, timeout: float = 60.0) -> Self:
         """Start serving on a daemon thread with its own event loop; returns once listening."""
-        ready: concurrent.futures.Future[asyncio.AbstractEventLoop] = concurrent.futures.Future()
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            try:
-                loop.run_until_complete(self.start())
-            except BaseException as exc:
-                ready.set_exception(exc)
-                loop.close()
-                return
-            ready.set_result(loop)
-            try:
-                loop.run_forever()
-            finally:
-                loop.run_until_complete(loop.shutdown_asyncgens())
-                loop.close()
-
-        thread = threading.Thread(target=run, name=f"fixture-proxy-{self.name}", daemon=True)
-        thread.start()
-        loop = ready.result(timeout)
+        loop, thread = start_loop_thread(self.start, f"fixture-proxy-{self.name}", timeout)
         assert self._running is not None
         self._running.thread, self._running.loop = thread, loop
         return self
@@ -337,10 +318,7 @@ class FixtureProxy:
         running = self._running
         if running is None or running.loop is None or running.thread is None:
             return
-        loop, thread = running.loop, running.thread
-        asyncio.run_coroutine_threadsafe(self.aclose(), loop).result(timeout)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout)
+        stop_loop_thread(running.loop, running.thread, self.aclose, timeout)
 
     def __enter__(self) -> Self:
         return self.start_in_thread()

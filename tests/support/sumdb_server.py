@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import concurrent.futures
 import hashlib
 import re
 import socket
@@ -42,6 +41,7 @@ from router.core import sumdb
 
 from .gomod import FixtureModule, hash_mod, hash_module, unescape_path, unescape_version
 from .goproxy_server import RecordedRequest
+from .threaded import start_loop_thread, stop_loop_thread
 
 __all__ = ["GO_TEST_SKEY", "GO_TEST_VKEY", "TestSumDB"]
 
@@ -315,25 +315,7 @@ class TestSumDB:
 
     def start_in_thread(self, timeout: float = 30.0) -> Self:
         """Serve from a daemon thread with its own event loop; returns once listening."""
-        ready: concurrent.futures.Future[asyncio.AbstractEventLoop] = concurrent.futures.Future()
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            try:
-                loop.run_until_complete(self.start())
-            except BaseException as exc:
-                ready.set_exception(exc)
-                loop.close()
-                return
-            ready.set_result(loop)
-            try:
-                loop.run_forever()
-            finally:
-                loop.close()
-
-        thread = threading.Thread(target=run, name=f"sumdb-{self.name}", daemon=True)
-        thread.start()
-        self._loop, self._thread = ready.result(timeout), thread
+        self._loop, self._thread = start_loop_thread(self.start, f"sumdb-{self.name}", timeout)
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -341,9 +323,7 @@ class TestSumDB:
         loop, thread = self._loop, self._thread
         if loop is None or thread is None:
             return
-        asyncio.run_coroutine_threadsafe(self.aclose(), loop).result(timeout)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout)
+        stop_loop_thread(loop, thread, self.aclose, timeout)
         self._loop = self._thread = None
 
     def __enter__(self) -> Self:
