@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import trustme
-from support.gateway import gateway_in_process, one_pool_rules
+from support.gateway import gateway_in_process, one_pool_rules, write_rules
 from support.gocmd import go_env, run_go, write_main_module
 from support.gomod import (
     FixtureModule,
@@ -148,3 +148,44 @@ async def test_go_over_https_with_a_test_ca(tmp_path: Path, gocache: Path) -> No
             )
             report = done.check().json_objects()[0]
             assert report["Sum"] == hash_module(lib)
+
+
+async def test_go_verifies_against_a_checksum_db_proxied_by_the_gateway(
+    tmp_path: Path, gocache: Path
+) -> None:
+    from support.sumdb_server import TestSumDB
+
+    lib = simple_module("example.com/verified", "v1.0.0")
+    tampered_zip = simple_module(
+        "example.com/verified", "v1.0.0", extra_files={"evil.go": b"package verified\n"}
+    )
+    db = TestSumDB("sum.test.example", base_path="/sumdb/sum.test.example")
+    db.add_module(lib)
+    async with FixtureProxy(ModuleSet([lib]), name="mods") as mods, db:
+        sumdb_root = db.url[: -len(db.base_path)]
+        rules = write_rules(
+            tmp_path / "rules.yaml",
+            [
+                {"name": "mods", "url": mods.url},
+                {"name": "sumdb-mirror", "url": sumdb_root, "sumdb": ["sum.test.example"]},
+            ],
+            {"main": {"upstreams": ["mods", "sumdb-mirror"], "mode": "ordered"}},
+            default={"pool": "main"},
+            cache={"memory": 0},  # so the tampered zip below really reaches the client
+        )
+        async with gateway_in_process(rules) as gw:
+            env = go_env(tmp_path, gw.url, gosumdb=db.verifier_key, gocache=gocache)
+            ok = await run_go(
+                ["mod", "download", "-json", "example.com/verified@v1.0.0"], tmp_path, env
+            )
+            assert ok.check().json_objects()[0]["Sum"] == hash_module(lib)
+            # the go command found the database through the gateway and fetched it there
+            assert db.requests_for("/lookup/example.com/verified@v1.0.0")
+            assert db.requests_for("/tile/")
+            # a mirror serving other bytes is caught by the go command
+            mods.modules.remove(lib.path, lib.version)
+            mods.modules.add(tampered_zip)
+            env2 = go_env(tmp_path / "second", gw.url, gosumdb=db.verifier_key, gocache=gocache)
+            bad = await run_go(["mod", "download", "example.com/verified@v1.0.0"], tmp_path, env2)
+            assert bad.returncode != 0
+            assert "SECURITY ERROR" in bad.stderr or "checksum mismatch" in bad.stderr
