@@ -23,6 +23,20 @@ import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from router.config.model import Weights
+
+__all__ = [
+    "Candidate",
+    "EjectionPolicy",
+    "Health",
+    "HeatWindow",
+    "PeakEwma",
+    "Scored",
+    "Weights",
+    "rank",
+    "score",
+]
+
 COST_EPSILON = 0.01
 RTT_EPSILON = 0.010
 # An rtt term below this (slower than ~4x the best, beyond the 10 ms floor) means "slow":
@@ -176,13 +190,6 @@ class Candidate:
     heat: float
     health: str = "healthy"
     tier: str = "L1"
-
-
-@dataclass(frozen=True, slots=True)
-class Weights:
-    rtt: float = 0.40
-    cost: float = 0.35
-    heat: float = 0.25
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,6 @@ from router.core.selection import (
     HeatWindow,
     PeakEwma,
     Scored,
-    Weights,
     rank,
     score,
 )
@@ -64,7 +63,7 @@ class SelectionState:
         """Adopt a (re)loaded rule set; live facts of kept upstreams survive."""
         sel: Selection = rules.selection
         self.rules = rules
-        self.weights = Weights(sel.weights.rtt, sel.weights.cost, sel.weights.heat)
+        self.weights = sel.weights
         self.mode = sel.mode
         self.policy = EjectionPolicy(
             sel.ejection.consecutive_failures, sel.ejection.base, sel.ejection.max
