@@ -44,7 +44,6 @@ import random
 import resource
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -63,6 +62,10 @@ sys.path.insert(0, str(BENCH_DIR.parent))  # the router package, also without an
 from router.config.model import Pool, Rules, Selection, Upstream  # noqa: E402
 from router.state.local import SelectionState  # noqa: E402
 
+sys.path.insert(0, str(BENCH_DIR))
+# Process handling shared with the pass-through harness (one copy, in run.py).
+from run import Children, free_port, process_tree, tail  # noqa: E402
+
 HOST = "127.0.0.1"
 MODES: tuple[Literal["ordered", "best", "weighted"], ...] = ("ordered", "best", "weighted")
 SIZES = (2, 8, 32)
@@ -72,7 +75,6 @@ CATALOGUE = 20_000
 STEP_SECONDS = 0.1  # simulated time between two requests
 WARM_SECONDS = 3600.0  # one heat window
 READY_TIMEOUT = 30.0
-STOP_GRACE = 15.0
 E2E_CONFIGS = ("stub", "ordered", "weighted")
 LOSS_TARGET_PCT = 10.0
 
@@ -308,12 +310,6 @@ def micro_table(results: Sequence[MicroResult]) -> str:
 # --------------------------------------------------------------------------- end to end
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
 def find_tool(name: str) -> str:
     extra = os.pathsep.join(["/usr/sbin", "/sbin", "/usr/local/sbin"])
     where = shutil.which(name, path=os.environ.get("PATH", "") + os.pathsep + extra)
@@ -385,49 +381,6 @@ selection: {{mode: {mode}}}
 """
 
 
-class Children:
-    """Processes we started; each is stopped by its own id (SIGTERM, then SIGKILL)."""
-
-    def __init__(self, taskset: str | None) -> None:
-        self.taskset = taskset
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-
-    def pinned(self, argv: Sequence[str], cpus: str) -> list[str]:
-        return [self.taskset, "-c", cpus, *argv] if self.taskset else list(argv)
-
-    def start(
-        self, name: str, argv: Sequence[str], cpus: str, log: Path
-    ) -> subprocess.Popen[bytes]:
-        with log.open("ab") as out:
-            proc = subprocess.Popen(
-                self.pinned(argv, cpus),
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        self.procs[name] = proc
-        return proc
-
-    def stop(self, name: str) -> int | None:
-        proc = self.procs.pop(name, None)
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(STOP_GRACE)
-            except subprocess.TimeoutExpired:
-                print(f"  {name} (pid {proc.pid}) ignored SIGTERM; killing", file=sys.stderr)
-        with suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)  # its own group: nginx workers too
-        return proc.wait()
-
-    def stop_all(self) -> None:
-        for name in reversed(list(self.procs)):
-            self.stop(name)
-
-
 def http_status(port: int, path: str) -> int:
     conn = http.client.HTTPConnection(HOST, port, timeout=2.0)
     try:
@@ -449,13 +402,6 @@ def wait_ready(proc: subprocess.Popen[bytes], port: int, path: str, log: Path) -
                 return
         time.sleep(0.1)
     raise BenchError(f"not ready on port {port} within {READY_TIMEOUT:g}s:\n{tail(log)}")
-
-
-def tail(log: Path, n: int = 15) -> str:
-    try:
-        return "\n".join(log.read_text(errors="replace").splitlines()[-n:])
-    except OSError:
-        return "(no log)"
 
 
 def cpu_seconds(pid: int) -> float:
@@ -524,7 +470,7 @@ class E2ESettings:
 
 def run_wrk(children: Children, wrk: str, script: Path, port: int, paths: Path, seconds: int,
             s: E2ESettings) -> dict[str, Any]:  # fmt: skip
-    argv = children.pinned(
+    argv = children.argv(
         [wrk, "-t1", f"-c{s.connections}", f"-d{seconds}s", "--timeout=5s", "--latency",
          "-s", str(script), f"http://{HOST}:{port}", "--", str(paths)],
         s.load_cpus,
@@ -534,19 +480,6 @@ def run_wrk(children: Children, wrk: str, script: Path, port: int, paths: Path, 
         if line.startswith("WRK_JSON "):
             return dict(json.loads(line.removeprefix("WRK_JSON ")))
     raise BenchError(f"wrk gave no result (exit {done.returncode}):\n{done.stdout}{done.stderr}")
-
-
-def process_tree(pid: int) -> list[int]:
-    """`pid` and its descendants (the nginx master and its worker)."""
-    pids = [pid]
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            kids = (task / "children").read_text().split()
-        except OSError:
-            continue
-        for kid in kids:
-            pids += process_tree(int(kid))
-    return pids
 
 
 def reaped_children_cpu() -> float:
@@ -652,7 +585,7 @@ def e2e(s: E2ESettings) -> tuple[list[E2EResult], list[int], list[str]]:
     notes: list[str] = []
     with ExitStack() as stack:
         work = stack.enter_context(workspace())
-        children = Children(taskset)
+        children = Children(pin=True, taskset=taskset)
         stack.callback(children.stop_all)  # every child stopped, also on errors
         paths = write_tree(work / "tree", s.modules)
         paths_file = work / "paths.txt"
