@@ -10,6 +10,7 @@ X-Router-Upstream. The request flow is parse -> identify -> decide -> fetch
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import re
@@ -25,14 +26,15 @@ from aiohttp.typedefs import Handler
 from router import tracing
 from router.cachesetup import build_cache
 from router.caching import AnswerCache, Job
-from router.config.model import Rules
+from router.checksums import ChecksumDatabase, ChecksumRegistry, Verification
+from router.config.model import Pool, Rules
 from router.core.errors import ProtocolError
 from router.core.fallback import Outcome
 from router.core.modpath import match_prefix_patterns
 from router.core.protocol import Kind, ModuleRequest, SumdbRequest, parse_request_target
-from router.core.routing import Facts
+from router.core.routing import Facts, RouteDecision
 from router.core.tenancy import REALM, Identity, Refusal, identify, visibility
-from router.debug import debug_abuse, debug_purge, debug_upstreams
+from router.debug import debug_abuse, debug_purge, debug_rollout_reset, debug_upstreams
 from router.gateway import UPSTREAM_HEADER, Served, candidates_for, serve, text_response
 from router.limiting import LimitSync, RequestLimits, limit_loop
 from router.live import gauge_loop, probe_loop
@@ -40,6 +42,7 @@ from router.logs import AccessLog
 from router.observability import Metrics, status_class
 from router.padding import NotFoundTimer
 from router.reload import Reloader
+from router.rollouts import Rollouts
 from router.runtime import Runtime, build_runtime
 from router.state.local import SelectionState
 from router.state.redis import RedisSync, connect
@@ -76,6 +79,8 @@ class GatewayState:
     limits: RequestLimits = field(init=False)
     eviction_totals: dict[str, int] = field(default_factory=dict)
     tracer: Tracer = field(default_factory=Tracer)
+    checksums: ChecksumRegistry = field(init=False)
+    rollouts: Rollouts = field(init=False)
 
     def __post_init__(self) -> None:
         # Parsing is pure but validating Go module paths is not cheap: remember the
@@ -86,6 +91,9 @@ class GatewayState:
         self.limits.apply_rules(self.initial_rules)
         log_cfg = self.initial_rules.logging
         self.access_log = AccessLog(enabled=log_cfg.access, sample=log_cfg.sample)
+        self.checksums = ChecksumRegistry(self.metrics, self.count_connection)
+        self.rollouts = Rollouts(self.metrics)
+        self.rollouts.apply_rules(self.initial_rules)
 
     def count_connection(self, upstream: str, event: str) -> None:
         self.metrics.connections.labels(upstream, event).inc()
@@ -315,10 +323,18 @@ async def _decide_and_serve(
     served.pool = pool.name
     served.route = decision.route
     candidates = candidates_for(request, pool, rt.clients)
-    if isinstance(request, SumdbRequest) and request.module is not None:
-        blocked = _sumdb_blocked(rt, request.module, seen.private)
-        if blocked:
-            return text_response(404, blocked)
+    check = None
+    if isinstance(request, SumdbRequest):
+        if request.module is not None:
+            blocked = _sumdb_blocked(rt, request.module, seen.private)
+            if blocked:
+                return text_response(404, blocked)
+        db = state.checksums.get(request.db)
+        if db is not None:
+            candidates = db.sources(candidates)  # its url too; liars ejected
+            if request.module is not None or request.rest == "latest":
+                check = functools.partial(db.check_proxied, request)
+        pool = dataclasses.replace(pool, fallback="any-error")  # every copy is checkable
     if seen.private:
         candidates = [c for c in candidates if not c.config.public]
         if not candidates:
@@ -326,13 +342,16 @@ async def _decide_and_serve(
             return text_response(
                 404, f"not found: {module} is private and pool {pool.name} has no private upstream"
             )
-    if state.answers is not None:
-        hit = state.answers.fast_hit(request, pool.name, seen.private, served)
+    verify = _wants_verification(rt, who, decision, request, seen.private, http.method)
+    answers = state.answers
+    if answers is not None:
+        hit = answers.fast_hit(request, pool.name, seen.private, served, verify)
         if hit is not None:
             return hit  # a fresh cache hit needs no upstream ranking
+    candidates = state.rollouts.usable(candidates)
     fresh = decision.prefer_fresh and request.kind in (Kind.LIST, Kind.LATEST)
-    if len(candidates) < 2:
-        ordered = candidates  # nothing to rank
+    if len(candidates) < 2 or isinstance(request, SumdbRequest):
+        ordered = candidates  # nothing to rank (checksum DB mirrors: the pool's order)
     else:
         with state.tracer.span(served.trace, "selection", {"goproxy.pool": pool.name}):
             ranked = state.selection.order(
@@ -341,10 +360,52 @@ async def _decide_and_serve(
         by_name = {c.name: c for c in candidates}
         ordered = [by_name[s.candidate.name] for s in ranked]
     headers = {REQUEST_ID_HEADER: http[REQUEST_ID]}
-    if state.answers is not None:
-        job = Job(request, pool, ordered, served, headers, seen.private)
-        return await state.answers.serve(http, job)
-    return await serve(http, request, pool, ordered, served, headers, state.tracer)
+    if answers is None:
+        return await serve(http, request, pool, ordered, served, headers, state.tracer)
+    job = Job(request, pool, ordered, served, headers, seen.private, check=check)
+    if verify and state.checksums.primary is not None:
+        assert isinstance(request, ModuleRequest) and request.version is not None
+        job.verification = _verification(state, rt, pool, request, state.checksums.primary)
+    elif not verify:
+        job.rollout = state.rollouts.pick(request, http.method, ordered, rt.clients)
+    return await answers.serve(http, job)
+
+
+def _wants_verification(
+    rt: Runtime,
+    who: Identity,
+    decision: RouteDecision,
+    request: ModuleRequest | SumdbRequest,
+    private: bool,
+    method: str,
+) -> bool:
+    """A .mod or .zip GET for a verifying tenant or route, of a module the checksum DB
+    may be asked about (not private, not nosumdb)."""
+    if method != "GET" or private or request.kind not in (Kind.MOD, Kind.ZIP):
+        return False
+    wants = decision.verify_checksums
+    if wants is None:
+        wants = who.tenant.verify_checksums if who.tenant is not None else False
+    module = request.module
+    if not wants or module is None:
+        return False
+    return not any(match_prefix_patterns(p, module) for p in rt.rules.nosumdb)
+
+
+def _verification(
+    state: GatewayState, rt: Runtime, pool: Pool, request: ModuleRequest, db: ChecksumDatabase
+) -> Verification:
+    pool_clients = [rt.clients[n] for n in pool.upstreams if n in rt.clients]
+    assert request.version is not None
+    return Verification(
+        db=db,
+        sources=db.sources(pool_clients),
+        module=request.module,
+        version=request.version,
+        kind=request.kind,
+        metrics=state.metrics,
+        tasks=state.tasks,
+    )
 
 
 def _sumdb_blocked(rt: Runtime, module: str, private: bool) -> str | None:
@@ -376,6 +437,9 @@ def _observe(
             m.upstream_seconds.labels(attempt.upstream).observe(attempt.seconds)
         if attempt.cause:
             m.upstream_errors.labels(attempt.upstream, attempt.cause).inc()
+        if attempt.cause == "checksum_mismatch":
+            m.checksum_mismatches.labels(attempt.upstream).inc()
+            sel.penalise(attempt.upstream)
         if i < len(served.attempts) - 1:
             m.fallbacks.labels(pool, attempt.upstream).inc()
         failed = attempt.outcome in _HEALTH_FAILURES
@@ -395,6 +459,7 @@ def _observe(
 async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE]
     state.runtime, _ = await build_runtime(state.initial_rules, 1, None, state.count_connection)
+    await state.checksums.apply(state.initial_rules)
     state.metrics.rules_generation.set(1)
     if state.rules_paths:
         state.reloader = Reloader(state, state.rules_paths)
@@ -406,10 +471,11 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
         state.tasks.spawn(state.redis_sync.run(), name="redis-sync")
         limit_sync = LimitSync(redis_client, state.limits, state.redis_sync.replica)
         state.tasks.spawn(limit_loop(limit_sync, state.metrics), name="limit-sync")
+        state.tasks.spawn(state.rollouts.sync_loop(redis_client), name="rollout-sync")
     state.answers = await build_cache(state, redis_client)
     state.tracer = make_tracer(state.initial_rules.tracing)
-    if state.answers is not None:
-        state.answers.tracer = state.tracer
+    state.answers.tracer = state.tracer
+    state.answers.rollouts = state.rollouts
     state.tasks.spawn(probe_loop(state), name="probes")
     state.tasks.spawn(gauge_loop(state), name="gauges")
     state.ready = True
@@ -419,6 +485,7 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     if state.answers is not None:
         await state.answers.close()
     state.tracer.shutdown()
+    await state.checksums.close()
     if redis_client is not None:
         await redis_client.aclose()
     if state.runtime is not None:
@@ -443,5 +510,6 @@ def create_app(
     app.router.add_get("/debug/upstreams", debug_upstreams)
     app.router.add_post("/debug/purge", debug_purge)
     app.router.add_get("/debug/abuse", debug_abuse)
+    app.router.add_post("/debug/rollouts/reset", debug_rollout_reset)
     app.router.add_route("*", "/{tail:.*}", goproxy)
     return app

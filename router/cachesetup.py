@@ -29,11 +29,10 @@ def make_policy(cfg: Cache) -> CachePolicy:
     return LRUKPolicy(cfg.memory, max_entries, k=cfg.k, decay=cfg.decay, crp=cfg.crp)
 
 
-async def build_cache(state: GatewayState, redis_client: Any) -> AnswerCache | None:
-    """The cache tiers the rules ask for; None for pure pass-through (memory 0, no dir)."""
+async def build_cache(state: GatewayState, redis_client: Any) -> AnswerCache:
+    """The cache tiers the rules ask for (none at all with memory 0 and no dir: then
+    only coalescing, verification spools and rollout comparisons remain)."""
     cfg = state.initial_rules.cache
-    if cfg.memory <= 0 and not cfg.dir:
-        return None
     memory = MemoryCache(make_policy(cfg)) if cfg.memory > 0 else None
     store = None
     if cfg.dir:
@@ -42,7 +41,7 @@ async def build_cache(state: GatewayState, redis_client: Any) -> AnswerCache | N
         log.info("artifact store %s: %d artifacts, %d bytes", cfg.dir, len(store), store.used_bytes)
     shared = None
     answers_ref: list[AnswerCache] = []
-    if redis_client is not None:
+    if redis_client is not None and (memory is not None or store is not None):
         errors = state.metrics.redis_errors
         shared = SharedTier(redis_client, on_error=lambda op: errors.labels(op).inc())
         if state.redis_url:

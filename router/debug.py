@@ -77,6 +77,8 @@ def upstreams_view(state: GatewayState, module: str | None) -> dict[str, Any]:
         "redis": None if redis is None else {"connected": redis.healthy},
         "upstreams": ups,
         "pools": pools,
+        "rollouts": state.rollouts.view(),
+        "checksum_dbs": state.checksums.view(),
     }
 
 
@@ -124,3 +126,18 @@ async def debug_abuse(http: web.Request) -> web.StreamResponse:
     if not is_admin(state.current.rules.admin, http.remote, http.headers.get("Authorization")):
         return web.Response(status=403, text="forbidden: /debug is for admin networks or tokens\n")
     return web.json_response({"flags": state.limits.flags()})
+
+
+async def debug_rollout_reset(http: web.Request) -> web.StreamResponse:
+    """POST /debug/rollouts/reset?upstream=NAME: put a rolled-back candidate back (and,
+    with Redis, on every replica)."""
+    from router.app import STATE
+
+    state = http.app[STATE]
+    if not is_admin(state.current.rules.admin, http.remote, http.headers.get("Authorization")):
+        return web.Response(status=403, text="forbidden: /debug is for admin networks or tokens\n")
+    name = http.query.get("upstream", "")
+    if not state.rollouts.reset(name):
+        known = ", ".join(sorted(state.rollouts.trackers)) or "none"
+        return web.Response(status=404, text=f"no rollout for upstream {name!r} (known: {known})\n")
+    return web.json_response({"upstream": name, "state": "comparing"})  # replicas: next sync

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -55,6 +55,19 @@ class Served:
     deadline: float = 600.0
     cache: str | None = None  # hit, stale, miss, coalesced
     trace: TraceContext | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """An upstream's 200 that failed an acceptance check (checksum, tree head, body)."""
+
+    reason: str
+    cause: str  # metrics: checksum_mismatch, sumdb_inconsistent, truncated...
+    fall_through: bool = True  # try the next upstream whatever the pool's fallback
+
+
+Check = Callable[[UpstreamClient, UpstreamAnswer], Awaitable[Rejected | None]]
+"""Accepts or rejects an upstream's 200 before anything of it reaches a client."""
 
 
 def text_response(status: int, reason: str, *, upstream: str | None = None) -> web.Response:
@@ -124,9 +137,12 @@ async def walk(
     stream: bool,
     headers: Mapping[str, str],
     tracer: Tracer = _PROPAGATE_ONLY,
+    check: Check | None = None,
 ) -> UpstreamAnswer | Failure:
     """Ask `clients` in order with the pool's fallback rule: the first 200 (body read
-    whole, or left open when `stream`), else the go command's preferred failure."""
+    whole, or left open when `stream`) that `check` accepts, else the go command's
+    preferred failure. A rejected answer is discarded; the walk goes on to the next
+    upstream whatever the fallback rule when the rejection says so (a checksum mismatch)."""
     limit = MAX_BYTES[request.kind]
     path = request.upstream_path()
     for client in clients:
@@ -148,16 +164,33 @@ async def walk(
         else:
             outcome = classify_status(answer.status)
             seconds = answer.first_byte_seconds
-            if outcome is Outcome.OK:
+            rejected = None
+            if outcome is Outcome.OK and check is not None:
+                try:
+                    rejected = await check(client, answer)
+                except BaseException:
+                    answer.close()
+                    raise
+            if rejected is not None:
+                answer.close()
+                reason, cause = rejected.reason, rejected.cause
+                served.attempts.append(
+                    Attempt(client.name, Outcome.ERROR, 200, reason, cause, seconds)
+                )
+                if rejected.fall_through:
+                    continue
+                outcome = Outcome.ERROR
+            elif outcome is Outcome.OK:
                 served.upstream = client.name
                 served.attempts.append(Attempt(client.name, outcome, 200, "", "", seconds))
                 served.deadline = client.config.timeouts.total
                 return answer
-            cause = "not_found" if outcome is Outcome.NOT_FOUND else f"{answer.status // 100}xx"
-            served.attempts.append(
-                Attempt(client.name, outcome, answer.status, _reason(answer), cause, seconds)
-            )
-            answer.close()
+            else:
+                cause = "not_found" if outcome is Outcome.NOT_FOUND else f"{answer.status // 100}xx"
+                served.attempts.append(
+                    Attempt(client.name, outcome, answer.status, _reason(answer), cause, seconds)
+                )
+                answer.close()
         fall = client.config.tier == "L3"
         if next_step(pool.fallback, outcome, always_fall_through=fall) is Step.STOP:
             break

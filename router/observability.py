@@ -258,6 +258,45 @@ class Metrics:
             registry=r,
         )
 
+        self.checksum_mismatches = Counter(
+            PREFIX + "checksum_mismatches_total",
+            "Upstream .mod/.zip answers refused because the checksum DB has other hashes.",
+            ("upstream",),
+            registry=r,
+        )
+        self.verifications = Counter(
+            PREFIX + "checksum_verifications_total",
+            "Verify-before-serve checks by kind and result (ok, mismatch, unavailable).",
+            ("kind", "result"),
+            registry=r,
+        )
+        self.sumdb_inconsistent = Counter(
+            PREFIX + "sumdb_inconsistent_total",
+            "Checksum-DB answers refused: bad note signature, a fork, or tiles that do not prove.",
+            ("sumdb", "reason"),
+            registry=r,
+        )
+        self.sumdb_tree_size = Gauge(
+            PREFIX + "sumdb_tree_size",
+            "Records in the latest verified tree head of each checksum DB.",
+            ("sumdb",),
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self.rollout_state = Gauge(
+            PREFIX + "rollout_state",
+            "1 for a rollout candidate's current state (comparing, healthy, rolled_back).",
+            ("upstream", "state"),
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self.rollout_comparisons = Counter(
+            PREFIX + "rollout_comparisons_total",
+            "A/B comparisons of a rollout candidate with its baseline, by result.",
+            ("upstream", "result"),
+            registry=r,
+        )
+
         # Label sets alerts watch with increase(): present (at 0) from the start.
         for result in ("ok", "invalid"):
             self.rules_reloads.labels(result)

@@ -89,6 +89,8 @@ class Reloader:
             state.runtime = runtime
             state.selection.apply_rules(result.rules)
             state.limits.apply_rules(result.rules)
+            state.rollouts.apply_rules(result.rules)
+            await state.checksums.apply(result.rules)
             state.metrics.rules_reloads.labels("ok").inc()
             state.metrics.rules_last_reload_ok.set(1)
             for gauge in (

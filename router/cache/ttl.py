@@ -31,14 +31,17 @@ class Lifetime:
     stale_if_error: float
 
 
-def cache_key(request: Request, pool: str, *, private: bool) -> str:
+def cache_key(request: Request, pool: str, *, private: bool, verified: bool = False) -> str:
     """The cache key: the pool and the request's canonical upstream path.
 
     Every answer is kept per pool, immutable ones included: by the protocol a
     version's bytes are the same everywhere, but pools exist precisely because
     operators do not want one pool's answers (a legacy mirror, a private
-    Athens) to reach another's clients."""
+    Athens) to reach another's clients. Answers checked against the checksum DB
+    live under their own keys: a verifying tenant never gets an unverified copy."""
     scope = f"{pool}+private" if private else pool
+    if verified:
+        scope += "+verified"
     return f"{scope}|{request.upstream_path()}"
 
 

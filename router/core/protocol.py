@@ -98,8 +98,9 @@ class SumdbRequest:
 
     @property
     def immutable(self) -> bool:
-        """Full tiles never change; partial tiles, lookups and latest may grow."""
-        return self.rest.startswith("tile/") and ".p/" not in self.rest
+        """Tiles never change (a partial tile of width W is the same W hashes for ever);
+        lookups carry a tree head that moves on, and latest does."""
+        return self.rest.startswith("tile/")
 
     def upstream_path(self) -> str:
         if self.module is not None and self.version is not None:

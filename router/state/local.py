@@ -148,6 +148,21 @@ class SelectionState:
         else:
             live.health.success(now, self.policy)
 
+    def penalise(self, name: str) -> None:
+        """An upstream served bytes that are provably wrong: eject it now, not after
+        `consecutive_failures` (it is still tried when nothing else is left)."""
+        live = self._live.get(name)
+        if live is None:
+            return
+        now = self.now()
+        health = live.health
+        health.ejections += 1
+        until = now + min(self.policy.base * health.ejections, self.policy.max)
+        health.ejected_until = max(health.ejected_until, until)
+        health.consecutive_failures = 0
+        if self.shared:
+            self.pending_ejections[name] = health.ejected_until
+
     def served(self, name: str, module: str | None, nbytes: int) -> None:
         """An answer from `name` reached a client: heat for the module, bytes for the bill."""
         live = self._live.get(name)

@@ -157,7 +157,7 @@ def test_parse_module_requests(
         ("/example.com/m/@v/v1.2.info", False),
         ("/rsc.io/breaker/@v/v2.0.0+incompatible.info", True),
         ("/sumdb/sum.golang.org/tile/8/0/001", True),
-        ("/sumdb/sum.golang.org/tile/8/0/001.p/5", False),
+        ("/sumdb/sum.golang.org/tile/8/0/001.p/5", True),
         ("/sumdb/sum.golang.org/latest", False),
     ],
 )
