@@ -108,7 +108,7 @@ class ChecksumDatabase:
 
     def eject(self, source: str, reason: str, message: str) -> None:
         self.ejected[source] = self.clock() + EJECT_SECONDS
-        self.alarm = f"{source}: {message}"
+        self.alarm = f"{reason}: {source}: {message.splitlines()[0]}"
         self.metrics.sumdb_inconsistent.labels(self.name, reason).inc()
         log.error(
             "checksum database %s: source %s ejected for %gs (%s): %s",
@@ -249,7 +249,7 @@ class ChecksumDatabase:
             try:
                 return await self._lookup_at(module, version, source)
             except _Untrusted as exc:
-                self.eject(source.name, exc.reason, str(exc).splitlines()[0])
+                self.eject(source.name, exc.reason, str(exc))
                 problems.append(f"{source.name}: {str(exc).splitlines()[0]}")
             except (ChecksumUnavailable, UpstreamError, sumdb.SumDBError) as exc:
                 text = str(exc)
@@ -297,7 +297,7 @@ class ChecksumDatabase:
             await self.accept_note(note, source)
         except _Untrusted as exc:
             first = str(exc).splitlines()[0]
-            self.eject(answer.upstream, exc.reason, first)
+            self.eject(answer.upstream, exc.reason, str(exc))
             return Rejected(f"checksum database {self.name}: {first}", "sumdb_inconsistent")
         except (sumdb.SumDBError, ChecksumUnavailable, UpstreamError) as exc:
             return Rejected(f"checksum database {self.name}: {exc}", "sumdb_unproven")

@@ -67,6 +67,16 @@ def _parser() -> argparse.ArgumentParser:
         "--gateway", help="without Redis: the gateway's URL (admin), e.g. http://127.0.0.1:8080"
     )
 
+    rollout = sub.add_parser("rollout", help="mirror rollouts (A/B checks of new upstreams)")
+    rollout_sub = rollout.add_subparsers(dest="rollout_command", required=True)
+    reset = rollout_sub.add_parser("reset", help="put a rolled-back candidate NAME back")
+    reset.add_argument("name", help="the rollout's candidate upstream")
+    reset.add_argument("--rules", type=Path, default=DEFAULT_RULES)
+    reset.add_argument("--redis", help="redis URL shared by the replicas (env ROUTER_REDIS_URL)")
+    reset.add_argument(
+        "--gateway", help="without Redis: the gateway's URL (admin), e.g. http://127.0.0.1:8080"
+    )
+
     exp = sub.add_parser("explain", help="print the decision for a request, as JSON")
     exp.add_argument("target", metavar="MODULE[@VERSION]")
     exp.add_argument("--rules", type=Path, default=DEFAULT_RULES)
@@ -196,9 +206,6 @@ def cmd_cost(args: argparse.Namespace) -> int:
 
 def cmd_purge(args: argparse.Namespace) -> int:
     import asyncio
-    import urllib.error
-    import urllib.parse
-    import urllib.request
 
     from redis.exceptions import RedisError
 
@@ -238,17 +245,70 @@ def cmd_purge(args: argparse.Namespace) -> int:
             "purge: needs --redis (every replica) or --gateway URL (one gateway)", file=sys.stderr
         )
         return 2
-    query = urllib.parse.urlencode({"module": module})
-    req = urllib.request.Request(f"{args.gateway.rstrip('/')}/debug/purge?{query}", method="POST")
+    return _post_admin(args.gateway, "/debug/purge", {"module": module}, "purge")
+
+
+def _post_admin(gateway: str, path: str, query: dict[str, str], what: str) -> int:
+    """POST to a gateway's admin endpoint (Bearer ROUTER_ADMIN_TOKEN when set); print it."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    url = f"{gateway.rstrip('/')}{path}?{urllib.parse.urlencode(query)}"
+    req = urllib.request.Request(url, method="POST")
+    token = os.environ.get("ROUTER_ADMIN_TOKEN")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
             print(resp.read().decode().strip())
     except urllib.error.HTTPError as exc:
-        print(f"purge: {exc.code} {exc.read().decode().strip()}", file=sys.stderr)
+        print(f"{what}: {exc.code} {exc.read().decode().strip()}", file=sys.stderr)
         return 1
     except OSError as exc:
-        print(f"purge: cannot reach {args.gateway}: {exc}", file=sys.stderr)
+        print(f"{what}: cannot reach {gateway}: {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def cmd_rollout_reset(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from redis.exceptions import RedisError
+
+    from router.rollouts import publish_reset
+    from router.state.redis import connect
+
+    rules = load_rules([args.rules]).rules if args.rules.exists() else None
+    if rules is not None and not args.gateway:
+        known = [r.upstream for r in rules.rollouts]
+        if args.name not in known:
+            shown = ", ".join(known) or "none"
+            print(f"rollout: no rollout for {args.name!r} (known: {shown})", file=sys.stderr)
+            return 1
+    url = args.redis or os.environ.get("ROUTER_REDIS_URL")
+    if not url and not args.gateway and rules is not None:
+        url = rules.redis
+    if args.gateway:
+        query = {"upstream": args.name}
+        return _post_admin(args.gateway, "/debug/rollouts/reset", query, "rollout")
+    if not url:
+        print("rollout: needs --redis (all replicas) or --gateway URL (one)", file=sys.stderr)
+        return 2
+
+    async def run() -> None:
+        client = connect(url)
+        try:
+            await publish_reset(client, args.name)
+        finally:
+            await client.aclose()
+
+    try:
+        asyncio.run(run())
+    except (RedisError, OSError) as exc:
+        print(f"rollout: cannot reach Redis: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args.name}: reset; every replica compares it again within 1 s")
     return 0
 
 
@@ -316,6 +376,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_cost(args)
         if args.command == "purge":
             return cmd_purge(args)
+        if args.command == "rollout":
+            return cmd_rollout_reset(args)
     except KeyboardInterrupt:
         return 130
     return 2

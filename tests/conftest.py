@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -61,3 +62,9 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def gocache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One GOCACHE for every go command of the session (build results only)."""
+    return tmp_path_factory.getbasetemp() / "gocache"

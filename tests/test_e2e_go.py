@@ -59,11 +59,6 @@ def _corpus() -> tuple[list[FixtureModule], list[FixtureModule], list[FixtureMod
     return on_a, only_b, required
 
 
-@pytest.fixture
-def gocache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.getbasetemp() / "gocache"
-
-
 async def test_go_downloads_and_builds_through_two_upstreams(tmp_path: Path, gocache: Path) -> None:
     on_a, only_b, required = _corpus()
     assert len(on_a) + len(only_b) >= 20

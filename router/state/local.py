@@ -87,7 +87,10 @@ class SelectionState:
 
     def cost(self, name: str) -> float:
         override = self.cost_overrides.get(name)
-        return override if override is not None else self._upstreams[name].cost_per_gb
+        if override is not None:
+            return override
+        up = self._upstreams.get(name)  # a checksum DB read from its own url is not one
+        return up.cost_per_gb if up is not None else 0.0
 
     def rtt(self, name: str) -> float | None:
         live = self._live[name]
