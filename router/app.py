@@ -32,7 +32,7 @@ from router.core.errors import ProtocolError
 from router.core.fallback import Outcome
 from router.core.modpath import match_prefix_patterns
 from router.core.protocol import Kind, ModuleRequest, SumdbRequest, parse_request_target
-from router.core.routing import Facts, RouteDecision
+from router.core.routing import Facts, verifies_checksums
 from router.core.tenancy import REALM, Identity, Refusal, identify, visibility
 from router.debug import debug_abuse, debug_purge, debug_rollout_reset, debug_upstreams
 from router.gateway import UPSTREAM_HEADER, Served, candidates_for, serve, text_response
@@ -342,7 +342,9 @@ async def _decide_and_serve(
             return text_response(
                 404, f"not found: {module} is private and pool {pool.name} has no private upstream"
             )
-    verify = _wants_verification(rt, who, decision, request, seen.private, http.method)
+    verify = http.method == "GET" and verifies_checksums(
+        rt.rules, decision, who.tenant, request.kind.value, module, seen.private
+    )
     answers = state.answers
     if answers is not None:
         hit = answers.fast_hit(request, pool.name, seen.private, served, verify)
@@ -369,27 +371,6 @@ async def _decide_and_serve(
     elif not verify:
         job.rollout = state.rollouts.pick(request, http.method, ordered, rt.clients)
     return await answers.serve(http, job)
-
-
-def _wants_verification(
-    rt: Runtime,
-    who: Identity,
-    decision: RouteDecision,
-    request: ModuleRequest | SumdbRequest,
-    private: bool,
-    method: str,
-) -> bool:
-    """A .mod or .zip GET for a verifying tenant or route, of a module the checksum DB
-    may be asked about (not private, not nosumdb)."""
-    if method != "GET" or private or request.kind not in (Kind.MOD, Kind.ZIP):
-        return False
-    wants = decision.verify_checksums
-    if wants is None:
-        wants = who.tenant.verify_checksums if who.tenant is not None else False
-    module = request.module
-    if not wants or module is None:
-        return False
-    return not any(match_prefix_patterns(p, module) for p in rt.rules.nosumdb)
 
 
 def _verification(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -79,6 +80,7 @@ class ChecksumDatabase:
     clock: Callable[[], float] = time.monotonic
     direct: DirectSumdbClient | None = None
     latest: tuple[sumdb.Tree, bytes] | None = None
+    state_file: Path | None = None  # where the latest head survives restarts (cache.dir)
     alarm: str | None = None  # the last cryptographic failure, for /debug
     ejected: dict[str, float] = field(default_factory=dict)
     _verifier: sumdb.Verifier = field(init=False)
@@ -135,6 +137,7 @@ class ChecksumDatabase:
         async with self._lock:
             if self.latest is None:
                 self._adopt(tree, note_text)
+                await self._save(note_text)
                 return tree
             old, old_note = self.latest
             if tree.n == old.n:
@@ -146,9 +149,33 @@ class ChecksumDatabase:
             if tree.n > old.n:
                 await self._prove(old, old_note, tree, note_text, source)
                 self._adopt(tree, note_text)
+                await self._save(note_text)
             else:
                 await self._prove(tree, note_text, old, old_note, source)
             return tree
+
+    async def _save(self, note_text: bytes) -> None:
+        if self.state_file is not None:
+            try:
+                await asyncio.to_thread(_write_atomically, self.state_file, note_text)
+            except OSError as exc:
+                log.warning("checksum database %s: cannot save its tree head: %s", self.name, exc)
+
+    def load(self, state_file: Path) -> None:
+        """Start from the tree head a previous run accepted (it must still verify)."""
+        self.state_file = state_file
+        if self.latest is not None:
+            return
+        try:
+            note_text = state_file.read_bytes()
+            tree = sumdb.parse_tree(sumdb.open_note(note_text, [self._verifier]).text)
+        except FileNotFoundError:
+            return
+        except (OSError, sumdb.SumDBError) as exc:
+            log.warning("checksum database %s: ignoring saved tree head: %s", self.name, exc)
+            return
+        self._adopt(tree, note_text)
+        log.info("checksum database %s: continuing from tree#%d", self.name, tree.n)
 
     def _adopt(self, tree: sumdb.Tree, note_text: bytes) -> None:
         self.latest = (tree, note_text)
@@ -333,7 +360,9 @@ class ChecksumRegistry:
         implicit sum.golang.org is what verification uses when the rules name none."""
         configured: dict[str, ChecksumDatabase] = {}
         for cfg in rules.checksum_dbs or (GO_SUMDB,):
-            configured[cfg.name] = await self._database(cfg)
+            db = configured[cfg.name] = await self._database(cfg)
+            if rules.cache.dir:
+                db.load(Path(rules.cache.dir) / "sumdb" / f"{cfg.name}.latest")
         self.primary = next(iter(configured.values()))
         self.configured = configured if rules.checksum_dbs else {}
 
@@ -482,6 +511,13 @@ class Verification:
         if self.spool is not None:
             self.spool.discard()
             self.spool = None
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
 
 
 def _hash_file(path: Path, prefix: str) -> str:

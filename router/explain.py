@@ -15,7 +15,7 @@ from typing import Any
 from router.config.model import Rules
 from router.core.errors import ProtocolError
 from router.core.protocol import Kind, ModuleRequest
-from router.core.routing import Facts, Router
+from router.core.routing import Facts, Router, verifies_checksums
 from router.core.tenancy import Refusal, TenantIndex, identify, visibility
 from router.state.local import SelectionState
 
@@ -105,6 +105,13 @@ def explain(rules: Rules, q: Question) -> dict[str, Any]:
     pool = rules.pool(decision.pool)
     mode = pool.mode or rules.selection.mode
     out["pool"] = {"name": pool.name, "fallback": pool.fallback, "mode": mode}
+    kind = request.kind.value
+    out["verify_checksums"] = verifies_checksums(
+        rules, decision, who.tenant, kind, request.module, seen.private
+    )
+    rollouts = {r.upstream: r.compare_with for r in rules.rollouts if r.upstream in pool.upstreams}
+    if rollouts:
+        out["rollouts"] = [{"candidate": c, "compare_with": b} for c, b in rollouts.items()]
     fresh = decision.prefer_fresh and request.kind in (Kind.LIST, Kind.LATEST)
     out.update(_candidates(rules, pool.upstreams, seen.private, request.module, mode, fresh))
     return out

@@ -100,3 +100,37 @@ def test_explain_shows_why_routes_did_not_match() -> None:
     out = explain("--tenant", "health", "golang.org/x/mod@v0.20.0")
     skipped = {r["route"]: r["why"] for r in out["route"]["not_matched"]}  # type: ignore[index]
     assert skipped["legacy-go"] == "no parseable X-Go-Version header"
+
+
+def test_explain_says_when_answers_are_verified_against_the_checksum_db(tmp_path: Path) -> None:
+    from support.gateway import write_rules
+
+    rules = write_rules(
+        tmp_path / "rules.yaml",
+        [{"name": "a", "url": "http://127.0.0.1:9"}, {"name": "b", "url": "http://127.0.0.1:9"}],
+        {"main": {"upstreams": ["a", "b"]}},
+        tenants=[{"id": "devops", "pool": "main", "verify_checksums": True}],
+        nosumdb=["corp.example.com/*"],
+        rollouts=[{"upstream": "a", "compare_with": "b"}],
+    )
+
+    def ask(*args: str) -> dict[str, object]:
+        done = subprocess.run(
+            [sys.executable, "-m", "router", "explain", "--rules", str(rules), *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            cwd=REPO,
+        )
+        assert done.returncode == 0, done.stderr
+        answer: dict[str, object] = json.loads(done.stdout)
+        return answer
+
+    assert ask("--tenant", "devops", "example.com/m@v1.0.0", "--kind", "zip")["verify_checksums"]
+    assert not ask("--tenant", "devops", "example.com/m@v1.0.0", "--kind", "info")[
+        "verify_checksums"
+    ]
+    assert not ask("--tenant", "devops", "corp.example.com/x@v1.0.0")["verify_checksums"]
+    plain = ask("example.com/m@v1.0.0", "--kind", "zip")
+    assert not plain["verify_checksums"]
+    assert plain["rollouts"] == [{"candidate": "a", "compare_with": "b"}]

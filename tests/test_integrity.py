@@ -312,6 +312,31 @@ async def test_a_forked_log_fails_closed_and_raises_the_alarm(tmp_path: Path) ->
             assert "fork" in (view["checksum_dbs"][DB]["alarm"] or "")
 
 
+async def test_the_accepted_tree_head_survives_a_restart(tmp_path: Path) -> None:
+    first = simple_module("example.com/kept", "v1.0.0")
+    later = simple_module("example.com/afterrestart", "v1.0.0")
+    db = TestSumDB(DB)
+    db.add_module(first)
+    async with FixtureProxy(ModuleSet([first, later]), name="good") as good, db:
+        rules = write_rules(
+            tmp_path / "rules.yaml",
+            [{"name": "good", "url": good.url}],
+            {"main": {"upstreams": ["good"]}},
+            tenants=_tenants("main", "main"),
+            checksum_dbs=[_db_cfg(db)],
+            cache={"memory": "16MiB", "dir": str(tmp_path / "store")},
+        )
+        async with gateway_in_process(rules) as gw:
+            status, _, _ = await _get(f"{gw.url}{first.url_path('zip')}", tenant="devops")
+            assert status == 200
+        assert (tmp_path / "store" / "sumdb" / f"{DB}.latest").is_file()
+        db.add_module(later)
+        db.fork(keep=0)
+        async with gateway_in_process(rules) as gw:  # a new process would load the same file
+            status, body, _ = await _get(f"{gw.url}{later.url_path('zip')}", tenant="devops")
+            assert status == 502, body
+
+
 # ------------------------------------------------------------------ the sumdb proxy
 
 

@@ -8,7 +8,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from router.config.model import HeaderMatch, Route, Rules
+from router.config.model import HeaderMatch, Route, Rules, Tenant
 from router.core.modpath import match_prefix_patterns
 from router.core.versions import GoVersion, GoVersionConstraint, parse_go_version
 
@@ -147,3 +147,22 @@ def _glob_covers(globs: tuple[str, ...], glob: str) -> bool:
         return True
     literal = not any(ch in glob for ch in "*?[\\")
     return literal and any(match_prefix_patterns(g, glob) for g in globs)
+
+
+def verifies_checksums(
+    rules: Rules,
+    decision: RouteDecision,
+    tenant: Tenant | None,
+    kind: str,
+    module: str | None,
+    private: bool,
+) -> bool:
+    """Whether a .mod/.zip answer must match the checksum DB before it is served: the
+    matched route's `verify_checksums` when set, else the tenant's; never for modules
+    that are private (to any tenant) or match `nosumdb` (those are never looked up)."""
+    if kind not in ("mod", "zip") or private or module is None:
+        return False
+    wants = decision.verify_checksums
+    if wants is None:
+        wants = tenant.verify_checksums if tenant is not None else False
+    return wants and not any(match_prefix_patterns(p, module) for p in rules.nosumdb)
