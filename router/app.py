@@ -457,6 +457,7 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     state.tracer = make_tracer(state.initial_rules.tracing)
     state.answers.tracer = state.tracer
     state.answers.rollouts = state.rollouts
+    state.rollouts.on_rollback.append(state.answers.drop_upstream)
     state.tasks.spawn(probe_loop(state), name="probes")
     state.tasks.spawn(gauge_loop(state), name="gauges")
     state.ready = True

@@ -597,6 +597,14 @@ class AnswerCache:
             self._spool_dir = Path(tempfile.mkdtemp(prefix="goproxy-router-spool-"))
         return Spool(self._spool_dir / uuid.uuid4().hex)
 
+    def drop_upstream(self, upstream: str) -> None:
+        """Forget what a rolled-back mirror served: answers it gave to requests that were
+        not compared may differ from the baseline's too."""
+        dropped = self.memory.drop_upstream(upstream) if self.memory is not None else 0
+        if self.store is not None:
+            dropped += self.store.drop_upstream(upstream)
+        log.warning("dropped %d cached answers served by %s", dropped, upstream)
+
     async def close(self) -> None:
         if self._spool_dir is not None:
             await asyncio.to_thread(_rmtree, self._spool_dir)

@@ -257,7 +257,9 @@ class ChecksumDatabase:
             future.set_result(found)
             return found
         except BaseException as exc:
-            future.set_exception(exc)
+            # Followers fail closed with a reason; they are not cancelled with the leader.
+            shared = exc if isinstance(exc, Exception) else ChecksumUnavailable("lookup cancelled")
+            future.set_exception(shared)
             future.exception()  # retrieved: followers may or may not exist
             raise
         finally:

@@ -57,6 +57,7 @@ class Rollouts:
         self._rng = rng or random.Random()
         self.trackers: dict[str, RolloutTracker] = {}
         self._unpublished: dict[str, str] = {}
+        self.on_rollback: list[Callable[[str], None]] = []  # e.g. drop its cached answers
 
     def apply_rules(self, rules: Rules) -> None:
         kept: dict[str, RolloutTracker] = {}
@@ -135,7 +136,12 @@ class Rollouts:
                 tracker.config.max_mismatch,
             )
             self._unpublished[tracker.upstream] = f"rolled_back@{now}"
+            self._rolled_back(tracker.upstream)
         self.update_gauges()
+
+    def _rolled_back(self, name: str) -> None:
+        for hook in self.on_rollback:
+            hook(name)
 
     def unresolved(self, tracker: RolloutTracker) -> None:
         tracker.unresolved += 1
@@ -181,8 +187,11 @@ class Rollouts:
                 at = float(at_text)
             except ValueError:
                 continue
-            if what == "rolled_back":
+            if what == "rolled_back" and tracker.rolled_back_at is None:
                 tracker.roll_back(at)
+                if tracker.rolled_back_at is not None:
+                    log.error("rollout %s rolled back by another replica", name)
+                    self._rolled_back(name)
             elif what == "reset" and at > tracker.reset_at:
                 tracker.reset(at)
         self.update_gauges()

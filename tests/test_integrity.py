@@ -541,3 +541,30 @@ async def test_a_comparison_whose_baseline_failed_is_retried_with_backoff(tmp_pa
                 await asyncio.sleep(0.1)
             assert view["rollouts"][0]["state"] == "rolled_back"
             assert base.count(".zip") == 3  # the first ask, a failed retry, a good retry
+
+
+async def test_a_rollback_drops_what_the_candidate_served_from_the_cache(tmp_path: Path) -> None:
+    good, bad = (simple_module(f"example.com/cached{i}", "v1.0.0") for i in range(2))
+    async with (
+        FixtureProxy(ModuleSet([good, _tampered(bad)]), name="cand") as cand,
+        FixtureProxy(ModuleSet([good, bad]), name="base") as base,
+    ):
+        rules = write_rules(
+            tmp_path / "rules.yaml",
+            [{"name": "cand", "url": cand.url}, {"name": "base", "url": base.url}],
+            {"main": {"upstreams": ["cand", "base"], "mode": "ordered"}},
+            default={"pool": "main"},
+            rollouts=[{"upstream": "cand", "compare_with": "base", "sample": 1.0}],
+            cache={"memory": "16MiB", "dir": str(tmp_path / "store")},
+        )
+        async with gateway_in_process(rules) as gw:
+            for kind in ("mod", "zip"):
+                _, _, headers = await _get(f"{gw.url}{good.url_path(kind)}")
+                assert headers["X-Router-Upstream"] == "cand"
+                _, _, headers = await _get(f"{gw.url}{good.url_path(kind)}")
+                assert headers["X-Router-Upstream"] == "cache"
+            status, body, _ = await _get(f"{gw.url}{bad.url_path('zip')}")
+            assert (status, body) == (200, module_zip_bytes(bad))
+            for kind in ("mod", "zip"):  # what the candidate served is gone from the cache
+                _, _, headers = await _get(f"{gw.url}{good.url_path(kind)}")
+                assert headers["X-Router-Upstream"] == "base"

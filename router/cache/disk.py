@@ -269,6 +269,13 @@ class ArtifactStore:
         else:
             self._users[art.digest] = users
 
+    def drop_upstream(self, upstream: str) -> int:
+        """Forget every artifact an upstream served (a rolled-back mirror's). Blocking."""
+        keys = [k for k, art in self._index.items() if art.upstream == upstream]
+        for key in keys:
+            self.forget(key)
+        return len(keys)
+
     def _evict(self) -> None:
         while self.used_bytes > self.budget and self._index:
             oldest = next(iter(self._index))

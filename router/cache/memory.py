@@ -129,3 +129,11 @@ class MemoryCache:
                 self.remove(key)
                 dropped += 1
         return dropped
+
+    def drop_upstream(self, upstream: str) -> int:
+        """Drop every entry an upstream served (a rolled-back mirror's answers). O(entries):
+        for rare operator-level events only."""
+        keys = [k for k, e in self._entries.items() if e.upstream == upstream]
+        for key in keys:
+            self.remove(key)
+        return len(keys)

@@ -32,6 +32,7 @@ class RolloutTracker:
     reset_at: float = 0.0
     compared: int = 0
     mismatches: int = 0
+    compared_since_start: int = 0  # since `started` (a reset starts again)
     unresolved: int = 0  # comparisons given up (the baseline never answered)
     last_mismatch: str | None = None
     _window: deque[tuple[float, bool]] = field(default_factory=deque)
@@ -47,6 +48,7 @@ class RolloutTracker:
     def record(self, now: float, mismatch: bool, what: str = "") -> bool:
         """One finished comparison; True when it rolls the candidate back."""
         self.compared += 1
+        self.compared_since_start += 1
         if mismatch:
             self.mismatches += 1
             self.last_mismatch = what or self.last_mismatch
@@ -73,7 +75,7 @@ class RolloutTracker:
     def state(self, now: float) -> State:
         if self.rolled_back_at is not None:
             return "rolled_back"
-        if self.compared and now - self.started >= self.config.window:
+        if self.compared_since_start and now - self.started >= self.config.window:
             return "healthy"
         return "comparing"
 
@@ -86,6 +88,7 @@ class RolloutTracker:
         """Put the candidate back: a fresh comparison period starts."""
         self.rolled_back_at = None
         self.reset_at = self.started = now
+        self.compared_since_start = 0
         self._window.clear()
 
     def view(self, now: float) -> dict[str, object]:
