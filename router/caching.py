@@ -300,15 +300,19 @@ class AnswerCache:
             self.tasks.spawn(self.shared.put(key, entry, ttl), name="cache-share")
         if self.store is not None and job.request.immutable and status == 200:
             self.tasks.spawn(
-                self.store.put_bytes(
-                    key,
-                    body_bytes,
-                    content_type=ctype,
-                    upstream=upstream or "",
-                    module=job.request.module,
-                ),
+                self._keep(key, body_bytes, ctype, upstream or "", job.request.module),
                 name="store-put",
             )
+
+    async def _keep(
+        self, key: str, body: bytes, ctype: str | None, upstream: str, module: str | None
+    ) -> None:
+        """Write an immutable answer to the store, unless its upstream was rolled back
+        meanwhile (the rollback's drop may already have run)."""
+        assert self.store is not None
+        await self.store.put_bytes(key, body, content_type=ctype, upstream=upstream, module=module)
+        if self.rollouts is not None and self.rollouts.rolled_back(upstream):
+            self.store.forget(key)
 
     def _remember(self, key: str, entry: Entry, now: float) -> None:
         if self.memory is not None:

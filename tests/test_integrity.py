@@ -568,3 +568,38 @@ async def test_a_rollback_drops_what_the_candidate_served_from_the_cache(tmp_pat
             for kind in ("mod", "zip"):  # what the candidate served is gone from the cache
                 _, _, headers = await _get(f"{gw.url}{good.url_path(kind)}")
                 assert headers["X-Router-Upstream"] == "base"
+
+
+async def test_a_go_client_with_gosumdb_off_still_gets_only_true_modules(
+    tmp_path: Path, gocache: Path
+) -> None:
+    lib = simple_module("example.com/guarded", "v1.1.0")
+    db = TestSumDB(DB)
+    db.add_module(lib)
+    async with (
+        FixtureProxy(ModuleSet([_tampered(lib)]), name="bad") as bad,
+        FixtureProxy(ModuleSet([lib]), name="good") as good,
+        db,
+    ):
+        rules = write_rules(
+            tmp_path / "rules.yaml",
+            [{"name": "bad", "url": bad.url}, {"name": "good", "url": good.url}],
+            {"main": {"upstreams": ["bad", "good"], "mode": "ordered"}},
+            routes=[
+                {
+                    "name": "verified",
+                    "match": {"module": ["example.com/*"]},
+                    "pool": "main",
+                    "verify_checksums": True,
+                }
+            ],
+            default={"pool": "main"},
+            checksum_dbs=[_db_cfg(db)],
+        )
+        async with gateway_in_process(rules) as gw:
+            env = go_env(tmp_path, gw.url, gosumdb="off", gocache=gocache)
+            done = await run_go(
+                ["mod", "download", "-json", f"{lib.path}@{lib.version}"], tmp_path, env
+            )
+            assert done.check().json_objects()[0]["Sum"] == hash_module(lib)
+            assert bad.count(".zip") == 1  # it was asked, and refused
