@@ -603,3 +603,43 @@ async def test_a_go_client_with_gosumdb_off_still_gets_only_true_modules(
             )
             assert done.check().json_objects()[0]["Sum"] == hash_module(lib)
             assert bad.count(".zip") == 1  # it was asked, and refused
+
+
+async def test_gos_own_test_key_and_a_db_name_with_a_path(tmp_path: Path, gocache: Path) -> None:
+    from support.sumdb_server import GO_TEST_SKEY, GO_TEST_VKEY
+
+    lib = simple_module("example.com/gotestkey", "v1.0.0")
+    db = TestSumDB("localhost.localdev/sumdb", GO_TEST_SKEY)
+    db.add_module(lib)
+    async with (
+        FixtureProxy(ModuleSet([_tampered(lib)]), name="bad") as bad,
+        FixtureProxy(ModuleSet([lib]), name="good") as good,
+        db,
+    ):
+        rules = write_rules(
+            tmp_path / "rules.yaml",
+            [{"name": "bad", "url": bad.url}, {"name": "good", "url": good.url}],
+            {"main": {"upstreams": ["bad", "good"], "mode": "ordered"}},
+            routes=[
+                {
+                    "name": "verified",
+                    "match": {"module": ["example.com/*"]},
+                    "pool": "main",
+                    "verify_checksums": True,
+                }
+            ],
+            default={"pool": "main"},
+            checksum_dbs=[{"name": "localhost.localdev/sumdb", "key": GO_TEST_VKEY, "url": db.url}],
+        )
+        async with gateway_in_process(rules) as gw:
+            status, body, _ = await _get(f"{gw.url}{lib.url_path('zip')}")
+            assert (status, body) == (200, module_zip_bytes(lib))
+            # the go command finds the DB through the gateway under its path name
+            supported = f"{gw.url}/sumdb/localhost.localdev/sumdb/supported"
+            assert (await _get(supported))[0] == 200
+            env = go_env(tmp_path, gw.url, gosumdb=GO_TEST_VKEY, gocache=gocache)
+            done = await run_go(
+                ["mod", "download", "-json", f"{lib.path}@{lib.version}"], tmp_path, env
+            )
+            assert done.check().json_objects()[0]["Sum"] == hash_module(lib)
+            assert db.requests_for("/lookup/")

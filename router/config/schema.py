@@ -31,6 +31,7 @@ from router.config.spec import (
     Obj,
     Str,
 )
+from router.core.protocol import SUMDB_NAME
 
 
 def _check_glob(value: str) -> str:
@@ -117,7 +118,7 @@ UPSTREAM = Obj(
         "url": Field(URL, required=True),
         "tier": Field(Str(choices=("L0", "L1", "L2", "L3")), default="L1"),
         "cost_per_gb": Field(Number(minimum=0), default=0.0),
-        "sumdb": Field(ListOf(Str(pattern=r"[a-z0-9.-]+(:\d+)?")), default=()),
+        "sumdb": Field(ListOf(Str(pattern=SUMDB_NAME)), default=()),
         "public": Field(Bool(), default=True),
         "timeouts": Field(TIMEOUTS, default=None),
         "max_connections": Field(Number(minimum=1, integer=True), default=100),
@@ -283,7 +284,7 @@ RULES = Obj(
             ListOf(
                 Obj(
                     {
-                        "name": Field(Str(pattern=r"[a-z0-9.-]+(:\d+)?"), required=True),
+                        "name": Field(Str(pattern=SUMDB_NAME), required=True),
                         "key": Field(Str(), required=True),
                         "url": Field(URL),
                     }

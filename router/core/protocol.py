@@ -41,7 +41,11 @@ MAX_BYTES: dict[Kind, int] = {
 
 _FILE_KINDS = {"info": Kind.INFO, "mod": Kind.MOD, "zip": Kind.ZIP}
 _PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
-_SUMDB_NAME = re.compile(r"[a-z0-9][a-z0-9.-]*(:[0-9]{1,5})?")
+# A checksum DB is named like its key: a host, maybe a port, maybe a path
+# (Go's own test DB is "localhost.localdev/sumdb").
+SUMDB_NAME = r"[a-z0-9][a-z0-9.-]*(:[0-9]{1,5})?(/[a-z0-9][a-z0-9._~-]*)*"
+_SUMDB_NAME = re.compile(SUMDB_NAME)
+_SUMDB_ENDPOINTS = ("supported", "latest", "lookup/", "tile/")
 _TILE = re.compile(r"tile/[0-9]+/(?:[0-9]+|data)/(?:x[0-9]{3}/)*[0-9]{3}(?:\.p/[0-9]+)?")
 _LOOKUP_VERSION = re.compile(r"v[0-9]+\.[0-9]+\.[0-9]+(-[^@]*)?(\+incompatible)?")
 _PLAIN_PATH = re.compile(r"[A-Za-z0-9\-_.~$&+:=@/]*")
@@ -228,8 +232,21 @@ def _check_version_for(kind: Kind, module: str, version: str) -> None:
     modpath.check(module, version)
 
 
-def _parse_sumdb(rest: str) -> SumdbRequest:
+def _split_sumdb(rest: str) -> tuple[str, str]:
+    """NAME and the endpoint of `NAME/endpoint`; NAME may itself hold slashes, so the
+    split is before the first segment that starts an endpoint."""
+    start = 0
+    while (slash := rest.find("/", start)) > 0:
+        name, tail = rest[:slash], rest[slash + 1 :]
+        if tail in ("supported", "latest") or tail.startswith(_SUMDB_ENDPOINTS[2:]):
+            return name, tail
+        start = slash + 1
     name, _, tail = rest.partition("/")
+    return name, tail
+
+
+def _parse_sumdb(rest: str) -> SumdbRequest:
+    name, tail = _split_sumdb(rest)
     if not _SUMDB_NAME.fullmatch(name) or not tail:
         raise ModuleError("not a checksum-database path: expected /sumdb/NAME/...")
     if tail in ("supported", "latest"):

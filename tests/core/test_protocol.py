@@ -250,3 +250,17 @@ def test_bad_lookup_is_400(target: str) -> None:
 def test_go_path_escape_matches_go_url_path_escape() -> None:
     assert go_path_escape("a/b!c+d~e@f$g&h:i=j;k,l?m n") == "a/b%21c+d~e@f$g&h:i=j%3Bk%2Cl%3Fm%20n"
     assert go_path_escape("ü") == "%C3%BC"
+
+
+def test_checksum_db_names_may_hold_a_path_like_gos_own_test_db() -> None:
+    req = parse_request_target("/sumdb/localhost.localdev/sumdb/lookup/example.com/m@v1.0.0")
+    assert isinstance(req, SumdbRequest)
+    assert (req.db, req.module, req.version) == (
+        "localhost.localdev/sumdb",
+        "example.com/m",
+        "v1.0.0",
+    )
+    assert req.upstream_path() == "sumdb/localhost.localdev/sumdb/lookup/example.com/m@v1.0.0"
+    tile = parse_request_target("/sumdb/localhost.localdev/sumdb/tile/8/0/000.p/3")
+    assert isinstance(tile, SumdbRequest) and tile.db == "localhost.localdev/sumdb"
+    assert parse_request_target("/sumdb/sum.golang.org:443/supported").db == "sum.golang.org:443"
