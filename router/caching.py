@@ -344,7 +344,7 @@ class AnswerCache:
 
         async def refresh() -> None:
             try:
-                shadow = Job(job.request, job.pool, job.clients, Served(), job.headers, job.private)
+                shadow = dataclasses.replace(job, served=Served(), rollout=None)
                 await self._fetch_meta(shadow, key)
             finally:
                 self._refreshing.discard(key)
@@ -391,7 +391,7 @@ class AnswerCache:
         if job.verification is not None:
             return await self._zip_verified(http, job, key, spool, job.verification)
         if job.rollout is not None:
-            return await self._compare_zip(job, key, spool, job.rollout)
+            return await self._compare_zip(http, job, key, spool, job.rollout)
         result = await self._walk(job, method="GET", stream=True)
         if isinstance(result, Failure):
             self._store_meta(job, key, result)  # negative answers are cached like any other
@@ -473,11 +473,16 @@ class AnswerCache:
         kind = job.request.kind
         cand_fp, base_fp = _meta_fingerprint(kind, cand), _meta_fingerprint(kind, base)
         if cand_fp is None:  # the candidate failed: selection's business, not a comparison
-            return self._adopt(job, base_served, base) if base_fp is not None else cand
-        if base_fp is None:
+            result = self._adopt(job, base_served, base) if base_fp is not None else cand
+        elif base_fp is None:
             self._retry_comparison(job, pick, cand_fp)
-            return cand
-        return self._judge(job, pick, cand_fp, base_fp, cand, base, base_served)
+            result = cand
+        else:
+            result = self._judge(job, pick, cand_fp, base_fp, cand, base, base_served)
+        rest = _others(job, pick)
+        if isinstance(result, Failure) and result.status in (404, 410) and rest:
+            return await self._walk(rest, method="GET", stream=False)  # a third may have it
+        return result
 
     def _judge(
         self,
@@ -505,7 +510,7 @@ class AnswerCache:
         return base
 
     async def _compare_zip(
-        self, job: Job, key: str, flight: ZipFlight | None, pick: RolloutPick
+        self, http: web.Request, job: Job, key: str, flight: ZipFlight | None, pick: RolloutPick
     ) -> web.StreamResponse:
         base_served = Served()
         (cand, cand_spool), (base, base_spool) = await asyncio.gather(
@@ -526,6 +531,9 @@ class AnswerCache:
         for spool in (cand_spool, base_spool):
             if spool is not None and spool is not chosen_spool:
                 spool.discard()
+        rest = _others(job, pick)
+        if isinstance(chosen, Failure) and chosen.status in (404, 410) and rest:
+            return await self._zip_fetch(http, rest, key, flight)  # a third may have it
         if isinstance(chosen, Failure) or chosen_spool is None:
             if isinstance(chosen, Failure):
                 self._store_meta(job, key, chosen)
@@ -676,6 +684,13 @@ class ZipSink:
         if self.flight is not None:
             self.flight.content_type = self.answer.content_type
             self.flight.upstream = self.answer.upstream
+
+
+def _others(job: Job, pick: RolloutPick) -> Job | None:
+    """`job` over the upstreams other than the compared two (None when there are none)."""
+    names = (pick.candidate.name, pick.baseline.name)
+    rest = [c for c in job.clients if c.name not in names]
+    return dataclasses.replace(job, clients=rest, rollout=None) if rest else None
 
 
 def _what(job: Job) -> str:

@@ -471,11 +471,12 @@ class Verification:
             return None
         self.discard()
         self.metrics.verifications.labels(self.kind.value, "mismatch").inc()
-        return Rejected(
+        reason = (
             f"checksum mismatch for {self.module}@{self.version} {self.what}: "
-            f"{client.name} served {got}, checksum database {self.db.name} has {want}",
-            "checksum_mismatch",
+            f"{client.name} served {got}, checksum database {self.db.name} has {want}"
         )
+        log.error("%s; answer discarded", reason)
+        return Rejected(reason, "checksum_mismatch")
 
     async def _hash_zip(self, answer: UpstreamAnswer) -> str | Rejected:
         assert self.new_spool is not None

@@ -643,3 +643,30 @@ async def test_gos_own_test_key_and_a_db_name_with_a_path(tmp_path: Path, gocach
             )
             assert done.check().json_objects()[0]["Sum"] == hash_module(lib)
             assert db.requests_for("/lookup/")
+
+
+async def test_a_compared_request_still_reaches_a_third_upstream(tmp_path: Path) -> None:
+    only_third = simple_module("example.com/thirdonly", "v1.0.0")
+    async with (
+        FixtureProxy(ModuleSet([]), name="cand") as cand,
+        FixtureProxy(ModuleSet([]), name="base") as base,
+        FixtureProxy(ModuleSet([only_third]), name="third") as third,
+    ):
+        rules = write_rules(
+            tmp_path / "rules.yaml",
+            [
+                {"name": "cand", "url": cand.url},
+                {"name": "base", "url": base.url},
+                {"name": "third", "url": third.url},
+            ],
+            {"main": {"upstreams": ["cand", "base", "third"], "mode": "ordered"}},
+            default={"pool": "main"},
+            rollouts=[{"upstream": "cand", "compare_with": "base", "sample": 1.0}],
+            cache={"memory": 0},
+        )
+        async with gateway_in_process(rules) as gw:
+            for kind in ("info", "zip"):
+                status, _, headers = await _get(f"{gw.url}{only_third.url_path(kind)}")
+                assert (status, headers["X-Router-Upstream"]) == (200, "third")
+            view = json.loads((await _get(gw.url + "/debug/upstreams"))[1])
+            assert view["rollouts"][0]["mismatches_total"] == 0  # both said not found: agree

@@ -286,7 +286,7 @@ def build_rules(doc: dict[str, Any], sources: tuple[str, ...]) -> m.Rules:
             crp=cache["crp"],
         ),
         limits=_limits(doc.get("limits")),
-        checksum_dbs=tuple(m.ChecksumDB(**c) for c in doc.get("checksum_dbs", ())),
+        checksum_dbs=tuple(m.ChecksumDB(**c, where=_where(c)) for c in doc.get("checksum_dbs", ())),
         nosumdb=tuple(doc.get("nosumdb", ())),
         rollouts=tuple(m.Rollout(**r, where=_where(r)) for r in doc.get("rollouts", ())),
         admin=m.Admin(

@@ -200,6 +200,7 @@ class ChecksumDB:
     name: str
     key: str
     url: str | None = None
+    where: Where = field(default=NOWHERE, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

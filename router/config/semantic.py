@@ -7,6 +7,7 @@ from collections.abc import Iterable
 
 from router.config import model as m
 from router.config.spec import Checker, Where
+from router.core import sumdb
 from router.core.routing import shadowing
 from router.core.versions import GoVersionConstraint
 
@@ -20,6 +21,7 @@ def cross_check(rules: m.Rules, ck: Checker) -> None:
     _check_pools(rules, ck)
     _check_references(rules, ck)
     _check_weights(rules, ck)
+    _check_checksum_dbs(rules, ck)
     _check_tokens(rules, ck)
     _check_upstream_secrets(rules, ck)
     _check_tls(rules, ck)
@@ -78,10 +80,35 @@ def _check_references(rules: m.Rules, ck: Checker) -> None:
         for tid in route.match.tenant:
             if tid not in tenants:
                 _err(ck, route.where, f"route {route.name!r} matches unknown tenant {tid!r}")
+    candidates: set[str] = set()
     for rollout in rules.rollouts:
         for name in (rollout.upstream, rollout.compare_with):
             if name not in upstreams:
                 _err(ck, rollout.where, f"rollout names unknown upstream {name!r}")
+        if rollout.upstream == rollout.compare_with:
+            _err(ck, rollout.where, f"rollout compares {rollout.upstream!r} with itself")
+        if rollout.upstream in candidates:
+            _err(ck, rollout.where, f"upstream {rollout.upstream!r} has two rollouts")
+        candidates.add(rollout.upstream)
+
+
+def _check_checksum_dbs(rules: m.Rules, ck: Checker) -> None:
+    names: set[str] = set()
+    for db in rules.checksum_dbs:
+        if db.name in names:
+            _err(ck, db.where, f"checksum database {db.name!r} is listed twice")
+        names.add(db.name)
+        try:
+            verifier = sumdb.Verifier.parse(db.key)
+        except sumdb.SumDBError as exc:
+            _err(ck, db.where, f"checksum database {db.name!r}: bad verifier key ({exc})")
+            continue
+        if verifier.name != db.name:
+            _err(
+                ck,
+                db.where,
+                f"checksum database {db.name!r}: its key is for {verifier.name!r}",
+            )
 
 
 def _check_weights(rules: m.Rules, ck: Checker) -> None:
