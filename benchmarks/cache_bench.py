@@ -157,7 +157,7 @@ def wrk(work: Path, port: int, paths: list[str], args: argparse.Namespace) -> di
         timeout=args.duration + 30,
         check=True,
     ).stdout
-    data = json.loads(re.search(r"JSON(\{.*\})", out).group(1))  # type: ignore[union-attr]
+    data: dict[str, float] = json.loads(re.search(r"JSON(\{.*\})", out).group(1))  # type: ignore[union-attr]
     data["rps"] = data["requests"] / data["seconds"]
     data["mbps"] = data["bytes"] / data["seconds"] / (1 << 20)
     return data

@@ -73,6 +73,7 @@ class Spool:
         self._sha = hashlib.sha256()
         self.size = 0
         self.failed = False
+        self._synced = False
 
     def _write(self, chunk: bytes) -> None:
         self._fh.write(chunk)
@@ -93,11 +94,18 @@ class Spool:
         return self._sha.hexdigest()
 
     def close(self, *, sync: bool) -> None:
+        """Close the file; with `sync`, its bytes are on disk first (even when an earlier
+        close did not sync: a verified zip is closed to be hashed, then kept)."""
         if not self._fh.closed:
             if sync and not self.failed:
                 self._fh.flush()
                 os.fsync(self._fh.fileno())
+                self._synced = True
             self._fh.close()
+        elif sync and not self.failed and not self._synced:
+            with self.path.open("rb") as fh:
+                os.fsync(fh.fileno())
+            self._synced = True
 
     def discard(self) -> None:
         self.close(sync=False)
