@@ -456,8 +456,7 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     state.answers = await build_cache(state, redis_client)
     state.tracer = make_tracer(state.initial_rules.tracing)
     state.answers.tracer = state.tracer
-    state.answers.rollouts = state.rollouts
-    state.rollouts.on_rollback.append(state.answers.drop_upstream)
+    state.answers.use_rollouts(state.rollouts)
     state.tasks.spawn(probe_loop(state), name="probes")
     state.tasks.spawn(gauge_loop(state), name="gauges")
     state.ready = True

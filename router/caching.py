@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
 import logging
 import tempfile
 import time
@@ -26,10 +25,10 @@ from router.cache.memory import Entry, MemoryCache
 from router.cache.shared import SharedTier
 from router.cache.ttl import cache_key, lifetime
 from router.checksums import ChecksumUnavailable, Verification
+from router.comparing import Comparer
 from router.config.model import Cache, Pool
 from router.core.fallback import Failure
 from router.core.protocol import MAX_BYTES, Kind, ModuleRequest, SumdbRequest
-from router.core.rollout import RETRY_DELAYS, Fingerprint, info_fields
 from router.gateway import (
     UPSTREAM_HEADER,
     Check,
@@ -44,7 +43,7 @@ from router.observability import Metrics
 from router.rollouts import RolloutPick, Rollouts
 from router.tasks import TaskGroup
 from router.tracing import Tracer
-from router.upstream import UpstreamAnswer, UpstreamClient, UpstreamError
+from router.upstream import UpstreamAnswer, UpstreamClient
 
 log = logging.getLogger("goproxy_router.caching")
 
@@ -110,6 +109,13 @@ class AnswerCache:
         self._spool_dir: Path | None = None
         self.tracer: Tracer = Tracer()
         self.rollouts: Rollouts | None = None
+        self.comparer: Comparer | None = None
+
+    def use_rollouts(self, rollouts: Rollouts) -> None:
+        """Compare sampled requests for `rollouts`; forget what a rolled-back one served."""
+        self.rollouts = rollouts
+        self.comparer = Comparer(self, rollouts)
+        rollouts.on_rollback.append(self.drop_upstream)
 
     # ------------------------------------------------------------------ entry point
 
@@ -176,7 +182,7 @@ class AnswerCache:
         if result in ("hit", "stale", "stale_if_error"):
             job.served.upstream = "cache"
 
-    async def _walk(self, job: Job, *, method: str, stream: bool) -> UpstreamAnswer | Failure:
+    async def walk_job(self, job: Job, *, method: str, stream: bool) -> UpstreamAnswer | Failure:
         """The pool walk for `job` (see `router.gateway.walk`), with its acceptance test."""
         check = job.check
         if job.verification is not None and method == "GET":
@@ -195,7 +201,7 @@ class AnswerCache:
         )
 
     async def _passthrough(self, http: web.Request, job: Job) -> web.StreamResponse:
-        result = await self._walk(job, method=http.method, stream=False)
+        result = await self.walk_job(job, method=http.method, stream=False)
         if isinstance(result, Failure):
             return failure_response(result)
         return await respond(http, result, MAX_BYTES[job.request.kind], job.served)
@@ -250,19 +256,19 @@ class AnswerCache:
         try:
             try:
                 result: UpstreamAnswer | Failure
-                if job.rollout is not None:
-                    result = await self._compare_meta(job, job.rollout)
+                if job.rollout is not None and self.comparer is not None:
+                    result = await self.comparer.meta(job, job.rollout)
                 else:
-                    result = await self._walk(job, method="GET", stream=False)
+                    result = await self.walk_job(job, method="GET", stream=False)
             except ChecksumUnavailable as exc:
                 return Failure(502, str(exc), None)  # fail closed, never cached
-            self._store_meta(job, key, result)
+            self.store_meta(job, key, result)
             return result
         finally:
             if self.shared is not None:
                 self.tasks.spawn(self.shared.unlock(key), name="cache-unlock")
 
-    def _store_meta(self, job: Job, key: str, result: UpstreamAnswer | Failure) -> None:
+    def store_meta(self, job: Job, key: str, result: UpstreamAnswer | Failure) -> None:
         now = self._clock()
         ctype: str | None
         if isinstance(result, Failure):
@@ -361,12 +367,12 @@ class AnswerCache:
             served = await self._follow(flight, job)
             if served is not None:
                 return served
-            return await self._zip_fetch(http, job, key, spool=None)  # the leader failed
+            return await self.zip_fetch(http, job, key, spool=None)  # the leader failed
         self._count("zip", "miss", job)
         flight = ZipFlight()
         self._zip_flights[key] = flight
         try:
-            return await self._zip_fetch(http, job, key, spool=flight)
+            return await self.zip_fetch(http, job, key, spool=flight)
         finally:
             self._zip_flights.pop(key, None)
             flight.done.set()
@@ -385,16 +391,16 @@ class AnswerCache:
             flight.path, flight.content_type, None, self._clock(), flight.upstream
         )
 
-    async def _zip_fetch(
+    async def zip_fetch(
         self, http: web.Request, job: Job, key: str, spool: ZipFlight | None
     ) -> web.StreamResponse:
         if job.verification is not None:
             return await self._zip_verified(http, job, key, spool, job.verification)
-        if job.rollout is not None:
-            return await self._compare_zip(http, job, key, spool, job.rollout)
-        result = await self._walk(job, method="GET", stream=True)
+        if job.rollout is not None and self.comparer is not None:
+            return await self.comparer.zip(http, job, key, spool, job.rollout)
+        result = await self.walk_job(job, method="GET", stream=True)
         if isinstance(result, Failure):
-            self._store_meta(job, key, result)  # negative answers are cached like any other
+            self.store_meta(job, key, result)  # negative answers are cached like any other
             return failure_response(result)
         sink = self._zip_sink(job, key, result, spool)
         return await respond(http, result, MAX_BYTES[Kind.ZIP], job.served, sink)
@@ -409,22 +415,22 @@ class AnswerCache:
     ) -> web.StreamResponse:
         """A zip checked against the checksum DB before its first byte is served: each
         upstream's answer is spooled and hashed; the first that matches is kept and sent."""
-        verification.new_spool = self.store.spool if self.store is not None else self._temp_spool
+        verification.new_spool = self.new_spool
         verification.deadline = max((c.config.timeouts.total for c in job.clients), default=600.0)
         try:
-            result = await self._walk(job, method="GET", stream=True)
+            result = await self.walk_job(job, method="GET", stream=True)
         except ChecksumUnavailable as exc:
             job.served.status = 502
             return text_response(502, str(exc))
         if isinstance(result, Failure):
-            self._store_meta(job, key, result)  # only a not-found is cached (briefly)
+            self.store_meta(job, key, result)  # only a not-found is cached (briefly)
             return failure_response(result)
         spool = verification.spool
         assert spool is not None
         verification.spool = None
-        return await self._serve_spool(job, key, result, spool, flight)
+        return await self.serve_spool(job, key, result, spool, flight)
 
-    async def _serve_spool(
+    async def serve_spool(
         self, job: Job, key: str, answer: UpstreamAnswer, spool: Spool, flight: ZipFlight | None
     ) -> web.StreamResponse:
         """Keep a whole, checked zip spooled to disk (store, or memory when small) and
@@ -448,7 +454,7 @@ class AnswerCache:
             path = spool.path
             if self.memory is not None and spool.size <= SMALL_ZIP:
                 body = await asyncio.to_thread(path.read_bytes)
-                self._store_meta(job, key, _with_body(answer, body))
+                self.store_meta(job, key, _with_body(answer, body))
             self.tasks.spawn(_unlink_later(spool), name="spool-cleanup")
         if flight is not None:
             flight.path, flight.content_type = path, answer.content_type
@@ -456,153 +462,16 @@ class AnswerCache:
         job.served.status, job.served.bytes = 200, spool.size
         return _file_response(path, answer.content_type, None, self._clock(), answer.upstream)
 
-    # ------------------------------------------------------------------ rollouts (A/B)
-
-    def _one(self, job: Job, client: UpstreamClient, served: Served | None = None) -> Job:
-        """`job` asked of `client` alone."""
-        return dataclasses.replace(job, clients=[client], served=served or job.served)
-
-    async def _compare_meta(self, job: Job, pick: RolloutPick) -> UpstreamAnswer | Failure:
-        """Ask the candidate and its baseline at once; serve the baseline's answer when
-        the two differ, and tell the rollout what came of it."""
-        base_served = Served()
-        cand, base = await asyncio.gather(
-            self._walk(self._one(job, pick.candidate), method="GET", stream=False),
-            self._walk(self._one(job, pick.baseline, base_served), method="GET", stream=False),
-        )
-        kind = job.request.kind
-        cand_fp, base_fp = _meta_fingerprint(kind, cand), _meta_fingerprint(kind, base)
-        if cand_fp is None:  # the candidate failed: selection's business, not a comparison
-            result = self._adopt(job, base_served, base) if base_fp is not None else cand
-        elif base_fp is None:
-            self._retry_comparison(job, pick, cand_fp)
-            result = cand
-        else:
-            result = self._judge(job, pick, cand_fp, base_fp, cand, base, base_served)
-        rest = _others(job, pick)
-        if isinstance(result, Failure) and result.status in (404, 410) and rest:
-            return await self._walk(rest, method="GET", stream=False)  # a third may have it
-        return result
-
-    def _judge(
-        self,
-        job: Job,
-        pick: RolloutPick,
-        cand_fp: Fingerprint,
-        base_fp: Fingerprint,
-        cand: UpstreamAnswer | Failure,
-        base: UpstreamAnswer | Failure,
-        base_served: Served,
-    ) -> UpstreamAnswer | Failure:
-        differs = cand_fp.differs(base_fp)
-        if self.rollouts is not None:
-            self.rollouts.record(pick.tracker, differs, _what(job))
-        return self._adopt(job, base_served, base) if differs else cand
-
-    @staticmethod
-    def _adopt(
-        job: Job, base_served: Served, base: UpstreamAnswer | Failure
-    ) -> UpstreamAnswer | Failure:
-        """Serve the baseline's answer: account for it as this request's."""
-        job.served.attempts.extend(base_served.attempts)
-        job.served.upstream = base_served.upstream
-        job.served.deadline = base_served.deadline
-        return base
-
-    async def _compare_zip(
-        self, http: web.Request, job: Job, key: str, flight: ZipFlight | None, pick: RolloutPick
-    ) -> web.StreamResponse:
-        base_served = Served()
-        (cand, cand_spool), (base, base_spool) = await asyncio.gather(
-            self._spooled(self._one(job, pick.candidate)),
-            self._spooled(self._one(job, pick.baseline, base_served)),
-        )
-        cand_fp, base_fp = _zip_fingerprint(cand, cand_spool), _zip_fingerprint(base, base_spool)
-        if cand_fp is None or base_fp is None:
-            if cand_fp is not None:
-                self._retry_comparison(job, pick, cand_fp)
-            else:
-                cand = self._adopt(job, base_served, base) if base_fp is not None else cand
-                cand_spool, base_spool = base_spool, cand_spool
-            chosen, chosen_spool = cand, cand_spool
-        else:
-            chosen = self._judge(job, pick, cand_fp, base_fp, cand, base, base_served)
-            chosen_spool = base_spool if chosen is base else cand_spool
-        for spool in (cand_spool, base_spool):
-            if spool is not None and spool is not chosen_spool:
-                spool.discard()
-        rest = _others(job, pick)
-        if isinstance(chosen, Failure) and chosen.status in (404, 410) and rest:
-            return await self._zip_fetch(http, rest, key, flight)  # a third may have it
-        if isinstance(chosen, Failure) or chosen_spool is None:
-            if isinstance(chosen, Failure):
-                self._store_meta(job, key, chosen)
-                return failure_response(chosen)
-            return text_response(502, "no whole zip from the rollout's upstreams")
-        return await self._serve_spool(job, key, chosen, chosen_spool, flight)
-
-    async def _spooled(self, job: Job) -> tuple[UpstreamAnswer | Failure, Spool | None]:
-        """A zip fetched whole into a spool (digest and size known), or the failure."""
-        result = await self._walk(job, method="GET", stream=True)
-        if isinstance(result, Failure):
-            return result, None
-        spool = self.store.spool() if self.store is not None else self._temp_spool()
-        try:
-            async with asyncio.timeout(job.served.deadline):
-                async for chunk in result.iter_body(MAX_BYTES[Kind.ZIP]):
-                    await spool.write(chunk)
-            result.release()
-        except (TimeoutError, UpstreamError) as exc:
-            result.close()
-            spool.discard()
-            return Failure(502, f"upstream {result.upstream}: {exc or 'timeout'}", None), None
-        except BaseException:
-            result.close()
-            spool.discard()
-            raise
-        await asyncio.to_thread(spool.close, sync=False)
-        if spool.failed:
-            spool.discard()
-            return Failure(503, "cannot spool the zip (disk write failed)", None), None
-        return result, spool
-
-    def _retry_comparison(self, job: Job, pick: RolloutPick, want: Fingerprint) -> None:
-        """The baseline did not answer: compare again later, backing off from 200 ms."""
-        rollouts = self.rollouts
-        if rollouts is None:
-            return
-        what = _what(job)
-
-        async def again() -> None:
-            for delay in RETRY_DELAYS:
-                await asyncio.sleep(delay)
-                got = await self._baseline_fingerprint(job, pick)
-                if got is not None:
-                    rollouts.record(pick.tracker, want.differs(got), what)
-                    return
-            rollouts.unresolved(pick.tracker)
-
-        self.tasks.spawn(again(), name="rollout-retry")
-
-    async def _baseline_fingerprint(self, job: Job, pick: RolloutPick) -> Fingerprint | None:
-        base_job = self._one(job, pick.baseline, Served())
-        if job.request.kind is Kind.ZIP:
-            result, spool = await self._spooled(base_job)
-            found = _zip_fingerprint(result, spool)
-            if spool is not None:
-                spool.discard()
-            return found
-        return _meta_fingerprint(
-            job.request.kind, await self._walk(base_job, method="GET", stream=False)
-        )
-
     def _zip_sink(
         self, job: Job, key: str, answer: UpstreamAnswer, flight: ZipFlight | None
     ) -> ZipSink | None:
         if self.store is None and self.memory is None:
             return None  # pure pass-through: nothing is kept
-        spool = self.store.spool() if self.store is not None else self._temp_spool()
-        return ZipSink(self, job, key, answer, spool, flight)
+        return ZipSink(self, job, key, answer, self.new_spool(), flight)
+
+    def new_spool(self) -> Spool:
+        """A file to copy a body into: in the store's tmp folder, else a private one."""
+        return self.store.spool() if self.store is not None else self._temp_spool()
 
     def _temp_spool(self) -> Spool:
         if self._spool_dir is None:
@@ -677,42 +546,13 @@ class ZipSink:
                 return
             if owner.memory is not None and self.spool.size <= SMALL_ZIP:
                 body = await asyncio.to_thread(self.spool.path.read_bytes)
-                owner._store_meta(self.job, self.key, _with_body(self.answer, body))
+                owner.store_meta(self.job, self.key, _with_body(self.answer, body))
             if self.flight is not None:
                 self.flight.path = self.spool.path
             owner.tasks.spawn(_unlink_later(self.spool), name="spool-cleanup")
         if self.flight is not None:
             self.flight.content_type = self.answer.content_type
             self.flight.upstream = self.answer.upstream
-
-
-def _others(job: Job, pick: RolloutPick) -> Job | None:
-    """`job` over the upstreams other than the compared two (None when there are none)."""
-    names = (pick.candidate.name, pick.baseline.name)
-    rest = [c for c in job.clients if c.name not in names]
-    return dataclasses.replace(job, clients=rest, rollout=None) if rest else None
-
-
-def _what(job: Job) -> str:
-    req = job.request
-    return f"{req.module}@{req.version} {req.kind.value}"
-
-
-def _meta_fingerprint(kind: Kind, result: UpstreamAnswer | Failure) -> Fingerprint | None:
-    """What is compared of a small answer; None when there was no answer to compare."""
-    if isinstance(result, Failure):
-        return Fingerprint(False, 0, "") if result.status in (404, 410) else None
-    body = result.body or b""
-    info = info_fields(body) if kind is Kind.INFO else None
-    return Fingerprint(True, len(body), hashlib.sha256(body).hexdigest(), info)
-
-
-def _zip_fingerprint(result: UpstreamAnswer | Failure, spool: Spool | None) -> Fingerprint | None:
-    if isinstance(result, Failure):
-        return Fingerprint(False, 0, "") if result.status in (404, 410) else None
-    if spool is None:
-        return None
-    return Fingerprint(True, spool.size, spool.digest)
 
 
 def _with_body(answer: UpstreamAnswer, body: bytes) -> UpstreamAnswer:

@@ -27,7 +27,7 @@ from router.config.model import ChecksumDB, Rules, Upstream
 from router.core import sumdb
 from router.core.dirhash import DirHashError, hash_go_mod, hash_zip_file
 from router.core.protocol import MAX_BYTES, Kind, SumdbRequest
-from router.gateway import Rejected
+from router.gateway import Rejected, spool_body
 from router.observability import Metrics
 from router.tasks import TaskGroup
 from router.upstream import UpstreamAnswer, UpstreamClient, UpstreamError
@@ -481,29 +481,12 @@ class Verification:
     async def _hash_zip(self, answer: UpstreamAnswer) -> str | Rejected:
         assert self.new_spool is not None
         spool = self.new_spool()
+        problem = await spool_body(answer, spool, self.deadline)
+        if problem is not None:
+            if problem.cause == "spool":
+                raise ChecksumUnavailable(f"cannot verify the zip: {problem.reason}")
+            return problem
         self.spool = spool
-        try:
-            async with asyncio.timeout(self.deadline):
-                async for chunk in answer.iter_body(MAX_BYTES[Kind.ZIP]):
-                    await spool.write(chunk)
-            answer.release()
-        except TimeoutError:
-            self.discard()
-            return Rejected(f"zip transfer exceeded {self.deadline:g}s", "timeout", False)
-        except UpstreamError as exc:
-            self.discard()
-            return Rejected(str(exc), exc.cause, False)
-        except BaseException:
-            self.discard()
-            raise
-        await asyncio.to_thread(spool.close, sync=False)
-        if spool.failed:
-            self.discard()
-            raise ChecksumUnavailable("cannot spool the zip to verify it (disk write failed)")
-        if answer.content_length not in (None, spool.size):
-            self.discard()
-            announced = answer.content_length
-            return Rejected(f"zip of {spool.size} bytes, {announced} announced", "truncated", False)
         prefix = f"{self.module}@{self.version}/"
         try:
             return await asyncio.to_thread(_hash_file, spool.path, prefix)

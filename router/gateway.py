@@ -217,6 +217,45 @@ def _reason(answer: UpstreamAnswer) -> str:
     return f"{answer.status} {text}".strip()
 
 
+class Spooled(Protocol):
+    """A file a body is copied into (`router.cache.disk.Spool`)."""
+
+    failed: bool
+
+    async def write(self, chunk: bytes) -> None: ...
+
+    def close(self, *, sync: bool) -> None: ...
+
+    def discard(self) -> None: ...
+
+
+async def spool_body(answer: UpstreamAnswer, spool: Spooled, deadline: float) -> Rejected | None:
+    """Copy a streamed 200 whole into `spool` and close it; on a broken, stalled or
+    oversized body (or a failed write) the spool is discarded and the reason returned."""
+    problem: Rejected | None = None
+    try:
+        async with asyncio.timeout(deadline):
+            async for chunk in answer.iter_body(MAX_BYTES[Kind.ZIP]):
+                await spool.write(chunk)
+        answer.release()
+    except TimeoutError:
+        problem = Rejected(f"transfer exceeded {deadline:g}s", "timeout", False)
+    except UpstreamError as exc:
+        problem = Rejected(str(exc), exc.cause, False)
+    except BaseException:
+        answer.close()
+        spool.discard()
+        raise
+    if problem is None:
+        await asyncio.to_thread(spool.close, sync=False)
+        if spool.failed:
+            problem = Rejected("cannot spool the body: disk write failed", "spool", False)
+    if problem is not None:
+        answer.close()
+        spool.discard()
+    return problem
+
+
 class Sink(Protocol):
     """Receives a copy of a streamed body (a spool file for the artifact store)."""
 
