@@ -271,6 +271,14 @@ def _post_admin(gateway: str, path: str, query: dict[str, str], what: str) -> in
     return 0
 
 
+def _local_gateway(rules: Rules | None) -> str:
+    """This host's gateway, from the rules' listen address (the default one otherwise)."""
+    listen = (rules.listen if rules is not None else None) or DEFAULT_LISTEN
+    port = listen.rpartition(":")[2]
+    scheme = "https" if rules is not None and rules.tls is not None and rules.tls.cert else "http"
+    return f"{scheme}://127.0.0.1:{port}"
+
+
 def cmd_rollout_reset(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -289,15 +297,16 @@ def cmd_rollout_reset(args: argparse.Namespace) -> int:
     url = args.redis or os.environ.get("ROUTER_REDIS_URL")
     if not url and not args.gateway and rules is not None:
         url = rules.redis
-    if args.gateway:
+    if args.gateway or not url:
+        gateway = args.gateway or _local_gateway(rules)
+        if not args.gateway:
+            print(f"rollout: no Redis; asking the gateway at {gateway} (--gateway to choose)")
         query = {"upstream": args.name}
-        return _post_admin(args.gateway, "/debug/rollouts/reset", query, "rollout")
-    if not url:
-        print("rollout: needs --redis (all replicas) or --gateway URL (one)", file=sys.stderr)
-        return 2
+        return _post_admin(gateway, "/debug/rollouts/reset", query, "rollout")
+    redis_url: str = url
 
     async def run() -> None:
-        client = connect(url)
+        client = connect(redis_url)
         try:
             await publish_reset(client, args.name)
         finally:

@@ -61,6 +61,10 @@ def upstreams_view(state: GatewayState, module: str | None) -> dict[str, Any]:
             "bytes_served": live.bytes,
             "top_modules": [m for m, _ in sel.heat.top(up.name, now, 5)],
         }
+    for rollout in state.rollouts.view():
+        name = str(rollout["upstream"])
+        if name in ups:
+            ups[name]["rollout"] = rollout
     pools = {}
     for pool in rules.pools:
         order = sel.order([rules.upstream(n) for n in pool.upstreams], module, mode=pool.mode)

@@ -670,3 +670,48 @@ async def test_a_compared_request_still_reaches_a_third_upstream(tmp_path: Path)
                 assert (status, headers["X-Router-Upstream"]) == (200, "third")
             view = json.loads((await _get(gw.url + "/debug/upstreams"))[1])
             assert view["rollouts"][0]["mismatches_total"] == 0  # both said not found: agree
+
+
+async def test_rollbacks_and_resets_reach_every_replica_through_redis(
+    tmp_path: Path, redis_server: Any
+) -> None:
+    bad = simple_module("example.com/replicated", "v1.0.0")
+    async with (
+        FixtureProxy(ModuleSet([_tampered(bad)]), name="cand") as cand,
+        FixtureProxy(ModuleSet([bad]), name="base") as base,
+    ):
+        rules = _rollout_rules(tmp_path, cand.url, base.url)
+        async with (
+            gateway_in_process(rules, redis_url=redis_server.url) as one,
+            gateway_in_process(rules, redis_url=redis_server.url) as two,
+        ):
+
+            async def states() -> list[str]:
+                views = [
+                    json.loads((await _get(g.url + "/debug/upstreams"))[1]) for g in (one, two)
+                ]
+                return [v["upstreams"]["cand"]["rollout"]["state"] for v in views]
+
+            status, body, _ = await _get(f"{one.url}{bad.url_path('zip')}")
+            assert (status, body) == (200, module_zip_bytes(bad))
+            for _ in range(50):
+                if await states() == ["rolled_back", "rolled_back"]:
+                    break
+                await asyncio.sleep(0.1)
+            assert await states() == ["rolled_back", "rolled_back"]
+            done = await asyncio.to_thread(
+                subprocess.run,
+                [
+                    *(sys.executable, "-m", "router", "rollout", "reset", "cand"),
+                    *("--rules", str(rules), "--redis", redis_server.url),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            assert done.returncode == 0, done.stderr
+            for _ in range(50):
+                if await states() == ["comparing", "comparing"]:
+                    break
+                await asyncio.sleep(0.1)
+            assert await states() == ["comparing", "comparing"]
