@@ -362,14 +362,14 @@ async def _decide_and_serve(
         by_name = {c.name: c for c in candidates}
         ordered = [by_name[s.candidate.name] for s in ranked]
     headers = {REQUEST_ID_HEADER: http[REQUEST_ID]}
-    if answers is None:
+    rollout = None if verify else state.rollouts.pick(request, http.method, ordered, rt.clients)
+    plain = not verify and rollout is None and check is None
+    if answers is None or (plain and answers.keeps_nothing):
         return await serve(http, request, pool, ordered, served, headers, state.tracer)
-    job = Job(request, pool, ordered, served, headers, seen.private, check=check)
+    job = Job(request, pool, ordered, served, headers, seen.private, check=check, rollout=rollout)
     if verify and state.checksums.primary is not None:
         assert isinstance(request, ModuleRequest) and request.version is not None
         job.verification = _verification(state, rt, pool, request, state.checksums.primary)
-    elif not verify:
-        job.rollout = state.rollouts.pick(request, http.method, ordered, rt.clients)
     return await answers.serve(http, job)
 
 

@@ -111,6 +111,11 @@ class AnswerCache:
         self.rollouts: Rollouts | None = None
         self.comparer: Comparer | None = None
 
+    @property
+    def keeps_nothing(self) -> bool:
+        """No tier at all (memory 0, no dir): plain requests need none of this."""
+        return self.memory is None and self.store is None and self.shared is None
+
     def use_rollouts(self, rollouts: Rollouts) -> None:
         """Compare sampled requests for `rollouts`; forget what a rolled-back one served."""
         self.rollouts = rollouts
