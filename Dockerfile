@@ -17,5 +17,5 @@ ENV ROUTER_WORKERS=1 \
 USER gateway
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
-  CMD python -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=2).status == 200 else 1)"
+  CMD python -c "import os,sys,urllib.request as u; p=os.environ.get('ROUTER_LISTEN','0.0.0.0:8080').rpartition(':')[2]; sys.exit(0 if u.urlopen(f'http://127.0.0.1:{p}/healthz', timeout=2).status == 200 else 1)"
 ENTRYPOINT ["sh", "-c", "exec goproxy-router serve --rules /etc/goproxy-router --listen \"$ROUTER_LISTEN\" --workers \"$ROUTER_WORKERS\" \"$@\"", "--"]
