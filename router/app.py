@@ -332,8 +332,7 @@ async def _decide_and_serve(
         db = state.checksums.get(request.db)
         if db is not None:
             candidates = db.sources(candidates)  # its url too; liars ejected
-            if request.module is not None or request.rest == "latest":
-                check = functools.partial(db.check_proxied, request)
+            check = functools.partial(db.check_proxied, request)
         pool = dataclasses.replace(pool, fallback="any-error")  # every copy is checkable
     if seen.private:
         candidates = [c for c in candidates if not c.config.public]

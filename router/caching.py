@@ -189,7 +189,7 @@ class AnswerCache:
 
     async def walk_job(self, job: Job, *, method: str, stream: bool) -> UpstreamAnswer | Failure:
         """The pool walk for `job` (see `router.gateway.walk`), with its acceptance test."""
-        check = job.check
+        check = job.check if method == "GET" else None  # a HEAD has no body to check
         if job.verification is not None and method == "GET":
             job.verification.start()  # the checksum lookup runs while the artifact comes
             check = job.verification.check
@@ -364,7 +364,9 @@ class AnswerCache:
 
     # ------------------------------------------------------------------ zips
 
-    async def _zip_miss(self, http: web.Request, job: Job, key: str) -> web.StreamResponse:
+    async def _zip_miss(
+        self, http: web.Request, job: Job, key: str, *, retries: int = 1
+    ) -> web.StreamResponse:
         flight = self._zip_flights.get(key)
         if flight is not None:
             self._count("zip", "coalesced", job)
@@ -372,7 +374,9 @@ class AnswerCache:
             served = await self._follow(flight, job)
             if served is not None:
                 return served
-            return await self.zip_fetch(http, job, key, spool=None)  # the leader failed
+            if retries > 0:  # the leader failed: one of the followers leads the next try
+                return await self._zip_miss(http, job, key, retries=retries - 1)
+            return await self.zip_fetch(http, job, key, spool=None)
         self._count("zip", "miss", job)
         flight = ZipFlight()
         self._zip_flights[key] = flight
@@ -436,11 +440,26 @@ class AnswerCache:
         return await self.serve_spool(job, key, result, spool, flight)
 
     async def serve_spool(
-        self, job: Job, key: str, answer: UpstreamAnswer, spool: Spool, flight: ZipFlight | None
+        self,
+        job: Job,
+        key: str,
+        answer: UpstreamAnswer,
+        spool: Spool,
+        flight: ZipFlight | None,
+        *,
+        shape_check: bool = False,
     ) -> web.StreamResponse:
-        """Keep a whole, checked zip spooled to disk (store, or memory when small) and
-        answer from the file; coalesced followers get the same file."""
+        """Keep a whole zip spooled to disk (store, or memory when small) and answer from
+        the file; coalesced followers get the same file. A zip already proven by its
+        checksum needs no `shape_check`; any other is first checked like the store does."""
         req = job.request
+        if shape_check:
+            assert isinstance(req, ModuleRequest) and req.version is not None
+            problem = await asyncio.to_thread(check_module_zip, spool.path, req.module, req.version)
+            if problem is not None:
+                spool.discard()
+                job.served.status = 502
+                return text_response(502, f"upstream {answer.upstream}: bad module zip: {problem}")
         path: Path | None = None
         if self.store is not None and spool.size <= self.store.budget:
             art = await self.store.commit(
@@ -455,7 +474,7 @@ class AnswerCache:
             path = found[1] if found is not None else None
         if path is None:
             if not spool.path.exists():
-                return text_response(503, "cannot keep the verified zip: disk write failed")
+                return text_response(503, "cannot keep the zip: disk write failed")
             path = spool.path
             if self.memory is not None and spool.size <= SMALL_ZIP:
                 body = await asyncio.to_thread(path.read_bytes)

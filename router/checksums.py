@@ -25,7 +25,7 @@ from pathlib import Path
 from router.cache.disk import Spool
 from router.config.model import ChecksumDB, Rules, Upstream
 from router.core import sumdb
-from router.core.dirhash import DirHashError, hash_go_mod, hash_zip_file
+from router.core.dirhash import hash_go_mod, hash_zip_file
 from router.core.protocol import MAX_BYTES, Kind, SumdbRequest
 from router.gateway import Rejected, spool_body
 from router.observability import Metrics
@@ -132,8 +132,10 @@ class ChecksumDatabase:
         try:
             note = sumdb.open_note(note_text, [self._verifier])
             tree = sumdb.parse_tree(note.text)
-        except sumdb.SumDBError as exc:
+        except (sumdb.InvalidSignatureError, sumdb.UnverifiedNoteError) as exc:
             raise _Untrusted("signature", f"tree note does not verify: {exc}") from exc
+        except sumdb.SumDBError as exc:  # garbage, not a forgery: not worth an alarm
+            raise ChecksumUnavailable(f"{source.name}: malformed tree note: {exc}") from exc
         async with self._lock:
             if self.latest is None:
                 self._adopt(tree, note_text)
@@ -201,16 +203,24 @@ class ChecksumDatabase:
     # ------------------------------------------------------------------ tiles
 
     async def _fetch_tiles(
-        self, wanted: Sequence[sumdb.Tile], source: UpstreamClient
+        self,
+        wanted: Sequence[sumdb.Tile],
+        source: UpstreamClient,
+        known: Mapping[sumdb.Tile, bytes] | None = None,
     ) -> dict[sumdb.Tile, bytes]:
+        """The tiles `wanted`: proven ones from memory, `known` ones as given (they are
+        proven along with the rest), the others from `source`."""
         got: dict[sumdb.Tile, bytes] = {}
         missing = []
         for tile in wanted:
             data = self._tiles.get(tile.path())
+            if data is not None:
+                self._tiles.move_to_end(tile.path())
+            elif known is not None:
+                data = known.get(tile)
             if data is None:
                 missing.append(tile)
             else:
-                self._tiles.move_to_end(tile.path())
                 got[tile] = data
         fetched = await asyncio.gather(*(self._fetch_tile(t, source) for t in missing))
         got.update(zip(missing, fetched, strict=True))
@@ -300,6 +310,12 @@ class ChecksumDatabase:
             found = sumdb.parse_lookup(answer.body or b"")
         except sumdb.SumDBError as exc:
             raise ChecksumUnavailable(f"{source.name}: malformed lookup answer: {exc}") from exc
+        return await self._prove_record(found, module, version, source)
+
+    async def _prove_record(
+        self, found: sumdb.Lookup, module: str, version: str, source: UpstreamClient
+    ) -> sumdb.GoSumHashes:
+        """Check a lookup answer: its note, then its record by an inclusion proof."""
         tree = await self.accept_note(found.note, source)
         tiles = await self._fetch_tiles(sumdb.record_tiles(tree, found.id), source)
         try:
@@ -318,12 +334,21 @@ class ChecksumDatabase:
     async def check_proxied(
         self, request: SumdbRequest, source: UpstreamClient, answer: UpstreamAnswer
     ) -> Rejected | None:
-        """A proxied lookup or latest answer: refuse it when its tree note does not verify
-        or is inconsistent with what this process saw (the source is then ejected)."""
+        """A proxied answer, before anyone gets it: a lookup's note and record proven, a
+        latest note verified and consistent, a hash tile proven against a signed tree.
+        A source caught lying is ejected."""
         body = answer.body or b""
         try:
-            note = sumdb.parse_lookup(body).note if request.rest.startswith("lookup/") else body
-            await self.accept_note(note, source)
+            if request.rest.startswith("tile/"):
+                await self._check_tile(request.rest, body, source)
+            elif request.module is not None and request.version is not None:
+                try:
+                    found = sumdb.parse_lookup(body)
+                except sumdb.SumDBError as exc:
+                    raise ChecksumUnavailable(f"malformed lookup answer: {exc}") from exc
+                await self._prove_record(found, request.module, request.version, source)
+            else:
+                await self.accept_note(body, source)
         except _Untrusted as exc:
             first = str(exc).splitlines()[0]
             self.eject(answer.upstream, exc.reason, str(exc))
@@ -331,6 +356,38 @@ class ChecksumDatabase:
         except (sumdb.SumDBError, ChecksumUnavailable, UpstreamError) as exc:
             return Rejected(f"checksum database {self.name}: {exc}", "sumdb_unproven")
         return None
+
+    async def _check_tile(self, rest: str, data: bytes, source: UpstreamClient) -> None:
+        """A hash tile must hold exactly the hashes a signed tree proves (data tiles are
+        records, which the go command checks itself)."""
+        tile = sumdb.parse_tile_path(rest)
+        if tile.L < 0:
+            return
+        level, first = tile.L * tile.H, tile.N << tile.H
+        tree = await self._tree_covering((first + tile.W) << level, source)
+        indexes = [sumdb.stored_hash_index(level, first + i) for i in range(tile.W)]
+        reader = sumdb.TileHashReader(tree, tile.H)
+        tiles = await self._fetch_tiles(reader.hashes_for(indexes), source, known={tile: data})
+        try:
+            hashes = reader.read_hashes(tiles, indexes)
+        except sumdb.SumDBError as exc:
+            why = f"{tile.path()} is not proven by tree#{tree.n}: {exc}"
+            raise _Untrusted("proof", why) from exc
+        if b"".join(hashes) != data:
+            raise _Untrusted("proof", f"{tile.path()} differs from what tree#{tree.n} proves")
+        self._keep_tiles(tiles)
+
+    async def _tree_covering(self, size: int, source: UpstreamClient) -> sumdb.Tree:
+        """The latest accepted tree if it has `size` records, else the source's latest."""
+        if self.latest is not None and self.latest[0].n >= size:
+            return self.latest[0]
+        answer = await self._get(source, "latest")
+        if answer.status != 200:
+            raise ChecksumUnavailable(f"{source.name}: latest answered {answer.status}")
+        tree = await self.accept_note(answer.body or b"", source)
+        if tree.n < size:
+            raise ChecksumUnavailable(f"{source.name}: a tile beyond its own tree#{tree.n}")
+        return tree
 
     def view(self) -> dict[str, object]:
         now = self.clock()
@@ -454,6 +511,14 @@ class Verification:
         return "zip" if self.kind is Kind.ZIP else "go.mod"
 
     async def check(self, client: UpstreamClient, answer: UpstreamAnswer) -> Rejected | None:
+        """The walk's acceptance test: None when the answer has the DB's hash."""
+        try:
+            return await self._check(client, answer)
+        except BaseException:
+            self.discard()  # cancelled, or the DB cannot vouch: no spool is left behind
+            raise
+
+    async def _check(self, client: UpstreamClient, answer: UpstreamAnswer) -> Rejected | None:
         if self.kind is Kind.ZIP:
             got_or_rejected = await self._hash_zip(answer)
             if isinstance(got_or_rejected, Rejected):
@@ -461,11 +526,7 @@ class Verification:
             got = got_or_rejected
         else:
             got = hash_go_mod(answer.body or b"")
-        try:
-            want = await self.expected()
-        except BaseException:
-            self.discard()
-            raise
+        want = await self.expected()
         if got == want:
             self.metrics.verifications.labels(self.kind.value, "ok").inc()
             return None
@@ -490,8 +551,8 @@ class Verification:
         prefix = f"{self.module}@{self.version}/"
         try:
             return await asyncio.to_thread(_hash_file, spool.path, prefix)
-        except DirHashError as exc:
-            return f"(not a module zip: {exc})"
+        except Exception as exc:  # untrusted bytes: any failure to hash means "not it"
+            return f"(not a module zip: {type(exc).__name__}: {exc})"
 
     def discard(self) -> None:
         if self.spool is not None:

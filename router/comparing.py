@@ -52,8 +52,8 @@ class Comparer:
             result = cand
         else:
             result = self._judge(job, pick, cand_fp, base_fp, cand, base, base_served)
-        rest = _others(job, pick)
-        if isinstance(result, Failure) and result.status in (404, 410) and rest:
+        rest = _go_on(job, pick, result)
+        if rest is not None:
             return await cache.walk_job(rest, method="GET", stream=False)  # a third may have it
         return result
 
@@ -80,15 +80,15 @@ class Comparer:
         for spool in (cand_spool, base_spool):
             if spool is not None and spool is not chosen_spool:
                 spool.discard()
-        rest = _others(job, pick)
-        if isinstance(chosen, Failure) and chosen.status in (404, 410) and rest:
+        rest = _go_on(job, pick, chosen)
+        if rest is not None:
             return await cache.zip_fetch(http, rest, key, flight)  # a third may have it
         if isinstance(chosen, Failure):
             cache.store_meta(job, key, chosen)
             return failure_response(chosen)
         if chosen_spool is None:
             return text_response(502, "no whole zip from the rollout's upstreams")
-        return await cache.serve_spool(job, key, chosen, chosen_spool, flight)
+        return await cache.serve_spool(job, key, chosen, chosen_spool, flight, shape_check=True)
 
     async def _spooled(self, job: Job) -> tuple[UpstreamAnswer | Failure, Spool | None]:
         """A zip fetched whole into a spool (digest and size known), or the failure."""
@@ -158,8 +158,13 @@ def _adopt(
     return base
 
 
-def _others(job: Job, pick: RolloutPick) -> Job | None:
-    """`job` over the upstreams other than the compared two (None when there are none)."""
+def _go_on(job: Job, pick: RolloutPick, result: UpstreamAnswer | Failure) -> Job | None:
+    """`job` over the pool's other upstreams when neither compared one served and the
+    pool's fallback rule moves on after such a failure (None otherwise)."""
+    if not isinstance(result, Failure):
+        return None
+    if result.status not in (404, 410) and job.pool.fallback != "any-error":
+        return None
     names = (pick.candidate.name, pick.baseline.name)
     rest = [c for c in job.clients if c.name not in names]
     return dataclasses.replace(job, clients=rest, rollout=None) if rest else None

@@ -4,7 +4,8 @@ The pure decisions are `router.core.rollout`; the comparison fetches are made by
 answer cache (`AnswerCache._compare`). With Redis, a rollback decided by one replica reaches
 every replica within a second, and so does `goproxy-router rollout reset NAME`:
 
-- `goproxy-router:rollouts` (hash): candidate upstream -> `rolled_back@UNIX` or `reset@UNIX`
+- `goproxy-router:rollouts` (hash): `<candidate>|rolled_back` and `<candidate>|reset`, each the
+  unix time of the latest one; the later of the two wins on every replica
 """
 
 from __future__ import annotations
@@ -135,7 +136,7 @@ class Rollouts:
                 tracker.config.compare_with,
                 tracker.config.max_mismatch,
             )
-            self._unpublished[tracker.upstream] = f"rolled_back@{now}"
+            self._unpublished[f"{tracker.upstream}|rolled_back"] = str(now)
             self._rolled_back(tracker.upstream)
         self.update_gauges()
 
@@ -153,7 +154,7 @@ class Rollouts:
             return False
         now = self._clock()
         tracker.reset(now)
-        self._unpublished[name] = f"reset@{now}"
+        self._unpublished[f"{name}|reset"] = str(now)
         log.warning("rollout %s reset: comparing again", name)
         self.update_gauges()
         return True
@@ -173,27 +174,20 @@ class Rollouts:
 
     async def sync(self, client: Any) -> None:
         """Publish this replica's rollbacks and resets; adopt everyone else's."""
-        for name, value in list(self._unpublished.items()):
-            await client.hset(REDIS_KEY, name, value)
-            self._unpublished.pop(name, None)
-        shared = await client.hgetall(REDIS_KEY)
-        for raw_name, raw_value in shared.items():
-            name = _text(raw_name)
-            tracker = self.trackers.get(name)
-            if tracker is None:
-                continue
-            what, _, at_text = _text(raw_value).partition("@")
-            try:
-                at = float(at_text)
-            except ValueError:
-                continue
-            if what == "rolled_back" and tracker.rolled_back_at is None:
-                tracker.roll_back(at)
-                if tracker.rolled_back_at is not None:
-                    log.error("rollout %s rolled back by another replica", name)
-                    self._rolled_back(name)
-            elif what == "reset" and at > tracker.reset_at:
-                tracker.reset(at)
+        for field_name, value in list(self._unpublished.items()):
+            await client.hset(REDIS_KEY, field_name, value)
+            self._unpublished.pop(field_name, None)
+        shared = {_text(k): _text(v) for k, v in (await client.hgetall(REDIS_KEY)).items()}
+        for name, tracker in self.trackers.items():
+            rolled_back = _when(shared.get(f"{name}|rolled_back"))
+            reset = _when(shared.get(f"{name}|reset"))
+            if reset > tracker.reset_at and reset >= (tracker.rolled_back_at or 0.0):
+                tracker.reset(reset)
+                log.warning("rollout %s reset by another replica or the CLI", name)
+            if rolled_back > tracker.reset_at and tracker.rolled_back_at is None:
+                tracker.roll_back(rolled_back)
+                log.error("rollout %s rolled back by another replica", name)
+                self._rolled_back(name)
         self.update_gauges()
 
     async def sync_loop(self, client: Any) -> None:
@@ -209,7 +203,14 @@ class Rollouts:
 
 async def publish_reset(client: Any, name: str, now: float | None = None) -> None:
     """`goproxy-router rollout reset NAME` through Redis: every replica within a second."""
-    await client.hset(REDIS_KEY, name, f"reset@{time.time() if now is None else now}")
+    await client.hset(REDIS_KEY, f"{name}|reset", str(time.time() if now is None else now))
+
+
+def _when(value: str | None) -> float:
+    try:
+        return float(value) if value else 0.0
+    except ValueError:
+        return 0.0
 
 
 def _text(value: bytes | str) -> str:

@@ -715,3 +715,101 @@ async def test_rollbacks_and_resets_reach_every_replica_through_redis(
                     break
                 await asyncio.sleep(0.1)
             assert await states() == ["comparing", "comparing"]
+
+
+async def test_a_fake_tile_from_a_mirror_is_refused_and_never_cached(tmp_path: Path) -> None:
+    mods = [simple_module(f"example.com/tile{i}", "v1.0.0") for i in range(3)]
+    honest = TestSumDB(DB, base_path=f"/sumdb/{DB}")
+    for m in mods:
+        honest.add_module(m)
+    async with honest, FixtureProxy(ModuleSet([]), name="liar", sumdb=[DB]) as liar:
+        tile = f"/sumdb/{DB}/tile/8/0/000.p/3"
+        liar.sumdb_responses[tile] = bytes(32 * 3)  # zeros: no such tree
+        strip = len(honest.base_path)
+        rules = write_rules(
+            tmp_path / "rules.yaml",
+            [
+                {"name": "liar", "url": liar.url, "sumdb": [DB]},
+                {"name": "honest", "url": honest.url[:-strip], "sumdb": [DB]},
+            ],
+            {"main": {"upstreams": ["liar", "honest"], "mode": "ordered"}},
+            checksum_dbs=[{"name": DB, "key": honest.verifier_key}],
+        )
+        async with gateway_in_process(rules) as gw:
+            # the gateway knows the tree: a lookup proved it
+            m = mods[0]
+            status, _, _ = await _get(f"{gw.url}/sumdb/{DB}/lookup/{m.path}@{m.version}")
+            assert status == 200
+            for _ in range(2):
+                status, body, headers = await _get(gw.url + tile)
+                assert status == 200
+                assert body == await _tile_of(honest, tile)
+                assert headers["X-Router-Upstream"] in ("honest", "cache")
+            assert (
+                await _metric(
+                    gw.url, "goproxy_router_sumdb_inconsistent_total", sumdb=DB, reason="proof"
+                )
+                == 1
+            )
+            # HEAD answers have no body to check: no ejection, no alarm
+            async with (
+                aiohttp.ClientSession() as http,
+                http.head(f"{gw.url}/sumdb/{DB}/latest") as resp,
+            ):
+                assert resp.status == 200
+            view = json.loads((await _get(gw.url + "/debug/upstreams"))[1])
+            assert list(view["checksum_dbs"][DB]["ejected"]) == ["liar"]
+
+
+async def _tile_of(db: TestSumDB, path: str) -> bytes:
+    return db.answer(path[len(db.base_path) :]).body
+
+
+async def test_a_broken_zip_before_the_good_one_is_a_mismatch_not_an_error(tmp_path: Path) -> None:
+    lib = simple_module("example.com/brokenzip", "v1.0.0")
+    db = TestSumDB(DB)
+    db.add_module(lib)
+    async with (
+        FixtureProxy(ModuleSet([lib]), name="bad") as bad,
+        FixtureProxy(ModuleSet([lib]), name="good") as good,
+        db,
+    ):
+        bad.add_fault(Fault(pattern=r"\.zip$", body=b"PK\x03\x04 not really a zip"))
+        rules = write_rules(
+            tmp_path / "rules.yaml",
+            [{"name": "bad", "url": bad.url}, {"name": "good", "url": good.url}],
+            {"main": {"upstreams": ["bad", "good"], "mode": "ordered"}},
+            tenants=_tenants("main", "main"),
+            checksum_dbs=[_db_cfg(db)],
+            cache={"memory": "16MiB", "dir": str(tmp_path / "store")},
+        )
+        async with gateway_in_process(rules) as gw:
+            status, body, headers = await _get(f"{gw.url}{lib.url_path('zip')}", tenant="devops")
+            assert (status, body) == (200, module_zip_bytes(lib))
+            assert headers["X-Router-Upstream"] == "good"
+            assert await _metric(gw.url, "goproxy_router_checksum_mismatches_total") == 1
+            assert not list((tmp_path / "store" / "tmp").iterdir())
+
+
+async def test_a_compared_zip_that_is_no_module_zip_is_never_kept(tmp_path: Path) -> None:
+    m = simple_module("example.com/htmlzip", "v1.0.0")
+    async with (
+        FixtureProxy(ModuleSet([m]), name="cand") as cand,
+        FixtureProxy(ModuleSet([m]), name="base") as base,
+    ):
+        cand.add_fault(
+            Fault(pattern=r"\.zip$", body=b"<html>oops</html>", content_type="text/html")
+        )
+        base.add_fault(Fault(pattern=r"\.zip$", status=503, times=1))
+        rules = write_rules(
+            tmp_path / "rules.yaml",
+            [{"name": "cand", "url": cand.url}, {"name": "base", "url": base.url}],
+            {"main": {"upstreams": ["cand", "base"], "mode": "ordered"}},
+            default={"pool": "main"},
+            rollouts=[{"upstream": "cand", "compare_with": "base", "sample": 1.0}],
+            cache={"memory": "16MiB", "dir": str(tmp_path / "store")},
+        )
+        async with gateway_in_process(rules) as gw:
+            status, _, _ = await _get(f"{gw.url}{m.url_path('zip')}")
+            assert status == 502
+            assert not list((tmp_path / "store" / "index").iterdir())

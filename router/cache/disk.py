@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 import time
 import zipfile
 from collections import OrderedDict
@@ -123,6 +124,7 @@ class ArtifactStore:
         self._index: OrderedDict[str, Artifact] = OrderedDict()
         self._users: dict[str, int] = {}  # digest -> how many keys use it
         self.used_bytes = 0
+        self._lock = threading.RLock()  # commits run in threads; bookkeeping is shared
         self.evictions = 0
         self._seq = 0
 
@@ -156,10 +158,11 @@ class ArtifactStore:
     # ---------------------------------------------------------------- lookups
 
     def get(self, key: str) -> tuple[Artifact, Path] | None:
-        art = self._index.get(key)
-        if art is None:
-            return None
-        self._index.move_to_end(key)
+        with self._lock:
+            art = self._index.get(key)
+            if art is None:
+                return None
+            self._index.move_to_end(key)
         return art, self._data_path(art.digest)
 
     def __len__(self) -> int:
@@ -218,14 +221,17 @@ class ArtifactStore:
             return None
         digest = spool.digest
         target = self._data_path(digest)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(spool.path, target)
-        _fsync_dir(target.parent)
         art = Artifact(key, digest, spool.size, content_type, upstream, self._clock(), module)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock:  # bookkeeping only: no fsync while requests may wait for it
+            # The old mapping goes first: its bytes may be these very bytes (a key
+            # committed twice), which must not be removed after the new file is in place.
+            self._forget(key)
+            os.replace(spool.path, target)
+            self._remember(art)
+            self._evict()
+        _fsync_dir(target.parent)
         self._write_index(art)
-        self.forget(key)
-        self._remember(art)
-        self._evict()
         return art
 
     async def put_bytes(
@@ -244,7 +250,7 @@ class ArtifactStore:
 
     def _write_index(self, art: Artifact) -> None:
         path = self._index_path(art.key)
-        tmp = self.root / "tmp" / (path.name + f".{os.getpid()}")
+        tmp = self.root / "tmp" / f"{path.name}.{os.getpid()}.{threading.get_ident()}"
         with open(tmp, "w") as fh:
             json.dump(asdict(art), fh)
             fh.flush()
@@ -263,6 +269,10 @@ class ArtifactStore:
 
     def forget(self, key: str) -> None:
         """Drop `key` from the index (and its bytes when no other key uses them)."""
+        with self._lock:
+            self._forget(key)
+
+    def _forget(self, key: str) -> None:
         art = self._index.pop(key, None)
         if art is None:
             return
@@ -279,15 +289,16 @@ class ArtifactStore:
 
     def drop_upstream(self, upstream: str) -> int:
         """Forget every artifact an upstream served (a rolled-back mirror's). Blocking."""
-        keys = [k for k, art in self._index.items() if art.upstream == upstream]
-        for key in keys:
-            self.forget(key)
+        with self._lock:
+            keys = [k for k, art in self._index.items() if art.upstream == upstream]
+            for key in keys:
+                self._forget(key)
         return len(keys)
 
     def _evict(self) -> None:
         while self.used_bytes > self.budget and self._index:
             oldest = next(iter(self._index))
-            self.forget(oldest)
+            self._forget(oldest)
             self.evictions += 1
 
     def _data_path(self, digest: str) -> Path:
