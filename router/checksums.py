@@ -411,17 +411,25 @@ class ChecksumRegistry:
         self._dbs: dict[tuple[str, str], ChecksumDatabase] = {}
         self.configured: dict[str, ChecksumDatabase] = {}
         self.primary: ChecksumDatabase | None = None
+        self._retired: list[UpstreamClient] = []  # closed at the next reload, not mid-request
 
     async def apply(self, rules: Rules) -> None:
         """Adopt a rule set: databases whose name and key did not change keep their state.
 
         Only databases the rules name are proxied and checked at `/sumdb/NAME/`; the
         implicit sum.golang.org is what verification uses when the rules name none."""
+        retired, self._retired = self._retired, []
+        for client in retired:
+            await client.close()
         configured: dict[str, ChecksumDatabase] = {}
         for cfg in rules.checksum_dbs or (GO_SUMDB,):
             db = configured[cfg.name] = await self._database(cfg)
             if rules.cache.dir:
                 db.load(Path(rules.cache.dir) / "sumdb" / f"{cfg.name}.latest")
+        for db in self._dbs.values():
+            if db.direct is not None and configured.get(db.name) is not db:
+                self._retired.append(db.direct)  # no longer named by the rules
+                db.direct = None
         self.primary = next(iter(configured.values()))
         self.configured = configured if rules.checksum_dbs else {}
 
@@ -430,8 +438,8 @@ class ChecksumRegistry:
         if db is None:
             db = ChecksumDatabase(cfg, self.metrics)
             self._dbs[(cfg.name, cfg.key)] = db
-        if db.config.url != cfg.url:
-            await _close(db.direct)
+        if db.config.url != cfg.url and db.direct is not None:
+            self._retired.append(db.direct)  # requests in flight may still use it
             db.direct = None
         db.config = cfg
         if cfg.url and db.direct is None:
@@ -449,6 +457,9 @@ class ChecksumRegistry:
         return {name: db.view() for name, db in shown.items()}
 
     async def close(self) -> None:
+        for client in self._retired:
+            await client.close()
+        self._retired = []
         for db in self._dbs.values():
             await _close(db.direct)
             db.direct = None
