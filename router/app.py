@@ -361,7 +361,11 @@ async def _decide_and_serve(
         by_name = {c.name: c for c in candidates}
         ordered = [by_name[s.candidate.name] for s in ranked]
     headers = {REQUEST_ID_HEADER: http[REQUEST_ID]}
-    rollout = None if verify else state.rollouts.pick(request, http.method, ordered, rt.clients)
+    rollout = None
+    if not verify:
+        rollout = state.rollouts.pick(
+            request, http.method, ordered, rt.clients, private=seen.private
+        )
     plain = not verify and rollout is None and check is None
     if answers is None or (plain and answers.keeps_nothing):
         return await serve(http, request, pool, ordered, served, headers, state.tracer)

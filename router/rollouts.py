@@ -96,9 +96,12 @@ class Rollouts:
         method: str,
         ordered: Sequence[UpstreamClient],
         clients: Mapping[str, UpstreamClient],
+        *,
+        private: bool = False,
     ) -> RolloutPick | None:
         """Whether this request is compared: an immutable GET whose first upstream is a
-        rollout candidate, drawn with the rollout's `sample` probability."""
+        rollout candidate, drawn with the rollout's `sample` probability. A private
+        module is never compared with a public baseline (its name would leak)."""
         if not self.trackers or not ordered or method != "GET":
             return None
         if not isinstance(request, ModuleRequest) or request.kind not in _COMPARED_KINDS:
@@ -109,7 +112,7 @@ class Rollouts:
         if tracker is None or not tracker.sampled(self._rng.random()):
             return None
         baseline = clients.get(tracker.config.compare_with)
-        if baseline is None:
+        if baseline is None or (private and baseline.config.public):
             return None
         return RolloutPick(tracker, ordered[0], baseline)
 

@@ -813,3 +813,27 @@ async def test_a_compared_zip_that_is_no_module_zip_is_never_kept(tmp_path: Path
             status, _, _ = await _get(f"{gw.url}{m.url_path('zip')}")
             assert status == 502
             assert not list((tmp_path / "store" / "index").iterdir())
+
+
+async def test_a_private_module_is_never_compared_with_a_public_baseline(tmp_path: Path) -> None:
+    corp = simple_module("corp.example.com/secret", "v1.0.0")
+    async with (
+        FixtureProxy(ModuleSet([corp]), name="cand") as cand,
+        FixtureProxy(ModuleSet([corp]), name="official") as official,
+    ):
+        rules = write_rules(
+            tmp_path / "rules.yaml",
+            [
+                {"name": "cand", "url": cand.url, "public": False},
+                {"name": "official", "url": official.url},
+            ],
+            {"main": {"upstreams": ["cand", "official"], "mode": "ordered"}},
+            tenants=[{"id": "corp", "pool": "main", "private": ["corp.example.com/*"]}],
+            rollouts=[{"upstream": "cand", "compare_with": "official", "sample": 1.0}],
+            cache={"memory": 0},
+        )
+        async with gateway_in_process(rules) as gw:
+            for kind in ("info", "zip"):
+                status, _, headers = await _get(f"{gw.url}{corp.url_path(kind)}", tenant="corp")
+                assert (status, headers["X-Router-Upstream"]) == (200, "cand")
+            assert official.requests == []
