@@ -184,3 +184,43 @@ async def test_go_verifies_against_a_checksum_db_proxied_by_the_gateway(
             bad = await run_go(["mod", "download", "example.com/verified@v1.0.0"], tmp_path, env2)
             assert bad.returncode != 0
             assert "SECURITY ERROR" in bad.stderr or "checksum mismatch" in bad.stderr
+
+
+async def test_go_builds_the_awkward_corpus_verified_by_the_gateway(
+    tmp_path: Path, gocache: Path
+) -> None:
+    """Upper-case paths, /v2, +incompatible, pseudo-versions, gopkg.in, prereleases and
+    retractions, every .mod and .zip checked by the gateway against a checksum DB that the
+    go command also uses through the gateway."""
+    from support.sumdb_server import GO_TEST_SKEY, GO_TEST_VKEY, TestSumDB
+
+    on_a, only_b, required = _corpus()
+    db = TestSumDB("localhost.localdev/sumdb", GO_TEST_SKEY)
+    for m in [*on_a, *only_b]:
+        db.add_module(m)
+    a = FixtureProxy(ModuleSet(on_a), name="a")
+    b = FixtureProxy(ModuleSet([*on_a[:3], *only_b]), name="b")
+    async with a, b, db:
+        rules = one_pool_rules(
+            tmp_path / "rules.yaml",
+            {"a": a.url, "b": b.url},
+            routes=[
+                {
+                    "name": "all",
+                    "match": {"module": ["*"]},
+                    "pool": "main",
+                    "verify_checksums": True,
+                }
+            ],
+            checksum_dbs=[{"name": "localhost.localdev/sumdb", "key": GO_TEST_VKEY, "url": db.url}],
+            cache={"memory": "64MiB"},
+        )
+        async with gateway_in_process(rules) as gw:
+            env = go_env(tmp_path, gw.url, gosumdb=GO_TEST_VKEY, gocache=gocache)
+            main = write_main_module(tmp_path / "main", "example.com/main", required)
+            (await run_go(["mod", "download", "-json", "all"], main, env)).check()
+            expected = sorted(line for m in required for line in gosum_lines(m))
+            assert sorted((main / "go.sum").read_text().splitlines()) == expected
+            (await run_go(["build", "-o", str(tmp_path / "hello"), "."], main, env)).check()
+            for m in required:  # the gateway looked every one up
+                assert db.requests_for(f"/lookup/{m.escaped_path}@"), m.path
