@@ -475,16 +475,21 @@ class AnswerCache:
         if path is None:
             if not spool.path.exists():
                 return text_response(503, "cannot keep the zip: disk write failed")
-            path = spool.path
-            if self.memory is not None and spool.size <= SMALL_ZIP:
-                body = await asyncio.to_thread(path.read_bytes)
-                self.store_meta(job, key, _with_body(answer, body))
-            self.tasks.spawn(_unlink_later(spool), name="spool-cleanup")
+            path = await self._keep_spool(job, key, answer, spool)
         if flight is not None:
             flight.path, flight.content_type = path, answer.content_type
             flight.upstream = answer.upstream
         job.served.status, job.served.bytes = 200, spool.size
         return _file_response(path, answer.content_type, None, self._clock(), answer.upstream)
+
+    async def _keep_spool(self, job: Job, key: str, answer: UpstreamAnswer, spool: Spool) -> Path:
+        """A whole zip that stays in its spool (no store for it): in memory too when it is
+        small; the file itself is removed once coalesced followers had time to open it."""
+        if self.memory is not None and spool.size <= SMALL_ZIP:
+            body = await asyncio.to_thread(spool.path.read_bytes)
+            self.store_meta(job, key, _with_body(answer, body))
+        self.tasks.spawn(_unlink_later(spool), name="spool-cleanup")
+        return spool.path
 
     def _zip_sink(
         self, job: Job, key: str, answer: UpstreamAnswer, flight: ZipFlight | None
@@ -568,12 +573,9 @@ class ZipSink:
                 log.warning("not keeping %s: %s", self.key, problem)
                 self.spool.discard()
                 return
-            if owner.memory is not None and self.spool.size <= SMALL_ZIP:
-                body = await asyncio.to_thread(self.spool.path.read_bytes)
-                owner.store_meta(self.job, self.key, _with_body(self.answer, body))
+            path = await owner._keep_spool(self.job, self.key, self.answer, self.spool)
             if self.flight is not None:
-                self.flight.path = self.spool.path
-            owner.tasks.spawn(_unlink_later(self.spool), name="spool-cleanup")
+                self.flight.path = path
         if self.flight is not None:
             self.flight.content_type = self.answer.content_type
             self.flight.upstream = self.answer.upstream
