@@ -13,9 +13,9 @@ REPO = Path(__file__).parents[1]
 EXAMPLES = REPO / "rules" / "examples"
 
 
-def explain(*args: str) -> dict[str, object]:
+def explain(*args: str, rules: Path = EXAMPLES) -> dict[str, object]:
     done = subprocess.run(
-        [sys.executable, "-m", "router", "explain", "--rules", str(EXAMPLES), *args],
+        [sys.executable, "-m", "router", "explain", "--rules", str(rules), *args],
         capture_output=True,
         text=True,
         timeout=30,
@@ -115,16 +115,7 @@ def test_explain_says_when_answers_are_verified_against_the_checksum_db(tmp_path
     )
 
     def ask(*args: str) -> dict[str, object]:
-        done = subprocess.run(
-            [sys.executable, "-m", "router", "explain", "--rules", str(rules), *args],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            cwd=REPO,
-        )
-        assert done.returncode == 0, done.stderr
-        answer: dict[str, object] = json.loads(done.stdout)
-        return answer
+        return explain(*args, rules=rules)
 
     assert ask("--tenant", "devops", "example.com/m@v1.0.0", "--kind", "zip")["verify_checksums"]
     assert not ask("--tenant", "devops", "example.com/m@v1.0.0", "--kind", "info")[

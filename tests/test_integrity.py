@@ -62,6 +62,39 @@ async def _metric(gw_url: str, name: str, **labels: str) -> float:
     return total
 
 
+VERIFY_EXAMPLE_COM = [
+    {
+        "name": "verified",
+        "match": {"module": ["example.com/*"]},
+        "pool": "main",
+        "verify_checksums": True,
+    }
+]
+"""A route verifying every example.com module, for clients that send no tenant."""
+
+
+def _bad_then_good(tmp_path: Path, bad: FixtureProxy, good: FixtureProxy, **extra: Any) -> Path:
+    """Rules with one pool `main`: the tampering upstream first, the honest one next."""
+    extra.setdefault("default", {"pool": "main"})
+    return write_rules(
+        tmp_path / "rules.yaml",
+        [{"name": "bad", "url": bad.url}, {"name": "good", "url": good.url}],
+        {"main": {"upstreams": ["bad", "good"], "mode": "ordered"}},
+        **extra,
+    )
+
+
+async def _reset_rollout(*args: str) -> subprocess.CompletedProcess[str]:
+    """`goproxy-router rollout reset ARGS`, run as a user would, off the event loop."""
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "router", "rollout", "reset", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
 def _tenants(verify_pool: str, plain_pool: str) -> list[dict[str, Any]]:
     return [
         {"id": "devops", "pool": verify_pool, "verify_checksums": True},
@@ -144,19 +177,11 @@ async def test_a_tampered_go_mod_is_refused_and_the_next_upstream_serves(tmp_pat
         FixtureProxy(ModuleSet([lib]), name="good") as good,
         db,
     ):
-        rules = write_rules(
-            tmp_path / "rules.yaml",
-            [{"name": "bad", "url": bad.url}, {"name": "good", "url": good.url}],
-            {"main": {"upstreams": ["bad", "good"], "mode": "ordered"}},
-            routes=[
-                {
-                    "name": "all-verified",
-                    "match": {"module": ["example.com/*"]},
-                    "pool": "main",
-                    "verify_checksums": True,
-                }
-            ],
-            default={"pool": "main"},
+        rules = _bad_then_good(
+            tmp_path,
+            bad,
+            good,
+            routes=VERIFY_EXAMPLE_COM,
             checksum_dbs=[_db_cfg(db)],
             cache={"memory": 0},
         )
@@ -456,24 +481,7 @@ async def test_a_rollout_differing_on_a_fifth_of_zips_is_rolled_back_clients_get
             assert cand.count("example.com/ab9") == 0
 
             # goproxy-router rollout reset cand: compared again
-            done = await asyncio.to_thread(
-                subprocess.run,
-                [
-                    sys.executable,
-                    "-m",
-                    "router",
-                    "rollout",
-                    "reset",
-                    "cand",
-                    "--rules",
-                    str(rules),
-                    "--gateway",
-                    gw.url,
-                ],
-                capture_output=True,
-                text=True,
-                timeout=30,
-            )
+            done = await _reset_rollout("cand", "--rules", str(rules), "--gateway", gw.url)
             assert done.returncode == 0, done.stderr
             view = json.loads((await _get(gw.url + "/debug/upstreams"))[1])
             assert view["rollouts"][0]["state"] == "comparing"
@@ -581,19 +589,11 @@ async def test_a_go_client_with_gosumdb_off_still_gets_only_true_modules(
         FixtureProxy(ModuleSet([lib]), name="good") as good,
         db,
     ):
-        rules = write_rules(
-            tmp_path / "rules.yaml",
-            [{"name": "bad", "url": bad.url}, {"name": "good", "url": good.url}],
-            {"main": {"upstreams": ["bad", "good"], "mode": "ordered"}},
-            routes=[
-                {
-                    "name": "verified",
-                    "match": {"module": ["example.com/*"]},
-                    "pool": "main",
-                    "verify_checksums": True,
-                }
-            ],
-            default={"pool": "main"},
+        rules = _bad_then_good(
+            tmp_path,
+            bad,
+            good,
+            routes=VERIFY_EXAMPLE_COM,
             checksum_dbs=[_db_cfg(db)],
         )
         async with gateway_in_process(rules) as gw:
@@ -616,19 +616,11 @@ async def test_gos_own_test_key_and_a_db_name_with_a_path(tmp_path: Path, gocach
         FixtureProxy(ModuleSet([lib]), name="good") as good,
         db,
     ):
-        rules = write_rules(
-            tmp_path / "rules.yaml",
-            [{"name": "bad", "url": bad.url}, {"name": "good", "url": good.url}],
-            {"main": {"upstreams": ["bad", "good"], "mode": "ordered"}},
-            routes=[
-                {
-                    "name": "verified",
-                    "match": {"module": ["example.com/*"]},
-                    "pool": "main",
-                    "verify_checksums": True,
-                }
-            ],
-            default={"pool": "main"},
+        rules = _bad_then_good(
+            tmp_path,
+            bad,
+            good,
+            routes=VERIFY_EXAMPLE_COM,
             checksum_dbs=[{"name": "localhost.localdev/sumdb", "key": GO_TEST_VKEY, "url": db.url}],
         )
         async with gateway_in_process(rules) as gw:
@@ -699,16 +691,7 @@ async def test_rollbacks_and_resets_reach_every_replica_through_redis(
                     break
                 await asyncio.sleep(0.1)
             assert await states() == ["rolled_back", "rolled_back"]
-            done = await asyncio.to_thread(
-                subprocess.run,
-                [
-                    *(sys.executable, "-m", "router", "rollout", "reset", "cand"),
-                    *("--rules", str(rules), "--redis", redis_server.url),
-                ],
-                capture_output=True,
-                text=True,
-                timeout=30,
-            )
+            done = await _reset_rollout("cand", "--rules", str(rules), "--redis", redis_server.url)
             assert done.returncode == 0, done.stderr
             for _ in range(50):
                 if await states() == ["comparing", "comparing"]:
@@ -775,10 +758,10 @@ async def test_a_broken_zip_before_the_good_one_is_a_mismatch_not_an_error(tmp_p
         db,
     ):
         bad.add_fault(Fault(pattern=r"\.zip$", body=b"PK\x03\x04 not really a zip"))
-        rules = write_rules(
-            tmp_path / "rules.yaml",
-            [{"name": "bad", "url": bad.url}, {"name": "good", "url": good.url}],
-            {"main": {"upstreams": ["bad", "good"], "mode": "ordered"}},
+        rules = _bad_then_good(
+            tmp_path,
+            bad,
+            good,
             tenants=_tenants("main", "main"),
             checksum_dbs=[_db_cfg(db)],
             cache={"memory": "16MiB", "dir": str(tmp_path / "store")},
