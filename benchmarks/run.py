@@ -37,14 +37,16 @@ import tempfile
 import time
 import zipfile
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
+
+R = TypeVar("R")
 
 HOST = "127.0.0.1"
 BENCH_DIR = Path(__file__).resolve().parent
@@ -1151,26 +1153,35 @@ def bench(settings: Settings) -> Report:
     raise AssertionError("unreachable")
 
 
-def save(report: Report, out_dir: Path, markdown: str) -> tuple[Path, Path]:
+def save(report: Any, out_dir: Path, markdown: str, prefix: str = "") -> tuple[Path, Path]:
+    """Write a run's markdown and its report (a dataclass) as JSON, named by the time."""
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    md, js = out_dir / f"{stamp}.md", out_dir / f"{stamp}.json"
+    md, js = out_dir / f"{prefix}{stamp}.md", out_dir / f"{prefix}{stamp}.json"
     md.write_text(markdown)
     js.write_text(json.dumps(asdict(report), indent=2) + "\n")
     return md, js
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    settings = parse_args(argv)
+def guarded(run: Callable[[], R]) -> R | int:
+    """A benchmark's result, or the exit code when it failed or was interrupted (every
+    child process is stopped either way)."""
     try:
         with stop_signals_interrupt():
-            report = bench(settings)
+            return run()
     except BenchError as exc:
         print(f"benchmark: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("\nbenchmark: interrupted; all child processes stopped", file=sys.stderr)
         return 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    settings = parse_args(argv)
+    report = guarded(lambda: bench(settings))
+    if isinstance(report, int):
+        return report
     markdown = render(report)
     md, js = save(report, settings.out_dir, markdown)
     print("\n" + markdown)

@@ -66,10 +66,11 @@ from run import (  # noqa: E402
     cpu_list,
     find_tool,
     free_port,
+    guarded,
     log_findings,
     process_tree,
+    save,
     source_state,
-    stop_signals_interrupt,
     tail,
     wait_for_idle,
     wait_ready,
@@ -825,29 +826,14 @@ def render(report: Report) -> str:
     return "\n".join([*lines, "", "Notes:", "", *notes, ""])
 
 
-def save(report: Report, out_dir: Path, markdown: str) -> tuple[Path, Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    md, js = out_dir / f"verify-{stamp}.md", out_dir / f"verify-{stamp}.json"
-    md.write_text(markdown)
-    js.write_text(json.dumps(asdict(report), indent=2) + "\n")
-    return md, js
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     cfg = parse_args(argv)
     started = time.monotonic()
-    try:
-        with stop_signals_interrupt():
-            report = bench(cfg)
-    except BenchError as exc:
-        print(f"benchmark: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("\nbenchmark: interrupted; all child processes stopped", file=sys.stderr)
-        return 130
+    report = guarded(lambda: bench(cfg))
+    if isinstance(report, int):
+        return report
     markdown = render(report)
-    md, js = save(report, cfg.out_dir, markdown)
+    md, js = save(report, cfg.out_dir, markdown, prefix="verify-")
     print("\n" + markdown)
     print(f"written: {md} and {js} ({time.monotonic() - started:.0f} s in all)")
     failed = report.problems or any(f.problem for f in report.fetches)
