@@ -40,6 +40,7 @@ def update_gauges(state: GatewayState) -> None:
     sel, m = state.selection, state.metrics
     rules = state.current.rules
     now = sel.now()
+    state.rollouts.update_gauges()  # comparing turns healthy with time alone
     for name in sel.names():
         rtt = sel.rtt(name)
         if rtt is not None:

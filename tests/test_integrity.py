@@ -528,6 +528,15 @@ async def test_a_matching_rollout_turns_healthy_and_compares_info_by_version_and
             (rollout,) = view["rollouts"]
             assert rollout["mismatches_total"] == 0 and rollout["compared_total"] == 9
             assert rollout["state"] == "healthy"
+            # the metric follows with time alone: no comparison happened since the window
+            for _ in range(30):
+                healthy = await _metric(
+                    gw.url, "goproxy_router_rollout_state", upstream="cand", state="healthy"
+                )
+                if healthy == 1:
+                    break
+                await asyncio.sleep(0.1)
+            assert healthy == 1
 
 
 async def test_a_comparison_whose_baseline_failed_is_retried_with_backoff(tmp_path: Path) -> None:
