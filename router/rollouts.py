@@ -79,12 +79,13 @@ class Rollouts:
 
     # ------------------------------------------------------------------ the request path
 
-    def usable(self, ordered: Sequence[UpstreamClient]) -> list[UpstreamClient]:
-        """`ordered` without rolled-back candidates (unless nothing else is left)."""
+    def usable(self, ordered: list[UpstreamClient]) -> list[UpstreamClient]:
+        """`ordered` without rolled-back candidates (unless nothing else is left); the
+        same list when there is no rollout at all (the common case, on every request)."""
         if not self.trackers:
-            return list(ordered)
+            return ordered
         kept = [c for c in ordered if not self.rolled_back(c.name)]
-        return kept or list(ordered)
+        return kept or ordered
 
     def rolled_back(self, name: str) -> bool:
         tracker = self.trackers.get(name)
