@@ -95,6 +95,24 @@ async def _reset_rollout(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _one_verifying_pool(
+    tmp_path: Path, upstream: FixtureProxy, db: TestSumDB, *, store: bool = False
+) -> Path:
+    """Pool `main` of one upstream for tenants devops (verifying) and health (not), checked
+    against `db`; with `store`, an artifact store too."""
+    extra: dict[str, Any] = {}
+    if store:
+        extra["cache"] = {"memory": "16MiB", "dir": str(tmp_path / "store")}
+    return write_rules(
+        tmp_path / "rules.yaml",
+        [{"name": upstream.name, "url": upstream.url}],
+        {"main": {"upstreams": [upstream.name]}},
+        tenants=_tenants("main", "main"),
+        checksum_dbs=[_db_cfg(db)],
+        **extra,
+    )
+
+
 def _tenants(verify_pool: str, plain_pool: str) -> list[dict[str, Any]]:
     return [
         {"id": "devops", "pool": verify_pool, "verify_checksums": True},
@@ -198,14 +216,7 @@ async def test_no_upstream_with_the_right_bytes_is_a_502_naming_both_hashes(
     db = TestSumDB(DB)
     db.add_module(lib)
     async with FixtureProxy(ModuleSet([_tampered(lib)]), name="bad") as bad, db:
-        rules = write_rules(
-            tmp_path / "rules.yaml",
-            [{"name": "bad", "url": bad.url}],
-            {"main": {"upstreams": ["bad"]}},
-            tenants=_tenants("main", "main"),
-            checksum_dbs=[_db_cfg(db)],
-            cache={"memory": "16MiB", "dir": str(tmp_path / "store")},
-        )
+        rules = _one_verifying_pool(tmp_path, bad, db, store=True)
         async with gateway_in_process(rules) as gw:
             zip_url = f"{gw.url}{lib.url_path('zip')}"
             for _ in range(2):  # nothing tampered was cached: the second ask is the same
@@ -225,14 +236,7 @@ async def test_large_zip_is_verified_from_a_spool_and_kept_in_the_store(tmp_path
     db = TestSumDB(DB)
     db.add(big.path, big.version, hash_module(big), hash_mod(big.mod))
     async with FixtureProxy(ModuleSet([big]), name="good") as good, db:
-        rules = write_rules(
-            tmp_path / "rules.yaml",
-            [{"name": "good", "url": good.url}],
-            {"main": {"upstreams": ["good"]}},
-            tenants=_tenants("main", "main"),
-            checksum_dbs=[_db_cfg(db)],
-            cache={"memory": "16MiB", "dir": str(tmp_path / "store")},
-        )
+        rules = _one_verifying_pool(tmp_path, good, db, store=True)
         async with gateway_in_process(rules) as gw:
             url = f"{gw.url}{big.url_path('zip')}"
             first, second = await asyncio.gather(
@@ -287,13 +291,7 @@ async def test_a_bad_signature_fails_closed_and_counts(tmp_path: Path) -> None:
     db.add_module(lib)
     db.tamper_signature = True
     async with FixtureProxy(ModuleSet([lib]), name="good") as good, db:
-        rules = write_rules(
-            tmp_path / "rules.yaml",
-            [{"name": "good", "url": good.url}],
-            {"main": {"upstreams": ["good"]}},
-            tenants=_tenants("main", "main"),
-            checksum_dbs=[_db_cfg(db)],
-        )
+        rules = _one_verifying_pool(tmp_path, good, db)
         async with gateway_in_process(rules) as gw:
             status, body, _ = await _get(f"{gw.url}{lib.url_path('zip')}", tenant="devops")
             assert status == 502
@@ -313,13 +311,7 @@ async def test_a_forked_log_fails_closed_and_raises_the_alarm(tmp_path: Path) ->
     db = TestSumDB(DB)
     db.add_module(first)
     async with FixtureProxy(ModuleSet([first, later]), name="good") as good, db:
-        rules = write_rules(
-            tmp_path / "rules.yaml",
-            [{"name": "good", "url": good.url}],
-            {"main": {"upstreams": ["good"]}},
-            tenants=_tenants("main", "main"),
-            checksum_dbs=[_db_cfg(db)],
-        )
+        rules = _one_verifying_pool(tmp_path, good, db)
         async with gateway_in_process(rules) as gw:
             status, _, _ = await _get(f"{gw.url}{first.url_path('zip')}", tenant="devops")
             assert status == 200
@@ -343,14 +335,7 @@ async def test_the_accepted_tree_head_survives_a_restart(tmp_path: Path) -> None
     db = TestSumDB(DB)
     db.add_module(first)
     async with FixtureProxy(ModuleSet([first, later]), name="good") as good, db:
-        rules = write_rules(
-            tmp_path / "rules.yaml",
-            [{"name": "good", "url": good.url}],
-            {"main": {"upstreams": ["good"]}},
-            tenants=_tenants("main", "main"),
-            checksum_dbs=[_db_cfg(db)],
-            cache={"memory": "16MiB", "dir": str(tmp_path / "store")},
-        )
+        rules = _one_verifying_pool(tmp_path, good, db, store=True)
         async with gateway_in_process(rules) as gw:
             status, _, _ = await _get(f"{gw.url}{first.url_path('zip')}", tenant="devops")
             assert status == 200
