@@ -36,10 +36,14 @@ def _unique(items: Iterable[tuple[str, Where]], what: str, ck: Checker) -> None:
     seen: dict[str, Where] = {}
     for name, where in items:
         if name in seen:
-            first = seen[name]
-            _err(ck, where, f"duplicate {what} {name!r} (first at {first.file}:{first.line})")
+            _err(ck, where, f"duplicate {what} {name!r} (first at {_near(seen[name], where)})")
         else:
             seen[name] = where
+
+
+def _near(first: Where, here: Where) -> str:
+    """`line N` for a place in the file being reported, else `FILE:N`."""
+    return f"line {first.line}" if first.file == here.file else f"{first.file}:{first.line}"
 
 
 def _first_source(rules: m.Rules) -> Where:
