@@ -2,7 +2,8 @@
 
 PyYAML's composer gives nodes with positions; this module turns them into
 plain Python values whose mappings and sequences remember the line of every
-key and item. Duplicate keys, which PyYAML would silently overwrite, are
+key, value and item, so a problem with a value is reported where the value
+is written. Duplicate keys, which PyYAML would silently overwrite, are
 reported.
 """
 
@@ -30,14 +31,23 @@ class Problem:
 
 
 class LocatedDict(dict[str, Any]):
-    """A mapping from a YAML file that knows its own line and each key's line."""
+    """A mapping from a YAML file that knows its own line and each key's and value's line.
+
+    A value's line is where a text, number or boolean value starts (usually its
+    key's line); for a mapping or list value it is its key's line, whose items
+    have lines of their own.
+    """
 
     file: str
     line: int
     key_lines: dict[str, int]
+    value_lines: dict[str, int]
 
     def line_of(self, key: str) -> int:
         return self.key_lines.get(key, self.line)
+
+    def value_line(self, key: str) -> int:
+        return self.value_lines.get(key, self.line_of(key))
 
 
 class LocatedList(list[Any]):
@@ -71,7 +81,7 @@ class _Reader:
 
     def _mapping(self, node: yaml.MappingNode, line: int) -> LocatedDict:
         out = LocatedDict()
-        out.file, out.line, out.key_lines = self.file, line, {}
+        out.file, out.line, out.key_lines, out.value_lines = self.file, line, {}, {}
         for key_node, value_node in node.value:
             key_line = key_node.start_mark.line + 1
             if not isinstance(key_node, yaml.ScalarNode):
@@ -91,6 +101,10 @@ class _Reader:
                 continue
             out[key] = self.convert(value_node)
             out.key_lines[key] = key_line
+            if isinstance(value_node, yaml.ScalarNode):
+                out.value_lines[key] = value_node.start_mark.line + 1
+            else:
+                out.value_lines[key] = key_line
         return out
 
 

@@ -328,13 +328,12 @@ class MapOf(Spec):
             return _MISSING
         out = _new_located(where)
         for key, item in value.items():
-            line = value.line_of(key) if isinstance(value, LocatedDict) else where.line
+            line, value_line = _lines(value, key, where)
             if self.key.check(key, Where(where.file, line), ck) is _MISSING:
                 continue
-            checked = self.value.check(item, Where(where.file, line), ck)
+            checked = self.value.check(item, Where(where.file, value_line), ck)
             if checked is not _MISSING:
-                out[key] = checked
-                out.key_lines[key] = line
+                _put(out, key, checked, line, value_line)
         return out
 
     def json_schema(self) -> dict[str, Any]:
@@ -359,8 +358,21 @@ class Field:
 
 def _new_located(where: Where) -> LocatedDict:
     out = LocatedDict()
-    out.file, out.line, out.key_lines = where.file, where.line, {}
+    out.file, out.line, out.key_lines, out.value_lines = where.file, where.line, {}, {}
     return out
+
+
+def _lines(value: Any, key: str, where: Where) -> tuple[int, int]:
+    """The lines of `key` and of its value in `value`, as read from the file."""
+    if isinstance(value, LocatedDict):
+        return value.line_of(key), value.value_line(key)
+    return where.line, where.line
+
+
+def _put(out: LocatedDict, key: str, checked: Any, line: int, value_line: int) -> None:
+    out[key] = checked
+    out.key_lines[key] = line
+    out.value_lines[key] = value_line
 
 
 @dataclass(frozen=True, slots=True)
@@ -380,16 +392,15 @@ class Obj(Spec):
         present: set[str] = set()
         broken = False
         for key, item in value.items():
-            line = value.line_of(key) if isinstance(value, LocatedDict) else where.line
+            line, value_line = _lines(value, key, where)
             spec = self.fields.get(key)
             if spec is None:
                 ck.error(where.file, line, f"unknown key {key!r}{_suggest(key, self.fields)}")
                 continue
             present.add(key)
-            checked = spec.spec.check(item, Where(where.file, line), ck)
+            checked = spec.spec.check(item, Where(where.file, value_line), ck)
             if checked is not _MISSING:
-                out[key] = checked
-                out.key_lines[key] = line
+                _put(out, key, checked, line, value_line)
         for key, spec in self.fields.items():
             if key in out:
                 continue
