@@ -152,13 +152,10 @@ def _bucket(raw: Any) -> m.Bucket | None:
 
 
 def _where(raw: Any) -> Where:
-    return Where(getattr(raw, "file", "<rules>"), getattr(raw, "line", 0))
-
-
-def _key_where(raw: Any, key: str) -> Where:
+    """Where an object was written, with the lines of its keys and items for later checks."""
     if isinstance(raw, LocatedDict):
-        return Where(raw.file, raw.line_of(key))
-    return _where(raw)
+        return Where.of(raw)
+    return Where(getattr(raw, "file", "<rules>"), getattr(raw, "line", 0))
 
 
 def _upstream(raw: Any) -> m.Upstream:
@@ -259,7 +256,7 @@ def build_rules(doc: dict[str, Any], sources: tuple[str, ...]) -> m.Rules:
         default=m.Default(
             pool=doc["default"].get("pool"),
             anonymous=doc["default"]["anonymous"],
-            where=_key_where(doc["default"], "pool"),
+            where=_where(doc["default"]),
         ),
         tenants=tuple(_tenant(t) for t in doc.get("tenants", ())),
         routes=tuple(_route(r) for r in doc.get("routes", ())),

@@ -14,9 +14,9 @@ from router.core.versions import GoVersionConstraint
 
 def cross_check(rules: m.Rules, ck: Checker) -> None:
     """Report every problem that needs more than one key to see."""
-    _unique(((u.name, u.where) for u in rules.upstreams), "upstream", ck)
-    _unique(((t.id, t.where) for t in rules.tenants), "tenant", ck)
-    _unique(((r.name, r.where) for r in rules.routes), "route", ck)
+    _unique(((u.name, u.where.at("name")) for u in rules.upstreams), "upstream", ck)
+    _unique(((t.id, t.where.at("id")) for t in rules.tenants), "tenant", ck)
+    _unique(((r.name, r.where.at("name")) for r in rules.routes), "route", ck)
     _check_presence(rules, ck)
     _check_pools(rules, ck)
     _check_references(rules, ck)
@@ -61,11 +61,12 @@ def _check_pools(rules: m.Rules, ck: Checker) -> None:
     known = {u.name for u in rules.upstreams}
     for pool in rules.pools:
         seen: set[str] = set()
-        for name in pool.upstreams:
+        for index, name in enumerate(pool.upstreams):
+            where = pool.where.at("upstreams", index)
             if name not in known:
-                _err(ck, pool.where, f"pool {pool.name!r} names unknown upstream {name!r}")
+                _err(ck, where, f"pool {pool.name!r} names unknown upstream {name!r}")
             elif name in seen:
-                _err(ck, pool.where, f"pool {pool.name!r} lists upstream {name!r} twice")
+                _err(ck, where, f"pool {pool.name!r} lists upstream {name!r} twice")
             seen.add(name)
 
 
@@ -73,26 +74,52 @@ def _check_references(rules: m.Rules, ck: Checker) -> None:
     pools = {p.name for p in rules.pools}
     tenants = {t.id for t in rules.tenants}
     upstreams = {u.name for u in rules.upstreams}
-    if rules.default.pool is not None and rules.default.pool not in pools:
-        _err(ck, rules.default.where, f"default.pool names unknown pool {rules.default.pool!r}")
+    default = rules.default
+    if default.pool is not None and default.pool not in pools:
+        _err(ck, default.where.at("pool"), f"default.pool names unknown pool {default.pool!r}")
     for tenant in rules.tenants:
         if tenant.pool is not None and tenant.pool not in pools:
-            _err(ck, tenant.where, f"tenant {tenant.id!r} names unknown pool {tenant.pool!r}")
+            _err(
+                ck,
+                tenant.where.at("pool"),
+                f"tenant {tenant.id!r} names unknown pool {tenant.pool!r}",
+            )
     for route in rules.routes:
         if route.pool not in pools:
-            _err(ck, route.where, f"route {route.name!r} names unknown pool {route.pool!r}")
-        for tid in route.match.tenant:
+            _err(
+                ck,
+                route.where.at("pool"),
+                f"route {route.name!r} names unknown pool {route.pool!r}",
+            )
+        for index, tid in enumerate(route.match.tenant):
             if tid not in tenants:
-                _err(ck, route.where, f"route {route.name!r} matches unknown tenant {tid!r}")
+                _err(
+                    ck,
+                    route.where.at("match", "tenant", index),
+                    f"route {route.name!r} matches unknown tenant {tid!r}",
+                )
+    _check_rollouts(rules, upstreams, ck)
+
+
+def _check_rollouts(rules: m.Rules, upstreams: set[str], ck: Checker) -> None:
     candidates: set[str] = set()
     for rollout in rules.rollouts:
-        for name in (rollout.upstream, rollout.compare_with):
+        for key in ("upstream", "compare_with"):
+            name = getattr(rollout, key)
             if name not in upstreams:
-                _err(ck, rollout.where, f"rollout names unknown upstream {name!r}")
+                _err(ck, rollout.where.at(key), f"rollout names unknown upstream {name!r}")
         if rollout.upstream == rollout.compare_with:
-            _err(ck, rollout.where, f"rollout compares {rollout.upstream!r} with itself")
+            _err(
+                ck,
+                rollout.where.at("compare_with"),
+                f"rollout compares {rollout.upstream!r} with itself",
+            )
         if rollout.upstream in candidates:
-            _err(ck, rollout.where, f"upstream {rollout.upstream!r} has two rollouts")
+            _err(
+                ck,
+                rollout.where.at("upstream"),
+                f"upstream {rollout.upstream!r} has two rollouts",
+            )
         candidates.add(rollout.upstream)
 
 
@@ -100,17 +127,17 @@ def _check_checksum_dbs(rules: m.Rules, ck: Checker) -> None:
     names: set[str] = set()
     for db in rules.checksum_dbs:
         if db.name in names:
-            _err(ck, db.where, f"checksum database {db.name!r} is listed twice")
+            _err(ck, db.where.at("name"), f"checksum database {db.name!r} is listed twice")
         names.add(db.name)
         try:
             verifier = sumdb.Verifier.parse(db.key)
         except sumdb.SumDBError as exc:
-            _err(ck, db.where, f"checksum database {db.name!r}: bad verifier key ({exc})")
+            _err(ck, db.where.at("key"), f"checksum database {db.name!r}: bad verifier key ({exc})")
             continue
         if verifier.name != db.name:
             _err(
                 ck,
-                db.where,
+                db.where.at("key"),
                 f"checksum database {db.name!r}: its key is for {verifier.name!r}",
             )
 
@@ -129,12 +156,12 @@ def _check_weights(rules: m.Rules, ck: Checker) -> None:
 def _check_tokens(rules: m.Rules, ck: Checker) -> None:
     owner: dict[str, str] = {}
     for tenant in rules.tenants:
-        for token in tenant.tokens:
+        for index, token in enumerate(tenant.tokens):
             other = owner.get(token)
             if other is not None and other != tenant.id:
                 _err(
                     ck,
-                    tenant.where,
+                    tenant.where.at("tokens", index),
                     f"tenant {tenant.id!r} shares a token with tenant {other!r}; "
                     "each token must identify one tenant",
                 )
@@ -149,13 +176,19 @@ def _check_upstream_secrets(rules: m.Rules, ck: Checker) -> None:
         bearer = [x for x in (auth.bearer_env, auth.bearer_file) if x]
         password = [x for x in (auth.password_env, auth.password_file) if x]
         if len(bearer) > 1 or len(password) > 1:
-            _err(ck, up.where, f"upstream {up.name!r}: give a secret either from env or file")
+            _err(
+                ck,
+                up.where.at("auth"),
+                f"upstream {up.name!r}: give a secret either from env or file",
+            )
         if bearer and (auth.user or password):
-            _err(ck, up.where, f"upstream {up.name!r}: auth is bearer or basic, not both")
+            _err(
+                ck, up.where.at("auth"), f"upstream {up.name!r}: auth is bearer or basic, not both"
+            )
         if not bearer and not (auth.user and password):
             _err(
                 ck,
-                up.where,
+                up.where.at("auth"),
                 f"upstream {up.name!r}: auth needs bearer_env/bearer_file, "
                 "or user with password_env/password_file",
             )
@@ -169,7 +202,7 @@ def _check_tls(rules: m.Rules, ck: Checker) -> None:
         _err(ck, _first_source(rules), "tls.client_auth needs tls.client_ca")
     for up in rules.upstreams:
         if up.tls is not None and bool(up.tls.cert) != bool(up.tls.key):
-            _err(ck, up.where, f"upstream {up.name!r}: tls needs both cert and key")
+            _err(ck, up.where.at("tls"), f"upstream {up.name!r}: tls needs both cert and key")
 
 
 def _check_routes(rules: m.Rules, ck: Checker) -> None:
@@ -178,7 +211,8 @@ def _check_routes(rules: m.Rules, ck: Checker) -> None:
             try:
                 GoVersionConstraint.parse(route.match.go_version)
             except ValueError as exc:
-                _err(ck, route.where, f"route {route.name!r}: bad go_version: {exc}")
+                where = route.where.at("match", "go_version")
+                _err(ck, where, f"route {route.name!r}: bad go_version: {exc}")
     if any(not p.warning for p in ck.problems):
         return  # dropped (invalid) matchers would make routes look broader than written
     for later, earlier in shadowing(rules.routes):

@@ -35,12 +35,48 @@ class Checker:
         self.problems.append(Problem(file, line, message, warning=True))
 
 
+# The way to a key or list item inside a value: ("match", "tenant", 0).
+LinePath = tuple[str | int, ...]
+
+
 @dataclass(frozen=True, slots=True)
 class Where:
-    """The file and line a value came from."""
+    """The file and line a value came from, and the lines of what is written inside it."""
 
     file: str
     line: int
+    inner: Mapping[LinePath, int] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def of(cls, value: LocatedDict) -> Where:
+        """Where a checked mapping was written, with the line of every key and item in it."""
+        lines: dict[LinePath, int] = {}
+        _collect_lines(value, (), lines)
+        return cls(value.file, value.line, lines)
+
+    def at(self, *path: str | int) -> Where:
+        """Where the key or list item at `path` was written, e.g. at("upstreams", 1).
+
+        A path that was not written (a default) falls back to the nearest key
+        around it that was, and at last to this value's own line.
+        """
+        while path:
+            line = self.inner.get(path)
+            if line is not None:
+                return Where(self.file, line)
+            path = path[:-1]
+        return Where(self.file, self.line)
+
+
+def _collect_lines(value: Any, path: LinePath, lines: dict[LinePath, int]) -> None:
+    if isinstance(value, LocatedDict):
+        for key, line in value.value_lines.items():
+            lines[(*path, key)] = line
+            _collect_lines(value[key], (*path, key), lines)
+    elif isinstance(value, LocatedList):
+        for index, line in enumerate(value.item_lines):
+            lines[(*path, index)] = line
+            _collect_lines(value[index], (*path, index), lines)
 
 
 class Spec:
