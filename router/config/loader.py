@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from router.config import model as m
+from router.config.names import declare
 from router.config.schema import LIST_KEYS, MAP_KEYS, RULES
 from router.config.semantic import cross_check
-from router.config.source import LocatedDict, Problem, read_yaml
+from router.config.source import LocatedDict, LocatedList, Problem, read_yaml
 from router.config.spec import Checker, Where
 
 
@@ -64,15 +65,22 @@ def load_rules(paths: Sequence[Path]) -> LoadResult:
     """Load, merge and check rules from files and folders."""
     files, problems = rule_files(paths)
     checker = Checker(problems)
+    complete = not problems  # every file was read as a mapping: every name is known
+    written: list[LocatedDict] = []
     docs: list[LocatedDict] = []
     for path in files:
         raw, found = read_yaml(path)
         checker.problems.extend(found)
         if raw is None:
+            complete = complete and not found
             if not found:
                 checker.error(str(path), 1, "the file is empty")
             continue
-        checked = RULES.check(raw, Where(str(path), 1), checker)
+        complete = complete and isinstance(raw, LocatedDict)
+        if isinstance(raw, LocatedDict):
+            written.append(raw)
+        top = raw.line if isinstance(raw, LocatedList) else 1
+        checked = RULES.check(raw, Where(str(path), top), checker)
         if isinstance(checked, LocatedDict):
             docs.append(checked)
     if not docs:
@@ -85,7 +93,7 @@ def load_rules(paths: Sequence[Path]) -> LoadResult:
     except (KeyError, TypeError, ValueError):
         # Only reachable when the schema already reported why; those problems stand.
         return LoadResult(None, _sorted(checker.problems))
-    cross_check(rules, checker)
+    cross_check(rules, declare(written, complete, checker), checker)
     if any(not p.warning for p in checker.problems):
         return LoadResult(None, _sorted(checker.problems))
     return LoadResult(rules, _sorted(checker.problems))

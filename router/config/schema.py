@@ -17,6 +17,7 @@ from router.config.spec import (
     NAME,
     RATE,
     REDIS_URL,
+    REF,
     REGEX,
     SIZE,
     TOKEN_HASH,
@@ -173,7 +174,7 @@ CACHE = Obj(
 
 POOL = Obj(
     {
-        "upstreams": Field(ListOf(NAME, min_items=1), required=True),
+        "upstreams": Field(ListOf(REF, min_items=1), required=True),
         "fallback": Field(Str(choices=("not-found", "any-error")), default="not-found"),
         "mode": Field(
             Str(choices=("best", "weighted", "ordered")),
@@ -193,7 +194,7 @@ TENANT = Obj(
     {
         "id": Field(NAME, required=True),
         "tokens": Field(ListOf(TOKEN_HASH), default=()),
-        "pool": Field(NAME),
+        "pool": Field(REF),
         "private": Field(GLOBS, default=()),
         "allow": Field(GLOBS, default=()),
         "deny": Field(GLOBS, default=()),
@@ -217,7 +218,7 @@ ROUTE = Obj(
         "match": Field(
             Obj(
                 {
-                    "tenant": Field(ListOf(NAME, one_or_many=True)),
+                    "tenant": Field(ListOf(REF, one_or_many=True)),
                     "go_version": Field(Str()),
                     "module": Field(GLOBS),
                     "kind": Field(ListOf(Str(choices=KINDS), one_or_many=True)),
@@ -228,7 +229,7 @@ ROUTE = Obj(
             ),
             default=None,
         ),
-        "pool": Field(NAME, required=True),
+        "pool": Field(REF, required=True),
         "prefer_fresh": Field(Bool(), default=False),
         "verify_checksums": Field(Bool()),
     }
@@ -265,7 +266,7 @@ RULES = Obj(
         "default": Field(
             Obj(
                 {
-                    "pool": Field(NAME),
+                    "pool": Field(REF),
                     "anonymous": Field(Bool(), default=True),
                 }
             ),
@@ -297,8 +298,8 @@ RULES = Obj(
             ListOf(
                 Obj(
                     {
-                        "upstream": Field(NAME, required=True),
-                        "compare_with": Field(NAME, required=True),
+                        "upstream": Field(REF, required=True),
+                        "compare_with": Field(REF, required=True),
                         "sample": Field(Number(minimum=0, maximum=1), default=0.1),
                         "max_mismatch": Field(Number(minimum=0, maximum=1), default=0.05),
                         "window": Field(DURATION, default=30.0),

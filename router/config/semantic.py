@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 
 from router.config import model as m
+from router.config.names import Declared
 from router.config.spec import Checker, Where
 from router.core import sumdb
 from router.core.routing import shadowing
 from router.core.versions import GoVersionConstraint
 
 
-def cross_check(rules: m.Rules, ck: Checker) -> None:
-    """Report every problem that needs more than one key to see."""
-    _unique(((u.name, u.where.at("name")) for u in rules.upstreams), "upstream", ck)
-    _unique(((t.id, t.where.at("id")) for t in rules.tenants), "tenant", ck)
-    _unique(((r.name, r.where.at("name")) for r in rules.routes), "route", ck)
-    _check_presence(rules, ck)
-    _check_pools(rules, ck)
-    _check_references(rules, ck)
+def cross_check(rules: m.Rules, names: Declared, ck: Checker) -> None:
+    """Report every problem that needs more than one key to see.
+
+    Whether a name exists is asked of `names` (every object written, even one
+    left out of `rules` for a problem already reported), never of `rules`.
+    """
+    _check_presence(names, rules, ck)
+    _check_pools(rules, names, ck)
+    _check_references(rules, names, ck)
+    _check_rollouts(rules, names, ck)
     _check_weights(rules, ck)
     _check_checksum_dbs(rules, ck)
     _check_tokens(rules, ck)
@@ -32,81 +34,59 @@ def _err(ck: Checker, where: Where, message: str) -> None:
     ck.error(where.file, where.line, message)
 
 
-def _unique(items: Iterable[tuple[str, Where]], what: str, ck: Checker) -> None:
-    seen: dict[str, Where] = {}
-    for name, where in items:
-        if name in seen:
-            _err(ck, where, f"duplicate {what} {name!r} (first at {_near(seen[name], where)})")
-        else:
-            seen[name] = where
-
-
-def _near(first: Where, here: Where) -> str:
-    """`line N` for a place in the file being reported, else `FILE:N`."""
-    return f"line {first.line}" if first.file == here.file else f"{first.file}:{first.line}"
-
-
 def _first_source(rules: m.Rules) -> Where:
     return Where(rules.sources[0] if rules.sources else "<rules>", 1)
 
 
-def _check_presence(rules: m.Rules, ck: Checker) -> None:
-    if not rules.upstreams:
+def _check_presence(names: Declared, rules: m.Rules, ck: Checker) -> None:
+    if names.upstreams.complete and not names.upstreams.first:
         _err(ck, _first_source(rules), "no upstreams defined: add at least one under 'upstreams'")
-    if not rules.pools:
+    if names.pools.complete and not names.pools.first:
         _err(ck, _first_source(rules), "no pools defined: add at least one under 'pools'")
 
 
-def _check_pools(rules: m.Rules, ck: Checker) -> None:
-    known = {u.name for u in rules.upstreams}
+def _check_pools(rules: m.Rules, names: Declared, ck: Checker) -> None:
     for pool in rules.pools:
         seen: set[str] = set()
         for index, name in enumerate(pool.upstreams):
             where = pool.where.at("upstreams", index)
-            if name not in known:
+            if names.upstreams.lacks(name):
                 _err(ck, where, f"pool {pool.name!r} names unknown upstream {name!r}")
             elif name in seen:
                 _err(ck, where, f"pool {pool.name!r} lists upstream {name!r} twice")
             seen.add(name)
 
 
-def _check_references(rules: m.Rules, ck: Checker) -> None:
-    pools = {p.name for p in rules.pools}
-    tenants = {t.id for t in rules.tenants}
-    upstreams = {u.name for u in rules.upstreams}
+def _check_references(rules: m.Rules, names: Declared, ck: Checker) -> None:
     default = rules.default
-    if default.pool is not None and default.pool not in pools:
+    if default.pool is not None and names.pools.lacks(default.pool):
         _err(ck, default.where.at("pool"), f"default.pool names unknown pool {default.pool!r}")
     for tenant in rules.tenants:
-        if tenant.pool is not None and tenant.pool not in pools:
+        if tenant.pool is not None and names.pools.lacks(tenant.pool):
             _err(
                 ck,
                 tenant.where.at("pool"),
                 f"tenant {tenant.id!r} names unknown pool {tenant.pool!r}",
             )
     for route in rules.routes:
-        if route.pool not in pools:
-            _err(
-                ck,
-                route.where.at("pool"),
-                f"route {route.name!r} names unknown pool {route.pool!r}",
-            )
+        if names.pools.lacks(route.pool):
+            where = route.where.at("pool")
+            _err(ck, where, f"route {route.name!r} names unknown pool {route.pool!r}")
         for index, tid in enumerate(route.match.tenant):
-            if tid not in tenants:
+            if names.tenants.lacks(tid):
                 _err(
                     ck,
                     route.where.at("match", "tenant", index),
                     f"route {route.name!r} matches unknown tenant {tid!r}",
                 )
-    _check_rollouts(rules, upstreams, ck)
 
 
-def _check_rollouts(rules: m.Rules, upstreams: set[str], ck: Checker) -> None:
+def _check_rollouts(rules: m.Rules, names: Declared, ck: Checker) -> None:
     candidates: set[str] = set()
     for rollout in rules.rollouts:
         for key in ("upstream", "compare_with"):
             name = getattr(rollout, key)
-            if name not in upstreams:
+            if names.upstreams.lacks(name):
                 _err(ck, rollout.where.at(key), f"rollout names unknown upstream {name!r}")
         if rollout.upstream == rollout.compare_with:
             _err(

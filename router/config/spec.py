@@ -310,6 +310,32 @@ NAME = Str(pattern=r"[a-z0-9][a-z0-9-]*", hint=" (use lower-case letters, digits
 
 
 @dataclass(frozen=True, slots=True)
+class Ref(Spec):
+    """The name of an object defined elsewhere in the rules (an upstream, pool or tenant).
+
+    Only its type is checked here; whether it names something is looked up
+    afterwards (semantic.py). So a reference to an object whose own name is
+    invalid is not reported a second time, and a misspelt one reads "unknown".
+    The JSON Schema still shows the name pattern: a valid reference matches it.
+    """
+
+    name: Str = NAME
+    description: str = ""
+
+    def check(self, value: Any, where: Where, ck: Checker) -> Any:
+        if not isinstance(value, str):
+            ck.error(where.file, where.line, f"expected a name, got {_type_name(value)}")
+            return _MISSING
+        return value
+
+    def json_schema(self) -> dict[str, Any]:
+        return self.name.json_schema()
+
+
+REF = Ref()
+
+
+@dataclass(frozen=True, slots=True)
 class ListOf(Spec):
     """A list of items; with `one_or_many`, a single item is accepted as a list of one."""
 

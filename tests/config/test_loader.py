@@ -36,6 +36,8 @@ def test_broken_rules_report_file_and_line(path: Path, capsys: pytest.CaptureFix
     printed = (captured.err + captured.out).splitlines()
     missing = [e for e in expected if e not in printed]
     assert not missing, f"not printed: {missing}; printed: {printed}"
+    extra = [p for p in printed if p not in expected]
+    assert not extra, f"printed but not expected (a follow-on error?): {extra}"
 
 
 def test_validate_cli_exits_1_and_prints_every_problem(capsys: pytest.CaptureFixture[str]) -> None:
