@@ -273,7 +273,7 @@ def build_rules(doc: dict[str, Any], sources: tuple[str, ...]) -> m.Rules:
         trusted_proxies=tuple(doc.get("trusted_proxies", ())),
         redis=doc.get("redis"),
         selection=m.Selection(
-            weights=m.Weights(**selection["weights"], where=_where(selection["weights"])),
+            weights=m.Weights(**selection["weights"]),
             mode=selection["mode"],
             probe_interval=selection["probe_interval"],
             rtt_decay=selection["rtt_decay"],

@@ -131,7 +131,6 @@ class Weights:
     rtt: float = 0.40
     cost: float = 0.35
     heat: float = 0.25
-    where: Where = field(default=NOWHERE, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

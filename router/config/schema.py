@@ -7,9 +7,11 @@ may exist here before the feature that uses it does.
 
 from __future__ import annotations
 
+import math
 from types import MappingProxyType
 from typing import Any
 
+from router.config.source import LocatedDict
 from router.config.spec import (
     CIDR,
     DURATION,
@@ -24,6 +26,7 @@ from router.config.spec import (
     URL,
     AnyOf,
     Bool,
+    Checker,
     Converted,
     Field,
     ListOf,
@@ -33,6 +36,7 @@ from router.config.spec import (
     Str,
 )
 from router.core.protocol import SUMDB_NAME
+from router.core.versions import GoVersionConstraint
 
 
 def _check_glob(value: str) -> str:
@@ -59,9 +63,63 @@ def _check_glob(value: str) -> str:
     return value
 
 
+def _check_go_version(value: str) -> str:
+    GoVersionConstraint.parse(value)
+    return value
+
+
 GLOB = Converted(_check_glob, r"^[^, ]+$", "corp.example.com/*")
+GO_VERSION = Converted(_check_go_version, r"^\s*[<>=!]*\s*(go)?[0-9]", "<1.21")
 GLOBS = ListOf(GLOB, one_or_many=True)
 KINDS = ("list", "info", "mod", "zip", "latest", "sumdb")
+
+
+# Checks of keys against each other. Each runs only when every key of its
+# mapping read cleanly (see Obj), and reports at the key that is wrong.
+
+
+def _sum_to_one(weights: LocatedDict, ck: Checker) -> None:
+    total = weights["rtt"] + weights["cost"] + weights["heat"]
+    if not math.isclose(total, 1.0, abs_tol=1e-6):
+        ck.error(
+            weights.file,
+            weights.line,
+            f"selection.weights must sum to 1 (rtt + cost + heat = {total:g})",
+        )
+
+
+def _cert_with_key(tls: LocatedDict, ck: Checker) -> None:
+    if bool(tls.get("cert")) != bool(tls.get("key")):
+        given = "cert" if tls.get("cert") else "key"
+        ck.error(
+            tls.file, tls.value_line(given), f"tls needs both cert and key (only {given} is set)"
+        )
+
+
+def _server_tls(tls: LocatedDict, ck: Checker) -> None:
+    _cert_with_key(tls, ck)
+    if tls["client_auth"] != "none" and not tls.get("client_ca"):
+        ck.error(tls.file, tls.value_line("client_auth"), "tls.client_auth needs tls.client_ca")
+
+
+def _one_kind_of_auth(auth: LocatedDict, ck: Checker) -> None:
+    """Bearer (from env or file) or basic (user, password from env or file), never both."""
+    bearer = [k for k in ("bearer_env", "bearer_file") if auth.get(k)]
+    basic = [k for k in ("user", "password_env", "password_file") if auth.get(k)]
+    for given in (bearer, [k for k in basic if k != "user"]):
+        if len(given) > 1:
+            where = max(auth.value_line(k) for k in given)
+            ck.error(auth.file, where, f"auth gives the secret twice: {given[0]} and {given[1]}")
+    if bearer and basic:
+        where = max(auth.value_line(bearer[0]), auth.value_line(basic[0]))
+        ck.error(auth.file, where, "auth is bearer or basic, not both")
+    elif not bearer and not ("user" in basic and len(basic) > 1):
+        ck.error(
+            auth.file,
+            auth.line,
+            "auth needs bearer_env/bearer_file, or user with password_env/password_file",
+        )
+
 
 TLS_SERVER = Obj(
     {
@@ -69,7 +127,8 @@ TLS_SERVER = Obj(
         "key": Field(Str(), description="PEM private key"),
         "client_ca": Field(Str(), description="CA bundle that signs client certificates"),
         "client_auth": Field(Str(choices=("none", "optional", "require")), default="none"),
-    }
+    },
+    whole=_server_tls,
 )
 
 SELECTION = Obj(
@@ -80,7 +139,8 @@ SELECTION = Obj(
                     "rtt": Field(Number(minimum=0, maximum=1), default=0.40),
                     "cost": Field(Number(minimum=0, maximum=1), default=0.35),
                     "heat": Field(Number(minimum=0, maximum=1), default=0.25),
-                }
+                },
+                whole=_sum_to_one,
             ),
             default=None,
         ),
@@ -131,7 +191,8 @@ UPSTREAM = Obj(
                     "user": Field(Str()),
                     "password_env": Field(Str()),
                     "password_file": Field(Str()),
-                }
+                },
+                whole=_one_kind_of_auth,
             )
         ),
         "tls": Field(
@@ -140,7 +201,8 @@ UPSTREAM = Obj(
                     "ca": Field(Str(), description="CA bundle for this upstream"),
                     "cert": Field(Str(), description="client certificate"),
                     "key": Field(Str(), description="client key"),
-                }
+                },
+                whole=_cert_with_key,
             )
         ),
     }
@@ -219,7 +281,7 @@ ROUTE = Obj(
             Obj(
                 {
                     "tenant": Field(ListOf(REF, one_or_many=True)),
-                    "go_version": Field(Str()),
+                    "go_version": Field(GO_VERSION),
                     "module": Field(GLOBS),
                     "kind": Field(ListOf(Str(choices=KINDS), one_or_many=True)),
                     "header": Field(

@@ -1,15 +1,16 @@
-"""Checks across the whole rule set: names, references, sums, secrets, shadowing."""
+"""Checks across the whole rule set: names, references, tokens, checksum DBs, shadowing.
+
+Checks within one object (weights that sum to 1, auth, cert with key) live
+with the object in schema.py.
+"""
 
 from __future__ import annotations
-
-import math
 
 from router.config import model as m
 from router.config.names import Declared
 from router.config.spec import Checker, Where
 from router.core import sumdb
 from router.core.routing import shadowing
-from router.core.versions import GoVersionConstraint
 
 
 def cross_check(rules: m.Rules, names: Declared, ck: Checker) -> None:
@@ -22,11 +23,8 @@ def cross_check(rules: m.Rules, names: Declared, ck: Checker) -> None:
     _check_pools(rules, names, ck)
     _check_references(rules, names, ck)
     _check_rollouts(rules, names, ck)
-    _check_weights(rules, ck)
     _check_checksum_dbs(rules, ck)
     _check_tokens(rules, ck)
-    _check_upstream_secrets(rules, ck)
-    _check_tls(rules, ck)
     _check_routes(rules, ck)
 
 
@@ -122,17 +120,6 @@ def _check_checksum_dbs(rules: m.Rules, ck: Checker) -> None:
             )
 
 
-def _check_weights(rules: m.Rules, ck: Checker) -> None:
-    w = rules.selection.weights
-    total = w.rtt + w.cost + w.heat
-    if not math.isclose(total, 1.0, abs_tol=1e-6):
-        _err(
-            ck,
-            w.where,
-            f"selection.weights must sum to 1 (rtt + cost + heat = {total:g})",
-        )
-
-
 def _check_tokens(rules: m.Rules, ck: Checker) -> None:
     owner: dict[str, str] = {}
     for tenant in rules.tenants:
@@ -148,51 +135,7 @@ def _check_tokens(rules: m.Rules, ck: Checker) -> None:
             owner[token] = tenant.id
 
 
-def _check_upstream_secrets(rules: m.Rules, ck: Checker) -> None:
-    for up in rules.upstreams:
-        auth = up.auth
-        if auth is None:
-            continue
-        bearer = [x for x in (auth.bearer_env, auth.bearer_file) if x]
-        password = [x for x in (auth.password_env, auth.password_file) if x]
-        if len(bearer) > 1 or len(password) > 1:
-            _err(
-                ck,
-                up.where.at("auth"),
-                f"upstream {up.name!r}: give a secret either from env or file",
-            )
-        if bearer and (auth.user or password):
-            _err(
-                ck, up.where.at("auth"), f"upstream {up.name!r}: auth is bearer or basic, not both"
-            )
-        if not bearer and not (auth.user and password):
-            _err(
-                ck,
-                up.where.at("auth"),
-                f"upstream {up.name!r}: auth needs bearer_env/bearer_file, "
-                "or user with password_env/password_file",
-            )
-
-
-def _check_tls(rules: m.Rules, ck: Checker) -> None:
-    tls = rules.tls
-    if tls is not None and bool(tls.cert) != bool(tls.key):
-        _err(ck, _first_source(rules), "tls needs both cert and key")
-    if tls is not None and tls.client_auth != "none" and not tls.client_ca:
-        _err(ck, _first_source(rules), "tls.client_auth needs tls.client_ca")
-    for up in rules.upstreams:
-        if up.tls is not None and bool(up.tls.cert) != bool(up.tls.key):
-            _err(ck, up.where.at("tls"), f"upstream {up.name!r}: tls needs both cert and key")
-
-
 def _check_routes(rules: m.Rules, ck: Checker) -> None:
-    for route in rules.routes:
-        if route.match.go_version is not None:
-            try:
-                GoVersionConstraint.parse(route.match.go_version)
-            except ValueError as exc:
-                where = route.where.at("match", "go_version")
-                _err(ck, where, f"route {route.name!r}: bad go_version: {exc}")
     if any(not p.warning for p in ck.problems):
         return  # dropped (invalid) matchers would make routes look broader than written
     for later, earlier in shadowing(rules.routes):

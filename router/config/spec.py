@@ -439,20 +439,42 @@ def _put(out: LocatedDict, key: str, checked: Any, line: int, value_line: int) -
 
 @dataclass(frozen=True, slots=True)
 class Obj(Spec):
-    """A mapping with known keys; unknown keys are errors with a suggestion."""
+    """A mapping with known keys; unknown keys are errors with a suggestion.
+
+    `whole` checks keys against each other (a cert needs a key, weights sum
+    to 1). It runs only when every key read cleanly: a refused value has been
+    replaced by its default, and judging the default would report the same
+    mistake twice.
+    """
 
     fields: Mapping[str, Field]
     description: str = ""
+    whole: Callable[[LocatedDict, Checker], None] | None = None
 
     def check(self, value: Any, where: Where, ck: Checker) -> Any:
+        out, complete = self.read(value, where, ck)
+        return out if out is not None and complete else _MISSING
+
+    def read(self, value: Any, where: Where, ck: Checker) -> tuple[LocatedDict | None, bool]:
+        """The keys that read cleanly (None if `value` is no mapping), and whether every
+        required key did."""
         if value is None:
             value = {}
         if not isinstance(value, dict):
             ck.error(where.file, where.line, f"expected a mapping, got {_type_name(value)}")
-            return _MISSING
+            return None, False
+        before = len(ck.problems)
         out = _new_located(where)
+        present = self._read_keys(value, where, ck, out)
+        complete = self._fill_defaults(out, present, ck)
+        if complete and self.whole is not None and len(ck.problems) == before:
+            self.whole(out, ck)
+        return out, complete
+
+    def _read_keys(
+        self, value: dict[str, Any], where: Where, ck: Checker, out: LocatedDict
+    ) -> set[str]:
         present: set[str] = set()
-        broken = False
         for key, item in value.items():
             line, value_line = _lines(value, key, where)
             spec = self.fields.get(key)
@@ -463,18 +485,23 @@ class Obj(Spec):
             checked = spec.spec.check(item, Where(where.file, value_line), ck)
             if checked is not _MISSING:
                 _put(out, key, checked, line, value_line)
+        return present
+
+    def _fill_defaults(self, out: LocatedDict, present: set[str], ck: Checker) -> bool:
+        """Defaults for the keys not read; False when a required one is missing or refused."""
+        complete = True
         for key, spec in self.fields.items():
             if key in out:
                 continue
             if spec.required:
-                broken = True
+                complete = False
                 if key not in present:
-                    ck.error(where.file, out.line, f"missing required key {key!r}")
+                    ck.error(out.file, out.line, f"missing required key {key!r}")
             elif spec.default is None and isinstance(spec.spec, Obj):
-                out[key] = spec.spec.check(None, Where(where.file, out.line), ck)
+                out[key] = spec.spec.check(None, Where(out.file, out.line), ck)
             elif spec.default is not _MISSING:
                 out[key] = spec.default
-        return _MISSING if broken else out
+        return complete
 
     def json_schema(self) -> dict[str, Any]:
         props: dict[str, Any] = {}
