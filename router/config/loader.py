@@ -80,8 +80,9 @@ def load_rules(paths: Sequence[Path]) -> LoadResult:
         if isinstance(raw, LocatedDict):
             written.append(raw)
         top = raw.line if isinstance(raw, LocatedList) else 1
-        checked = RULES.check(raw, Where(str(path), top), checker)
-        if isinstance(checked, LocatedDict):
+        # Read what is there even if `version` is wrong or missing: every problem at once.
+        checked, _ = RULES.read(raw, Where(str(path), top), checker)
+        if checked is not None:
             docs.append(checked)
     if not docs:
         if not checker.problems:

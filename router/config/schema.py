@@ -34,6 +34,7 @@ from router.config.spec import (
     Number,
     Obj,
     Str,
+    Version,
 )
 from router.core.protocol import SUMDB_NAME
 from router.core.versions import GoVersionConstraint
@@ -314,7 +315,11 @@ ABUSE = Obj(
 
 RULES = Obj(
     {
-        "version": Field(Number(minimum=1, maximum=1, integer=True), required=True),
+        "version": Field(
+            Version(supported=1),
+            required=True,
+            missing="no 'version' key: a rules file starts with 'version: 1'",
+        ),
         "listen": Field(LISTEN),
         "tls": Field(TLS_SERVER),
         "trusted_proxies": Field(ListOf(CIDR), default=()),

@@ -200,6 +200,30 @@ class Number(Spec):
 
 
 @dataclass(frozen=True, slots=True)
+class Version(Spec):
+    """The rules version a file is written for: only `supported` is read."""
+
+    supported: int
+    description: str = ""
+
+    def check(self, value: Any, where: Where, ck: Checker) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool) and value == self.supported:
+            return value
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            message = f"expected a rules version like {self.supported}, got {_type_name(value)}"
+        else:
+            message = (
+                f"rules version {value} is not supported "
+                f"(this gateway reads version {self.supported})"
+            )
+        ck.error(where.file, where.line, message)
+        return _MISSING
+
+    def json_schema(self) -> dict[str, Any]:
+        return {"type": "integer", "minimum": self.supported, "maximum": self.supported}
+
+
+@dataclass(frozen=True, slots=True)
 class Converted(Spec):
     """Text (or a number) converted by a parse function that raises ValueError."""
 
@@ -416,6 +440,7 @@ class Field:
     required: bool = False
     default: Any = _MISSING
     description: str = ""
+    missing: str = ""  # the message when a required key is absent, if not the usual one
 
 
 def _new_located(where: Where) -> LocatedDict:
@@ -496,7 +521,7 @@ class Obj(Spec):
             if spec.required:
                 complete = False
                 if key not in present:
-                    ck.error(out.file, out.line, f"missing required key {key!r}")
+                    ck.error(out.file, out.line, spec.missing or f"missing required key {key!r}")
             elif spec.default is None and isinstance(spec.spec, Obj):
                 out[key] = spec.spec.check(None, Where(out.file, out.line), ck)
             elif spec.default is not _MISSING:
