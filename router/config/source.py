@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from router.config.yamlerrors import describe
+
 
 @dataclass(frozen=True, slots=True)
 class Problem:
@@ -124,14 +126,16 @@ def parse_yaml(text: str, name: str) -> tuple[Any, list[Problem]]:
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else 1
-        return None, [Problem(name, line, f"YAML syntax error: {exc.problem or exc}")]
+        line, message = describe(exc, text)
+        return None, [Problem(name, line, message)]
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        return None, [Problem(name, line, f"character {exc.character:#x} is not allowed in YAML")]
     except yaml.YAMLError as exc:
-        return None, [Problem(name, 1, f"YAML error: {exc}")]
+        return None, [Problem(name, 1, "YAML error: " + " ".join(str(exc).split()))]
     if node is None:
         return None, []
     try:
         return reader.convert(node), reader.problems
     except yaml.YAMLError as exc:
-        return None, [Problem(name, 1, f"YAML error: {exc}")]
+        return None, [Problem(name, 1, "YAML error: " + " ".join(str(exc).split()))]

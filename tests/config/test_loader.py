@@ -126,6 +126,8 @@ def test_schema_command_prints_json_schema(capsys: pytest.CaptureFixture[str]) -
         "version: 1\ntenants: [{}]\nroutes: [{}]\n",
         "version: 2\n",
         "version: 1\nselection: {weights: {rtt: x}}\n",
+        'version: 1\nredis: "bell\x07"\n',
+        "version: 1\npools: {a: [\n",
     ],
 )
 def test_loader_never_raises(tmp_path: Path, text: str) -> None:
