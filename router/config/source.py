@@ -65,6 +65,24 @@ class LocatedList(list[Any]):
         return self.line
 
 
+class Unreadable:
+    """A scalar PyYAML could not build (`2024-13-01` read as a date): already reported."""
+
+    def __repr__(self) -> str:
+        return "<unreadable>"
+
+
+UNREADABLE = Unreadable()
+
+_KINDS = {
+    "tag:yaml.org,2002:timestamp": "a date",
+    "tag:yaml.org,2002:int": "a number",
+    "tag:yaml.org,2002:float": "a number",
+    "tag:yaml.org,2002:bool": "true or false",
+    "tag:yaml.org,2002:binary": "base64",
+}
+
+
 @dataclass(slots=True)
 class _Reader:
     file: str
@@ -79,7 +97,19 @@ class _Reader:
             seq.file, seq.line = self.file, line
             seq.item_lines = [item.start_mark.line + 1 for item in node.value]
             return seq
-        return yaml.SafeLoader("").construct_object(node, deep=True)
+        return self._scalar(node, line)
+
+    def _scalar(self, node: yaml.Node, line: int) -> Any:
+        """A scalar's value; one PyYAML cannot build is a problem, and UNREADABLE."""
+        try:
+            return yaml.SafeLoader("").construct_object(node, deep=True)
+        except yaml.constructor.ConstructorError:
+            message = f"unknown tag {node.tag!r}: quote the value if it is text"
+        except (ValueError, TypeError) as exc:
+            kind = _KINDS.get(node.tag, "a value")
+            message = f"{node.value!r} cannot be read as {kind} ({exc}): quote it if it is text"
+        self.problems.append(Problem(self.file, line, message))
+        return UNREADABLE
 
     def _mapping(self, node: yaml.MappingNode, line: int) -> LocatedDict:
         out = LocatedDict()
@@ -135,7 +165,5 @@ def parse_yaml(text: str, name: str) -> tuple[Any, list[Problem]]:
         return None, [Problem(name, 1, "YAML error: " + " ".join(str(exc).split()))]
     if node is None:
         return None, []
-    try:
-        return reader.convert(node), reader.problems
-    except yaml.YAMLError as exc:
-        return None, [Problem(name, 1, "YAML error: " + " ".join(str(exc).split()))]
+    doc = reader.convert(node)
+    return (None if doc is UNREADABLE else doc), reader.problems

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from router.config.source import LocatedDict, LocatedList, Problem
+from router.config.source import UNREADABLE, LocatedDict, LocatedList, Problem
 from router.config.units import parse_duration, parse_rate, parse_size
 
 _MISSING: Any = object()
@@ -105,6 +105,11 @@ def _type_name(value: Any) -> str:
     if isinstance(value, dict):
         return "a mapping"
     return type(value).__name__
+
+
+def _check(spec: Spec, value: Any, where: Where, ck: Checker) -> Any:
+    """`spec.check`, except for a value the YAML reader could not build: it was reported."""
+    return _MISSING if value is UNREADABLE else spec.check(value, where, ck)
 
 
 @dataclass(frozen=True, slots=True)
@@ -384,7 +389,7 @@ class ListOf(Spec):
         out = LocatedList()
         out.file, out.line, out.item_lines = where.file, where.line, []
         for item, line in zip(value, lines, strict=True):
-            checked = self.item.check(item, Where(where.file, line), ck)
+            checked = _check(self.item, item, Where(where.file, line), ck)
             if checked is not _MISSING:
                 out.append(checked)
                 out.item_lines.append(line)
@@ -417,7 +422,7 @@ class MapOf(Spec):
             line, value_line = _lines(value, key, where)
             if self.key.check(key, Where(where.file, line), ck) is _MISSING:
                 continue
-            checked = self.value.check(item, Where(where.file, value_line), ck)
+            checked = _check(self.value, item, Where(where.file, value_line), ck)
             if checked is not _MISSING:
                 _put(out, key, checked, line, value_line)
         return out
@@ -507,7 +512,7 @@ class Obj(Spec):
                 ck.error(where.file, line, f"unknown key {key!r}{_suggest(key, self.fields)}")
                 continue
             present.add(key)
-            checked = spec.spec.check(item, Where(where.file, value_line), ck)
+            checked = _check(spec.spec, item, Where(where.file, value_line), ck)
             if checked is not _MISSING:
                 _put(out, key, checked, line, value_line)
         return present
