@@ -239,6 +239,7 @@ def _limits(raw: Any) -> m.Limits | None:
             throttle=_bucket(abuse.get("throttle")),
             cooldown=abuse["cooldown"],
             exempt=tuple(abuse["exempt"]),
+            where=_where(abuse),
         )
         if abuse is not None
         else None,

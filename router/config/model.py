@@ -184,7 +184,8 @@ class Abuse:
     action: Literal["flag", "throttle"] = "flag"
     throttle: Bucket | None = None
     cooldown: float = 900.0
-    exempt: tuple[str, ...] = ()
+    exempt: tuple[str, ...] = ()  # IP networks or tenant ids
+    where: Where = field(default=NOWHERE, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ class Names:
     what: str
     first: dict[str, Where] = field(default_factory=dict)
     complete: bool = True
+    written: Where | None = None  # where the list or mapping of them was first written
 
     def lacks(self, name: str) -> bool:
         """True when `name` is surely not defined (every name could be read)."""
@@ -58,29 +59,38 @@ def declare(docs: Sequence[LocatedDict], complete: bool, ck: Checker) -> Declare
         routes=Names("route", complete=complete),
     )
     for doc in docs:
-        _list_names(doc.get("upstreams"), "name", found.upstreams, ck)
-        _list_names(doc.get("tenants"), "id", found.tenants, ck)
-        _list_names(doc.get("routes"), "name", found.routes, ck)
-        _map_names(doc.get("pools"), found.pools)
+        _list_names(doc, "upstreams", "name", found.upstreams, ck)
+        _list_names(doc, "tenants", "id", found.tenants, ck)
+        _list_names(doc, "routes", "name", found.routes, ck)
+        _map_names(doc, "pools", found.pools)
     return found
 
 
-def _list_names(items: Any, key: str, names: Names, ck: Checker) -> None:
+def _written(doc: LocatedDict, key: str, names: Names) -> Any:
+    """doc[key] (None when absent), remembering where the first one was written."""
+    if key in doc and names.written is None:
+        names.written = Where(doc.file, doc.line_of(key))
+    return doc.get(key)
+
+
+def _list_names(doc: LocatedDict, key: str, name_key: str, names: Names, ck: Checker) -> None:
+    items = _written(doc, key, names)
     if items is None:
         return
     if not isinstance(items, LocatedList):
         names.complete = False
         return
     for item in items:
-        name = item.get(key) if isinstance(item, LocatedDict) else None
+        name = item.get(name_key) if isinstance(item, LocatedDict) else None
         if not isinstance(name, str):
             names.complete = False
             continue
-        names.add(name, Where(item.file, item.value_line(key)), ck)
+        names.add(name, Where(item.file, item.value_line(name_key)), ck)
 
 
-def _map_names(items: Any, names: Names) -> None:
+def _map_names(doc: LocatedDict, key: str, names: Names) -> None:
     """Pools are keys of one mapping: a pool defined twice is reported by the merge."""
+    items = _written(doc, key, names)
     if items is None:
         return
     if not isinstance(items, LocatedDict):

@@ -6,6 +6,8 @@ with the object in schema.py.
 
 from __future__ import annotations
 
+import ipaddress
+
 from router.config import model as m
 from router.config.names import Declared
 from router.config.spec import Checker, Where
@@ -23,6 +25,7 @@ def cross_check(rules: m.Rules, names: Declared, ck: Checker) -> None:
     _check_pools(rules, names, ck)
     _check_references(rules, names, ck)
     _check_rollouts(rules, names, ck)
+    _check_exempt(rules, names, ck)
     _check_checksum_dbs(rules, ck)
     _check_tokens(rules, ck)
     _check_routes(rules, ck)
@@ -37,10 +40,10 @@ def _first_source(rules: m.Rules) -> Where:
 
 
 def _check_presence(names: Declared, rules: m.Rules, ck: Checker) -> None:
-    if names.upstreams.complete and not names.upstreams.first:
-        _err(ck, _first_source(rules), "no upstreams defined: add at least one under 'upstreams'")
-    if names.pools.complete and not names.pools.first:
-        _err(ck, _first_source(rules), "no pools defined: add at least one under 'pools'")
+    for kind, key in ((names.upstreams, "upstreams"), (names.pools, "pools")):
+        if kind.complete and not kind.first:
+            where = kind.written or _first_source(rules)
+            _err(ck, where, f"no {key} defined: add at least one under {key!r}")
 
 
 def _check_pools(rules: m.Rules, names: Declared, ck: Checker) -> None:
@@ -99,6 +102,23 @@ def _check_rollouts(rules: m.Rules, names: Declared, ck: Checker) -> None:
                 f"upstream {rollout.upstream!r} has two rollouts",
             )
         candidates.add(rollout.upstream)
+
+
+def _check_exempt(rules: m.Rules, names: Declared, ck: Checker) -> None:
+    """limits.abuse.exempt holds IP networks and tenant ids; anything else is a typo."""
+    abuse = rules.limits.abuse if rules.limits is not None else None
+    if abuse is None:
+        return
+    for index, item in enumerate(abuse.exempt):
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            if names.tenants.lacks(item):
+                _err(
+                    ck,
+                    abuse.where.at("exempt", index),
+                    f"limits.abuse.exempt: {item!r} is neither an IP network nor a tenant",
+                )
 
 
 def _check_checksum_dbs(rules: m.Rules, ck: Checker) -> None:
