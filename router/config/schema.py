@@ -73,6 +73,7 @@ GLOB = Converted(_check_glob, r"^[^, ]+$", "corp.example.com/*")
 GO_VERSION = Converted(_check_go_version, r"^\s*[<>=!]*\s*(go)?[0-9]", "<1.21")
 GLOBS = ListOf(GLOB, one_or_many=True)
 KINDS = ("list", "info", "mod", "zip", "latest", "sumdb")
+SUMDB_DB = Str(pattern=SUMDB_NAME, hint=" as a checksum database name (like sum.golang.org)")
 
 
 # Checks of keys against each other. Each runs only when every key of its
@@ -180,7 +181,7 @@ UPSTREAM = Obj(
         "url": Field(URL, required=True),
         "tier": Field(Str(choices=("L0", "L1", "L2", "L3")), default="L1"),
         "cost_per_gb": Field(Number(minimum=0), default=0.0),
-        "sumdb": Field(ListOf(Str(pattern=SUMDB_NAME)), default=()),
+        "sumdb": Field(ListOf(SUMDB_DB), default=()),
         "public": Field(Bool(), default=True),
         "timeouts": Field(TIMEOUTS, default=None),
         "max_connections": Field(Number(minimum=1, integer=True), default=100),
@@ -286,7 +287,10 @@ ROUTE = Obj(
                     "module": Field(GLOBS),
                     "kind": Field(ListOf(Str(choices=KINDS), one_or_many=True)),
                     "header": Field(
-                        MapOf(HEADER_MATCH, key=Str(pattern=r"[A-Za-z0-9-]+", hint=" header name"))
+                        MapOf(
+                            HEADER_MATCH,
+                            key=Str(pattern=r"[A-Za-z0-9-]+", hint=" as a header name"),
+                        )
                     ),
                 }
             ),
@@ -352,7 +356,7 @@ RULES = Obj(
             ListOf(
                 Obj(
                     {
-                        "name": Field(Str(pattern=SUMDB_NAME), required=True),
+                        "name": Field(SUMDB_DB, required=True),
                         "key": Field(Str(), required=True),
                         "url": Field(URL),
                     }

@@ -180,7 +180,8 @@ class Number(Spec):
         ok_type = int if self.integer else (int, float)
         if isinstance(value, bool) or not isinstance(value, ok_type):
             kind = "a whole number" if self.integer else "a number"
-            ck.error(where.file, where.line, f"expected {kind}, got {_type_name(value)}")
+            got = value if isinstance(value, float) else _type_name(value)
+            ck.error(where.file, where.line, f"expected {kind}, got {got}")
             return _MISSING
         low = self.minimum
         if low is not None and (value < low or (self.exclusive_minimum and value == low)):
