@@ -16,14 +16,17 @@ REPO = HERE.parents[1]
 
 
 def _expectations(path: Path) -> list[str]:
-    """The `# expect: LINE: MESSAGE` lines of a broken file (or of every file in a folder)."""
+    """The `# expect: LINE: MESSAGE` lines of a broken file (or of every file in a folder).
+
+    In a folder's files, {dir} stands for the folder, for messages naming another file.
+    """
     files = sorted(path.glob("*.yaml")) if path.is_dir() else [path]
     out = []
     for file in files:
         for line in file.read_text().splitlines():
             match = re.match(r"# expect: (\d+: .*)$", line)
             if match:
-                out.append(f"{file}:{match.group(1)}")
+                out.append(f"{file}:{match.group(1)}".replace("{dir}", str(path)))
     return out
 
 
