@@ -65,39 +65,50 @@ def load_rules(paths: Sequence[Path]) -> LoadResult:
     """Load, merge and check rules from files and folders."""
     files, problems = rule_files(paths)
     checker = Checker(problems)
-    complete = not problems  # every file was read as a mapping: every name is known
-    written: list[LocatedDict] = []
-    docs: list[LocatedDict] = []
-    for path in files:
-        raw, found = read_yaml(path)
-        checker.problems.extend(found)
-        if raw is None:
-            complete = complete and not found
-            if not found:
-                checker.error(str(path), 1, "the file is empty")
-            continue
-        complete = complete and isinstance(raw, LocatedDict)
-        if isinstance(raw, LocatedDict):
-            written.append(raw)
-        top = raw.line if isinstance(raw, LocatedList) else 1
-        # Read what is there even if `version` is wrong or missing: every problem at once.
-        checked, _ = RULES.read(raw, Where(str(path), top), checker)
-        if checked is not None:
-            docs.append(checked)
-    if not docs:
+    read = _read_files(files, checker, complete=not problems)
+    if not read.checked:
         if not checker.problems:
             checker.error(", ".join(str(p) for p in paths), 0, "no rules found")
         return LoadResult(None, _sorted(checker.problems))
-    merged = _merge(docs, checker)
+    merged = _merge(read.checked, checker)
     try:
         rules = build_rules(merged, tuple(str(f) for f in files))
     except (KeyError, TypeError, ValueError):
         # Only reachable when the schema already reported why; those problems stand.
         return LoadResult(None, _sorted(checker.problems))
-    cross_check(rules, declare(written, complete, checker), checker)
+    cross_check(rules, declare(read.written, read.complete, checker), checker)
     if any(not p.warning for p in checker.problems):
         return LoadResult(None, _sorted(checker.problems))
     return LoadResult(rules, _sorted(checker.problems))
+
+
+@dataclass(slots=True)
+class _Read:
+    written: list[LocatedDict] = field(default_factory=list)  # as written: the names defined
+    checked: list[LocatedDict] = field(default_factory=list)  # through the schema
+    complete: bool = True  # every file was read as a mapping, so every name is known
+
+
+def _read_files(files: list[Path], ck: Checker, complete: bool) -> _Read:
+    read = _Read(complete=complete)
+    for path in files:
+        raw, found = read_yaml(path)
+        ck.problems.extend(found)
+        if raw is None:
+            read.complete = read.complete and not found
+            if not found:
+                ck.error(str(path), 1, "the file is empty")
+            continue
+        if isinstance(raw, LocatedDict):
+            read.written.append(raw)
+        else:
+            read.complete = False
+        top = raw.line if isinstance(raw, LocatedList) else 1
+        # Read what is there even if `version` is wrong or missing: every problem at once.
+        checked, _ = RULES.read(raw, Where(str(path), top), ck)
+        if checked is not None:
+            read.checked.append(checked)
+    return read
 
 
 def load_or_raise(paths: Sequence[Path]) -> m.Rules:
