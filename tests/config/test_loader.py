@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -50,6 +52,19 @@ def test_validate_cli_exits_1_and_prints_every_problem(capsys: pytest.CaptureFix
     assert len(err.strip().splitlines()) >= 5
     assert "Traceback" not in err
     assert all(re.match(rf"{re.escape(str(path))}:\d+: ", ln) for ln in err.strip().splitlines())
+
+
+def test_installed_command_prints_the_same_lines() -> None:
+    """The console script, in its own process, prints what the corpus expects: no traceback."""
+    path = HERE / "broken" / "yaml_bad_date.yaml"
+    script = Path(sys.executable).with_name("goproxy-router")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "router"]
+    done = subprocess.run(
+        [*command, "validate", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == _expectations(path)
+    assert done.stdout == ""
 
 
 def test_shipped_rules_validate() -> None:
