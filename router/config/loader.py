@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from router.config import model as m
+from router.config.names import declare
 from router.config.schema import LIST_KEYS, MAP_KEYS, RULES
 from router.config.semantic import cross_check
-from router.config.source import LocatedDict, Problem, read_yaml
+from router.config.source import LocatedDict, LocatedList, Problem, read_yaml
 from router.config.spec import Checker, Where
 
 
@@ -64,31 +65,50 @@ def load_rules(paths: Sequence[Path]) -> LoadResult:
     """Load, merge and check rules from files and folders."""
     files, problems = rule_files(paths)
     checker = Checker(problems)
-    docs: list[LocatedDict] = []
-    for path in files:
-        raw, found = read_yaml(path)
-        checker.problems.extend(found)
-        if raw is None:
-            if not found:
-                checker.error(str(path), 1, "the file is empty")
-            continue
-        checked = RULES.check(raw, Where(str(path), 1), checker)
-        if isinstance(checked, LocatedDict):
-            docs.append(checked)
-    if not docs:
+    read = _read_files(files, checker, complete=not problems)
+    if not read.checked:
         if not checker.problems:
             checker.error(", ".join(str(p) for p in paths), 0, "no rules found")
         return LoadResult(None, _sorted(checker.problems))
-    merged = _merge(docs, checker)
+    merged = _merge(read.checked, checker)
     try:
         rules = build_rules(merged, tuple(str(f) for f in files))
     except (KeyError, TypeError, ValueError):
         # Only reachable when the schema already reported why; those problems stand.
         return LoadResult(None, _sorted(checker.problems))
-    cross_check(rules, checker)
+    cross_check(rules, declare(read.written, read.complete, checker), checker)
     if any(not p.warning for p in checker.problems):
         return LoadResult(None, _sorted(checker.problems))
     return LoadResult(rules, _sorted(checker.problems))
+
+
+@dataclass(slots=True)
+class _Read:
+    written: list[LocatedDict] = field(default_factory=list)  # as written: the names defined
+    checked: list[LocatedDict] = field(default_factory=list)  # through the schema
+    complete: bool = True  # every file was read as a mapping, so every name is known
+
+
+def _read_files(files: list[Path], ck: Checker, complete: bool) -> _Read:
+    read = _Read(complete=complete)
+    for path in files:
+        raw, found = read_yaml(path)
+        ck.problems.extend(found)
+        if raw is None:
+            read.complete = read.complete and not found
+            if not found:
+                ck.error(str(path), 1, "the file is empty")
+            continue
+        if isinstance(raw, LocatedDict):
+            read.written.append(raw)
+        else:
+            read.complete = False
+        top = raw.line if isinstance(raw, LocatedList) else 1
+        # Read what is there even if `version` is wrong or missing: every problem at once.
+        checked, _ = RULES.read(raw, Where(str(path), top), ck)
+        if checked is not None:
+            read.checked.append(checked)
+    return read
 
 
 def load_or_raise(paths: Sequence[Path]) -> m.Rules:
@@ -152,13 +172,10 @@ def _bucket(raw: Any) -> m.Bucket | None:
 
 
 def _where(raw: Any) -> Where:
-    return Where(getattr(raw, "file", "<rules>"), getattr(raw, "line", 0))
-
-
-def _key_where(raw: Any, key: str) -> Where:
+    """Where an object was written, with the lines of its keys and items for later checks."""
     if isinstance(raw, LocatedDict):
-        return Where(raw.file, raw.line_of(key))
-    return _where(raw)
+        return Where.of(raw)
+    return Where(getattr(raw, "file", "<rules>"), getattr(raw, "line", 0))
 
 
 def _upstream(raw: Any) -> m.Upstream:
@@ -233,6 +250,7 @@ def _limits(raw: Any) -> m.Limits | None:
             throttle=_bucket(abuse.get("throttle")),
             cooldown=abuse["cooldown"],
             exempt=tuple(abuse["exempt"]),
+            where=_where(abuse),
         )
         if abuse is not None
         else None,
@@ -259,7 +277,7 @@ def build_rules(doc: dict[str, Any], sources: tuple[str, ...]) -> m.Rules:
         default=m.Default(
             pool=doc["default"].get("pool"),
             anonymous=doc["default"]["anonymous"],
-            where=_key_where(doc["default"], "pool"),
+            where=_where(doc["default"]),
         ),
         tenants=tuple(_tenant(t) for t in doc.get("tenants", ())),
         routes=tuple(_route(r) for r in doc.get("routes", ())),
@@ -268,7 +286,7 @@ def build_rules(doc: dict[str, Any], sources: tuple[str, ...]) -> m.Rules:
         trusted_proxies=tuple(doc.get("trusted_proxies", ())),
         redis=doc.get("redis"),
         selection=m.Selection(
-            weights=m.Weights(**selection["weights"], where=_where(selection["weights"])),
+            weights=m.Weights(**selection["weights"]),
             mode=selection["mode"],
             probe_interval=selection["probe_interval"],
             rtt_decay=selection["rtt_decay"],

@@ -131,7 +131,6 @@ class Weights:
     rtt: float = 0.40
     cost: float = 0.35
     heat: float = 0.25
-    where: Where = field(default=NOWHERE, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +184,8 @@ class Abuse:
     action: Literal["flag", "throttle"] = "flag"
     throttle: Bucket | None = None
     cooldown: float = 900.0
-    exempt: tuple[str, ...] = ()
+    exempt: tuple[str, ...] = ()  # IP networks or tenant ids
+    where: Where = field(default=NOWHERE, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

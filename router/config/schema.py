@@ -7,9 +7,11 @@ may exist here before the feature that uses it does.
 
 from __future__ import annotations
 
+import math
 from types import MappingProxyType
 from typing import Any
 
+from router.config.source import LocatedDict
 from router.config.spec import (
     CIDR,
     DURATION,
@@ -17,12 +19,14 @@ from router.config.spec import (
     NAME,
     RATE,
     REDIS_URL,
+    REF,
     REGEX,
     SIZE,
     TOKEN_HASH,
     URL,
     AnyOf,
     Bool,
+    Checker,
     Converted,
     Field,
     ListOf,
@@ -30,8 +34,10 @@ from router.config.spec import (
     Number,
     Obj,
     Str,
+    Version,
 )
 from router.core.protocol import SUMDB_NAME
+from router.core.versions import GoVersionConstraint
 
 
 def _check_glob(value: str) -> str:
@@ -58,9 +64,64 @@ def _check_glob(value: str) -> str:
     return value
 
 
+def _check_go_version(value: str) -> str:
+    GoVersionConstraint.parse(value)
+    return value
+
+
 GLOB = Converted(_check_glob, r"^[^, ]+$", "corp.example.com/*")
+GO_VERSION = Converted(_check_go_version, r"^\s*[<>=!]*\s*(go)?[0-9]", "<1.21")
 GLOBS = ListOf(GLOB, one_or_many=True)
 KINDS = ("list", "info", "mod", "zip", "latest", "sumdb")
+SUMDB_DB = Str(pattern=SUMDB_NAME, hint=" as a checksum database name (like sum.golang.org)")
+
+
+# Checks of keys against each other. Each runs only when every key of its
+# mapping read cleanly (see Obj), and reports at the key that is wrong.
+
+
+def _sum_to_one(weights: LocatedDict, ck: Checker) -> None:
+    total = weights["rtt"] + weights["cost"] + weights["heat"]
+    if not math.isclose(total, 1.0, abs_tol=1e-6):
+        ck.error(
+            weights.file,
+            weights.line,
+            f"selection.weights must sum to 1 (rtt + cost + heat = {total:g})",
+        )
+
+
+def _cert_with_key(tls: LocatedDict, ck: Checker) -> None:
+    if bool(tls.get("cert")) != bool(tls.get("key")):
+        given = "cert" if tls.get("cert") else "key"
+        ck.error(
+            tls.file, tls.value_line(given), f"tls needs both cert and key (only {given} is set)"
+        )
+
+
+def _server_tls(tls: LocatedDict, ck: Checker) -> None:
+    _cert_with_key(tls, ck)
+    if tls["client_auth"] != "none" and not tls.get("client_ca"):
+        ck.error(tls.file, tls.value_line("client_auth"), "tls.client_auth needs tls.client_ca")
+
+
+def _one_kind_of_auth(auth: LocatedDict, ck: Checker) -> None:
+    """Bearer (from env or file) or basic (user, password from env or file), never both."""
+    bearer = [k for k in ("bearer_env", "bearer_file") if auth.get(k)]
+    basic = [k for k in ("user", "password_env", "password_file") if auth.get(k)]
+    for given in (bearer, [k for k in basic if k != "user"]):
+        if len(given) > 1:
+            where = max(auth.value_line(k) for k in given)
+            ck.error(auth.file, where, f"auth gives the secret twice: {given[0]} and {given[1]}")
+    if bearer and basic:
+        where = max(auth.value_line(bearer[0]), auth.value_line(basic[0]))
+        ck.error(auth.file, where, "auth is bearer or basic, not both")
+    elif not bearer and not ("user" in basic and len(basic) > 1):
+        ck.error(
+            auth.file,
+            auth.line,
+            "auth needs bearer_env/bearer_file, or user with password_env/password_file",
+        )
+
 
 TLS_SERVER = Obj(
     {
@@ -68,7 +129,8 @@ TLS_SERVER = Obj(
         "key": Field(Str(), description="PEM private key"),
         "client_ca": Field(Str(), description="CA bundle that signs client certificates"),
         "client_auth": Field(Str(choices=("none", "optional", "require")), default="none"),
-    }
+    },
+    whole=_server_tls,
 )
 
 SELECTION = Obj(
@@ -79,7 +141,8 @@ SELECTION = Obj(
                     "rtt": Field(Number(minimum=0, maximum=1), default=0.40),
                     "cost": Field(Number(minimum=0, maximum=1), default=0.35),
                     "heat": Field(Number(minimum=0, maximum=1), default=0.25),
-                }
+                },
+                whole=_sum_to_one,
             ),
             default=None,
         ),
@@ -118,7 +181,7 @@ UPSTREAM = Obj(
         "url": Field(URL, required=True),
         "tier": Field(Str(choices=("L0", "L1", "L2", "L3")), default="L1"),
         "cost_per_gb": Field(Number(minimum=0), default=0.0),
-        "sumdb": Field(ListOf(Str(pattern=SUMDB_NAME)), default=()),
+        "sumdb": Field(ListOf(SUMDB_DB), default=()),
         "public": Field(Bool(), default=True),
         "timeouts": Field(TIMEOUTS, default=None),
         "max_connections": Field(Number(minimum=1, integer=True), default=100),
@@ -130,7 +193,8 @@ UPSTREAM = Obj(
                     "user": Field(Str()),
                     "password_env": Field(Str()),
                     "password_file": Field(Str()),
-                }
+                },
+                whole=_one_kind_of_auth,
             )
         ),
         "tls": Field(
@@ -139,7 +203,8 @@ UPSTREAM = Obj(
                     "ca": Field(Str(), description="CA bundle for this upstream"),
                     "cert": Field(Str(), description="client certificate"),
                     "key": Field(Str(), description="client key"),
-                }
+                },
+                whole=_cert_with_key,
             )
         ),
     }
@@ -173,7 +238,7 @@ CACHE = Obj(
 
 POOL = Obj(
     {
-        "upstreams": Field(ListOf(NAME, min_items=1), required=True),
+        "upstreams": Field(ListOf(REF, min_items=1), required=True),
         "fallback": Field(Str(choices=("not-found", "any-error")), default="not-found"),
         "mode": Field(
             Str(choices=("best", "weighted", "ordered")),
@@ -193,7 +258,7 @@ TENANT = Obj(
     {
         "id": Field(NAME, required=True),
         "tokens": Field(ListOf(TOKEN_HASH), default=()),
-        "pool": Field(NAME),
+        "pool": Field(REF),
         "private": Field(GLOBS, default=()),
         "allow": Field(GLOBS, default=()),
         "deny": Field(GLOBS, default=()),
@@ -217,18 +282,21 @@ ROUTE = Obj(
         "match": Field(
             Obj(
                 {
-                    "tenant": Field(ListOf(NAME, one_or_many=True)),
-                    "go_version": Field(Str()),
+                    "tenant": Field(ListOf(REF, one_or_many=True)),
+                    "go_version": Field(GO_VERSION),
                     "module": Field(GLOBS),
                     "kind": Field(ListOf(Str(choices=KINDS), one_or_many=True)),
                     "header": Field(
-                        MapOf(HEADER_MATCH, key=Str(pattern=r"[A-Za-z0-9-]+", hint=" header name"))
+                        MapOf(
+                            HEADER_MATCH,
+                            key=Str(pattern=r"[A-Za-z0-9-]+", hint=" as a header name"),
+                        )
                     ),
                 }
             ),
             default=None,
         ),
-        "pool": Field(NAME, required=True),
+        "pool": Field(REF, required=True),
         "prefer_fresh": Field(Bool(), default=False),
         "verify_checksums": Field(Bool()),
     }
@@ -251,7 +319,11 @@ ABUSE = Obj(
 
 RULES = Obj(
     {
-        "version": Field(Number(minimum=1, maximum=1, integer=True), required=True),
+        "version": Field(
+            Version(supported=1),
+            required=True,
+            missing="no 'version' key: a rules file starts with 'version: 1'",
+        ),
         "listen": Field(LISTEN),
         "tls": Field(TLS_SERVER),
         "trusted_proxies": Field(ListOf(CIDR), default=()),
@@ -265,7 +337,7 @@ RULES = Obj(
         "default": Field(
             Obj(
                 {
-                    "pool": Field(NAME),
+                    "pool": Field(REF),
                     "anonymous": Field(Bool(), default=True),
                 }
             ),
@@ -284,7 +356,7 @@ RULES = Obj(
             ListOf(
                 Obj(
                     {
-                        "name": Field(Str(pattern=SUMDB_NAME), required=True),
+                        "name": Field(SUMDB_DB, required=True),
                         "key": Field(Str(), required=True),
                         "url": Field(URL),
                     }
@@ -297,8 +369,8 @@ RULES = Obj(
             ListOf(
                 Obj(
                     {
-                        "upstream": Field(NAME, required=True),
-                        "compare_with": Field(NAME, required=True),
+                        "upstream": Field(REF, required=True),
+                        "compare_with": Field(REF, required=True),
                         "sample": Field(Number(minimum=0, maximum=1), default=0.1),
                         "max_mismatch": Field(Number(minimum=0, maximum=1), default=0.05),
                         "window": Field(DURATION, default=30.0),

@@ -1,30 +1,33 @@
-"""Checks across the whole rule set: names, references, sums, secrets, shadowing."""
+"""Checks across the whole rule set: names, references, tokens, checksum DBs, shadowing.
+
+Checks within one object (weights that sum to 1, auth, cert with key) live
+with the object in schema.py.
+"""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable
+import ipaddress
 
 from router.config import model as m
+from router.config.names import Declared
 from router.config.spec import Checker, Where
 from router.core import sumdb
 from router.core.routing import shadowing
-from router.core.versions import GoVersionConstraint
 
 
-def cross_check(rules: m.Rules, ck: Checker) -> None:
-    """Report every problem that needs more than one key to see."""
-    _unique(((u.name, u.where) for u in rules.upstreams), "upstream", ck)
-    _unique(((t.id, t.where) for t in rules.tenants), "tenant", ck)
-    _unique(((r.name, r.where) for r in rules.routes), "route", ck)
-    _check_presence(rules, ck)
-    _check_pools(rules, ck)
-    _check_references(rules, ck)
-    _check_weights(rules, ck)
+def cross_check(rules: m.Rules, names: Declared, ck: Checker) -> None:
+    """Report every problem that needs more than one key to see.
+
+    Whether a name exists is asked of `names` (every object written, even one
+    left out of `rules` for a problem already reported), never of `rules`.
+    """
+    _check_presence(names, rules, ck)
+    _check_pools(rules, names, ck)
+    _check_references(rules, names, ck)
+    _check_rollouts(rules, names, ck)
+    _check_exempt(rules, names, ck)
     _check_checksum_dbs(rules, ck)
     _check_tokens(rules, ck)
-    _check_upstream_secrets(rules, ck)
-    _check_tls(rules, ck)
     _check_routes(rules, ck)
 
 
@@ -32,149 +35,127 @@ def _err(ck: Checker, where: Where, message: str) -> None:
     ck.error(where.file, where.line, message)
 
 
-def _unique(items: Iterable[tuple[str, Where]], what: str, ck: Checker) -> None:
-    seen: dict[str, Where] = {}
-    for name, where in items:
-        if name in seen:
-            first = seen[name]
-            _err(ck, where, f"duplicate {what} {name!r} (first at {first.file}:{first.line})")
-        else:
-            seen[name] = where
-
-
 def _first_source(rules: m.Rules) -> Where:
     return Where(rules.sources[0] if rules.sources else "<rules>", 1)
 
 
-def _check_presence(rules: m.Rules, ck: Checker) -> None:
-    if not rules.upstreams:
-        _err(ck, _first_source(rules), "no upstreams defined: add at least one under 'upstreams'")
-    if not rules.pools:
-        _err(ck, _first_source(rules), "no pools defined: add at least one under 'pools'")
+def _check_presence(names: Declared, rules: m.Rules, ck: Checker) -> None:
+    for kind, key in ((names.upstreams, "upstreams"), (names.pools, "pools")):
+        if kind.complete and not kind.first:
+            where = kind.written or _first_source(rules)
+            _err(ck, where, f"no {key} defined: add at least one under {key!r}")
 
 
-def _check_pools(rules: m.Rules, ck: Checker) -> None:
-    known = {u.name for u in rules.upstreams}
+def _check_pools(rules: m.Rules, names: Declared, ck: Checker) -> None:
     for pool in rules.pools:
         seen: set[str] = set()
-        for name in pool.upstreams:
-            if name not in known:
-                _err(ck, pool.where, f"pool {pool.name!r} names unknown upstream {name!r}")
+        for index, name in enumerate(pool.upstreams):
+            where = pool.where.at("upstreams", index)
+            if names.upstreams.lacks(name):
+                _err(ck, where, f"pool {pool.name!r} names unknown upstream {name!r}")
             elif name in seen:
-                _err(ck, pool.where, f"pool {pool.name!r} lists upstream {name!r} twice")
+                _err(ck, where, f"pool {pool.name!r} lists upstream {name!r} twice")
             seen.add(name)
 
 
-def _check_references(rules: m.Rules, ck: Checker) -> None:
-    pools = {p.name for p in rules.pools}
-    tenants = {t.id for t in rules.tenants}
-    upstreams = {u.name for u in rules.upstreams}
-    if rules.default.pool is not None and rules.default.pool not in pools:
-        _err(ck, rules.default.where, f"default.pool names unknown pool {rules.default.pool!r}")
+def _check_references(rules: m.Rules, names: Declared, ck: Checker) -> None:
+    default = rules.default
+    if default.pool is not None and names.pools.lacks(default.pool):
+        _err(ck, default.where.at("pool"), f"default.pool names unknown pool {default.pool!r}")
     for tenant in rules.tenants:
-        if tenant.pool is not None and tenant.pool not in pools:
-            _err(ck, tenant.where, f"tenant {tenant.id!r} names unknown pool {tenant.pool!r}")
+        if tenant.pool is not None and names.pools.lacks(tenant.pool):
+            _err(
+                ck,
+                tenant.where.at("pool"),
+                f"tenant {tenant.id!r} names unknown pool {tenant.pool!r}",
+            )
     for route in rules.routes:
-        if route.pool not in pools:
-            _err(ck, route.where, f"route {route.name!r} names unknown pool {route.pool!r}")
-        for tid in route.match.tenant:
-            if tid not in tenants:
-                _err(ck, route.where, f"route {route.name!r} matches unknown tenant {tid!r}")
+        if names.pools.lacks(route.pool):
+            where = route.where.at("pool")
+            _err(ck, where, f"route {route.name!r} names unknown pool {route.pool!r}")
+        for index, tid in enumerate(route.match.tenant):
+            if names.tenants.lacks(tid):
+                _err(
+                    ck,
+                    route.where.at("match", "tenant", index),
+                    f"route {route.name!r} matches unknown tenant {tid!r}",
+                )
+
+
+def _check_rollouts(rules: m.Rules, names: Declared, ck: Checker) -> None:
     candidates: set[str] = set()
     for rollout in rules.rollouts:
-        for name in (rollout.upstream, rollout.compare_with):
-            if name not in upstreams:
-                _err(ck, rollout.where, f"rollout names unknown upstream {name!r}")
+        for key in ("upstream", "compare_with"):
+            name = getattr(rollout, key)
+            if names.upstreams.lacks(name):
+                _err(ck, rollout.where.at(key), f"rollout names unknown upstream {name!r}")
         if rollout.upstream == rollout.compare_with:
-            _err(ck, rollout.where, f"rollout compares {rollout.upstream!r} with itself")
+            _err(
+                ck,
+                rollout.where.at("compare_with"),
+                f"rollout compares {rollout.upstream!r} with itself",
+            )
         if rollout.upstream in candidates:
-            _err(ck, rollout.where, f"upstream {rollout.upstream!r} has two rollouts")
+            _err(
+                ck,
+                rollout.where.at("upstream"),
+                f"upstream {rollout.upstream!r} has two rollouts",
+            )
         candidates.add(rollout.upstream)
+
+
+def _check_exempt(rules: m.Rules, names: Declared, ck: Checker) -> None:
+    """limits.abuse.exempt holds IP networks and tenant ids; anything else is a typo."""
+    abuse = rules.limits.abuse if rules.limits is not None else None
+    if abuse is None:
+        return
+    for index, item in enumerate(abuse.exempt):
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            if names.tenants.lacks(item):
+                _err(
+                    ck,
+                    abuse.where.at("exempt", index),
+                    f"limits.abuse.exempt: {item!r} is neither an IP network nor a tenant",
+                )
 
 
 def _check_checksum_dbs(rules: m.Rules, ck: Checker) -> None:
     names: set[str] = set()
     for db in rules.checksum_dbs:
         if db.name in names:
-            _err(ck, db.where, f"checksum database {db.name!r} is listed twice")
+            _err(ck, db.where.at("name"), f"checksum database {db.name!r} is listed twice")
         names.add(db.name)
         try:
             verifier = sumdb.Verifier.parse(db.key)
         except sumdb.SumDBError as exc:
-            _err(ck, db.where, f"checksum database {db.name!r}: bad verifier key ({exc})")
+            _err(ck, db.where.at("key"), f"checksum database {db.name!r}: bad verifier key ({exc})")
             continue
         if verifier.name != db.name:
             _err(
                 ck,
-                db.where,
+                db.where.at("key"),
                 f"checksum database {db.name!r}: its key is for {verifier.name!r}",
             )
-
-
-def _check_weights(rules: m.Rules, ck: Checker) -> None:
-    w = rules.selection.weights
-    total = w.rtt + w.cost + w.heat
-    if not math.isclose(total, 1.0, abs_tol=1e-6):
-        _err(
-            ck,
-            w.where,
-            f"selection.weights must sum to 1 (rtt + cost + heat = {total:g})",
-        )
 
 
 def _check_tokens(rules: m.Rules, ck: Checker) -> None:
     owner: dict[str, str] = {}
     for tenant in rules.tenants:
-        for token in tenant.tokens:
+        for index, token in enumerate(tenant.tokens):
             other = owner.get(token)
             if other is not None and other != tenant.id:
                 _err(
                     ck,
-                    tenant.where,
+                    tenant.where.at("tokens", index),
                     f"tenant {tenant.id!r} shares a token with tenant {other!r}; "
                     "each token must identify one tenant",
                 )
             owner[token] = tenant.id
 
 
-def _check_upstream_secrets(rules: m.Rules, ck: Checker) -> None:
-    for up in rules.upstreams:
-        auth = up.auth
-        if auth is None:
-            continue
-        bearer = [x for x in (auth.bearer_env, auth.bearer_file) if x]
-        password = [x for x in (auth.password_env, auth.password_file) if x]
-        if len(bearer) > 1 or len(password) > 1:
-            _err(ck, up.where, f"upstream {up.name!r}: give a secret either from env or file")
-        if bearer and (auth.user or password):
-            _err(ck, up.where, f"upstream {up.name!r}: auth is bearer or basic, not both")
-        if not bearer and not (auth.user and password):
-            _err(
-                ck,
-                up.where,
-                f"upstream {up.name!r}: auth needs bearer_env/bearer_file, "
-                "or user with password_env/password_file",
-            )
-
-
-def _check_tls(rules: m.Rules, ck: Checker) -> None:
-    tls = rules.tls
-    if tls is not None and bool(tls.cert) != bool(tls.key):
-        _err(ck, _first_source(rules), "tls needs both cert and key")
-    if tls is not None and tls.client_auth != "none" and not tls.client_ca:
-        _err(ck, _first_source(rules), "tls.client_auth needs tls.client_ca")
-    for up in rules.upstreams:
-        if up.tls is not None and bool(up.tls.cert) != bool(up.tls.key):
-            _err(ck, up.where, f"upstream {up.name!r}: tls needs both cert and key")
-
-
 def _check_routes(rules: m.Rules, ck: Checker) -> None:
-    for route in rules.routes:
-        if route.match.go_version is not None:
-            try:
-                GoVersionConstraint.parse(route.match.go_version)
-            except ValueError as exc:
-                _err(ck, route.where, f"route {route.name!r}: bad go_version: {exc}")
     if any(not p.warning for p in ck.problems):
         return  # dropped (invalid) matchers would make routes look broader than written
     for later, earlier in shadowing(rules.routes):

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from router.config.source import LocatedDict, LocatedList, Problem
+from router.config.source import UNREADABLE, LocatedDict, LocatedList, Problem
 from router.config.units import parse_duration, parse_rate, parse_size
 
 _MISSING: Any = object()
@@ -35,12 +35,48 @@ class Checker:
         self.problems.append(Problem(file, line, message, warning=True))
 
 
+# The way to a key or list item inside a value: ("match", "tenant", 0).
+LinePath = tuple[str | int, ...]
+
+
 @dataclass(frozen=True, slots=True)
 class Where:
-    """The file and line a value came from."""
+    """The file and line a value came from, and the lines of what is written inside it."""
 
     file: str
     line: int
+    inner: Mapping[LinePath, int] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def of(cls, value: LocatedDict) -> Where:
+        """Where a checked mapping was written, with the line of every key and item in it."""
+        lines: dict[LinePath, int] = {}
+        _collect_lines(value, (), lines)
+        return cls(value.file, value.line, lines)
+
+    def at(self, *path: str | int) -> Where:
+        """Where the key or list item at `path` was written, e.g. at("upstreams", 1).
+
+        A path that was not written (a default) falls back to the nearest key
+        around it that was, and at last to this value's own line.
+        """
+        while path:
+            line = self.inner.get(path)
+            if line is not None:
+                return Where(self.file, line)
+            path = path[:-1]
+        return Where(self.file, self.line)
+
+
+def _collect_lines(value: Any, path: LinePath, lines: dict[LinePath, int]) -> None:
+    if isinstance(value, LocatedDict):
+        for key, line in value.value_lines.items():
+            lines[(*path, key)] = line
+            _collect_lines(value[key], (*path, key), lines)
+    elif isinstance(value, LocatedList):
+        for index, line in enumerate(value.item_lines):
+            lines[(*path, index)] = line
+            _collect_lines(value[index], (*path, index), lines)
 
 
 class Spec:
@@ -69,6 +105,11 @@ def _type_name(value: Any) -> str:
     if isinstance(value, dict):
         return "a mapping"
     return type(value).__name__
+
+
+def _check(spec: Spec, value: Any, where: Where, ck: Checker) -> Any:
+    """`spec.check`, except for a value the YAML reader could not build: it was reported."""
+    return _MISSING if value is UNREADABLE else spec.check(value, where, ck)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +180,8 @@ class Number(Spec):
         ok_type = int if self.integer else (int, float)
         if isinstance(value, bool) or not isinstance(value, ok_type):
             kind = "a whole number" if self.integer else "a number"
-            ck.error(where.file, where.line, f"expected {kind}, got {_type_name(value)}")
+            got = value if isinstance(value, float) else _type_name(value)
+            ck.error(where.file, where.line, f"expected {kind}, got {got}")
             return _MISSING
         low = self.minimum
         if low is not None and (value < low or (self.exclusive_minimum and value == low)):
@@ -161,6 +203,30 @@ class Number(Spec):
         if self.description:
             out["description"] = self.description
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class Version(Spec):
+    """The rules version a file is written for: only `supported` is read."""
+
+    supported: int
+    description: str = ""
+
+    def check(self, value: Any, where: Where, ck: Checker) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool) and value == self.supported:
+            return value
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            message = f"expected a rules version like {self.supported}, got {_type_name(value)}"
+        else:
+            message = (
+                f"rules version {value} is not supported "
+                f"(this gateway reads version {self.supported})"
+            )
+        ck.error(where.file, where.line, message)
+        return _MISSING
+
+    def json_schema(self) -> dict[str, Any]:
+        return {"type": "integer", "minimum": self.supported, "maximum": self.supported}
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,6 +340,32 @@ NAME = Str(pattern=r"[a-z0-9][a-z0-9-]*", hint=" (use lower-case letters, digits
 
 
 @dataclass(frozen=True, slots=True)
+class Ref(Spec):
+    """The name of an object defined elsewhere in the rules (an upstream, pool or tenant).
+
+    Only its type is checked here; whether it names something is looked up
+    afterwards (semantic.py). So a reference to an object whose own name is
+    invalid is not reported a second time, and a misspelt one reads "unknown".
+    The JSON Schema still shows the name pattern: a valid reference matches it.
+    """
+
+    name: Str = NAME
+    description: str = ""
+
+    def check(self, value: Any, where: Where, ck: Checker) -> Any:
+        if not isinstance(value, str):
+            ck.error(where.file, where.line, f"expected a name, got {_type_name(value)}")
+            return _MISSING
+        return value
+
+    def json_schema(self) -> dict[str, Any]:
+        return self.name.json_schema()
+
+
+REF = Ref()
+
+
+@dataclass(frozen=True, slots=True)
 class ListOf(Spec):
     """A list of items; with `one_or_many`, a single item is accepted as a list of one."""
 
@@ -298,7 +390,7 @@ class ListOf(Spec):
         out = LocatedList()
         out.file, out.line, out.item_lines = where.file, where.line, []
         for item, line in zip(value, lines, strict=True):
-            checked = self.item.check(item, Where(where.file, line), ck)
+            checked = _check(self.item, item, Where(where.file, line), ck)
             if checked is not _MISSING:
                 out.append(checked)
                 out.item_lines.append(line)
@@ -328,13 +420,12 @@ class MapOf(Spec):
             return _MISSING
         out = _new_located(where)
         for key, item in value.items():
-            line = value.line_of(key) if isinstance(value, LocatedDict) else where.line
+            line, value_line = _lines(value, key, where)
             if self.key.check(key, Where(where.file, line), ck) is _MISSING:
                 continue
-            checked = self.value.check(item, Where(where.file, line), ck)
+            checked = _check(self.value, item, Where(where.file, value_line), ck)
             if checked is not _MISSING:
-                out[key] = checked
-                out.key_lines[key] = line
+                _put(out, key, checked, line, value_line)
         return out
 
     def json_schema(self) -> dict[str, Any]:
@@ -355,53 +446,93 @@ class Field:
     required: bool = False
     default: Any = _MISSING
     description: str = ""
+    missing: str = ""  # the message when a required key is absent, if not the usual one
 
 
 def _new_located(where: Where) -> LocatedDict:
     out = LocatedDict()
-    out.file, out.line, out.key_lines = where.file, where.line, {}
+    out.file, out.line, out.key_lines, out.value_lines = where.file, where.line, {}, {}
     return out
+
+
+def _lines(value: Any, key: str, where: Where) -> tuple[int, int]:
+    """The lines of `key` and of its value in `value`, as read from the file."""
+    if isinstance(value, LocatedDict):
+        return value.line_of(key), value.value_line(key)
+    return where.line, where.line
+
+
+def _put(out: LocatedDict, key: str, checked: Any, line: int, value_line: int) -> None:
+    out[key] = checked
+    out.key_lines[key] = line
+    out.value_lines[key] = value_line
 
 
 @dataclass(frozen=True, slots=True)
 class Obj(Spec):
-    """A mapping with known keys; unknown keys are errors with a suggestion."""
+    """A mapping with known keys; unknown keys are errors with a suggestion.
+
+    `whole` checks keys against each other (a cert needs a key, weights sum
+    to 1). It runs only when every key read cleanly: a refused value has been
+    replaced by its default, and judging the default would report the same
+    mistake twice.
+    """
 
     fields: Mapping[str, Field]
     description: str = ""
+    whole: Callable[[LocatedDict, Checker], None] | None = None
 
     def check(self, value: Any, where: Where, ck: Checker) -> Any:
+        out, complete = self.read(value, where, ck)
+        return out if out is not None and complete else _MISSING
+
+    def read(self, value: Any, where: Where, ck: Checker) -> tuple[LocatedDict | None, bool]:
+        """The keys that read cleanly (None if `value` is no mapping), and whether every
+        required key did."""
         if value is None:
             value = {}
         if not isinstance(value, dict):
             ck.error(where.file, where.line, f"expected a mapping, got {_type_name(value)}")
-            return _MISSING
+            return None, False
+        before = len(ck.problems)
         out = _new_located(where)
+        present = self._read_keys(value, where, ck, out)
+        complete = self._fill_defaults(out, present, ck)
+        if complete and self.whole is not None and len(ck.problems) == before:
+            self.whole(out, ck)
+        return out, complete
+
+    def _read_keys(
+        self, value: dict[str, Any], where: Where, ck: Checker, out: LocatedDict
+    ) -> set[str]:
         present: set[str] = set()
-        broken = False
         for key, item in value.items():
-            line = value.line_of(key) if isinstance(value, LocatedDict) else where.line
+            line, value_line = _lines(value, key, where)
             spec = self.fields.get(key)
             if spec is None:
                 ck.error(where.file, line, f"unknown key {key!r}{_suggest(key, self.fields)}")
                 continue
             present.add(key)
-            checked = spec.spec.check(item, Where(where.file, line), ck)
+            checked = _check(spec.spec, item, Where(where.file, value_line), ck)
             if checked is not _MISSING:
-                out[key] = checked
-                out.key_lines[key] = line
+                _put(out, key, checked, line, value_line)
+        return present
+
+    def _fill_defaults(self, out: LocatedDict, present: set[str], ck: Checker) -> bool:
+        """Defaults for the keys not read; False when a required one is missing or refused."""
+        complete = True
         for key, spec in self.fields.items():
             if key in out:
                 continue
             if spec.required:
-                broken = True
+                complete = False
                 if key not in present:
-                    ck.error(where.file, out.line, f"missing required key {key!r}")
+                    ck.error(out.file, out.line, spec.missing or f"missing required key {key!r}")
             elif spec.default is None and isinstance(spec.spec, Obj):
-                out[key] = spec.spec.check(None, Where(where.file, out.line), ck)
+                out[key] = spec.spec.check(None, Where(out.file, out.line), ck)
             elif spec.default is not _MISSING:
                 out[key] = spec.default
-        return _MISSING if broken else out
+        return complete
 
     def json_schema(self) -> dict[str, Any]:
         props: dict[str, Any] = {}
