@@ -177,6 +177,31 @@ def all_cases(vectors: Iterable[Vector]) -> list[Case]:
 
 CASES = all_cases(VECTORS)
 
+# Percent-escapes no vector covers: malformed, control bytes, encoded twice. Each is
+# refused with 400 and a one-line reason (README, docs/security.md), never reaching an
+# upstream; the last ones end up in a version query, which is otherwise passed through.
+BAD_ESCAPES = [
+    "/x.y/%0d%0a/@v/list",
+    "/x.y/z%0A/@v/list",
+    "/x.y/z%00/@v/list",
+    "/x.y/z%7F/@v/list",
+    "/x.y/%252e%252e/@v/list",
+    "/x.y/z/%252F/@v/list",
+    "/x.y/%2541/@v/list",
+    "/x.y/%zz/@v/list",
+    "/x.y/z%/@v/list",
+    "/x.y/z%4/@v/list",
+    "/x.y/z/@v/%252e%252e%252fsecret.info",
+    "/x.y/z/@v/v1.0.0%0d%0a.info",
+    "/x.y/z/@v/v1.0.0.info%",
+    f"/sumdb/{SUMDB}/lookup/x.y/%252e%252e@v1.0.0",
+]
+# What the go command sends for a revision holding a '%' (url.PathEscape: %25) still works.
+GO_QUERIES = {
+    "/x.y/z/@v/fix%25.info": "/x.y/z/@v/fix%25.info",
+    "/x.y/z/@v/50%25off.info": "/x.y/z/@v/50%25off.info",
+}
+
 
 # --------------------------------------------------------------------- sending them
 
@@ -238,7 +263,7 @@ async def _send_all(port: int, targets: list[str]) -> list[tuple[int, str]]:
 
 @pytest.fixture(scope="module")
 def outcomes() -> dict[str, Outcome]:
-    targets = sorted({case.target for case in CASES})
+    targets = sorted({case.target for case in CASES} | set(BAD_ESCAPES) | GO_QUERIES.keys())
     return asyncio.run(run_targets(targets))
 
 
@@ -261,6 +286,21 @@ def test_vector_verdict_through_http(case: Case | None, outcomes: dict[str, Outc
         assert got.upstream_paths == (), f"{case.source}: {case.target} reached the upstream"
     else:
         assert got.upstream_paths == (case.upstream,), f"{case.source}: {case.target}: {got}"
+
+
+@pytest.mark.parametrize("target", BAD_ESCAPES)
+def test_bad_percent_escapes_are_400(target: str, outcomes: dict[str, Outcome]) -> None:
+    got = outcomes[target]
+    assert got.status == 400, got
+    assert got.reason and "\n" not in got.reason, got
+    assert got.upstream_paths == (), got
+
+
+@pytest.mark.parametrize(("target", "upstream"), sorted(GO_QUERIES.items()))
+def test_a_percent_in_a_revision_query_reaches_the_upstream(
+    target: str, upstream: str, outcomes: dict[str, Outcome]
+) -> None:
+    assert outcomes[target].upstream_paths == (upstream,), outcomes[target]
 
 
 def test_every_vector_function_is_sent_or_says_why_not() -> None:
