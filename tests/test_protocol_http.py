@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,7 +107,7 @@ def lookup_target(escaped: str) -> str:
     return f"/sumdb/{SUMDB}/lookup/{escaped}@v1.0.0"
 
 
-def module_cases(source: str, spellings: Iterable[str], wanted: str | None) -> Iterator[Case]:
+def module_cases(source: str, spellings: Sequence[str], wanted: str | None) -> Iterator[Case]:
     """Each spelling of a module path, asked for its list and its checksum-DB lookup;
     ``wanted`` is the go command's spelling when the path is valid, else None."""
     for endpoint in (list_target, lookup_target):
@@ -179,7 +179,7 @@ CASES = all_cases(VECTORS)
 
 # Percent-escapes no vector covers: malformed, control bytes, encoded twice. Each is
 # refused with 400 and a one-line reason (README, docs/security.md), never reaching an
-# upstream; the last ones end up in a version query, which is otherwise passed through.
+# upstream, also where they land in a version query (which is otherwise passed through).
 BAD_ESCAPES = [
     "/x.y/%0d%0a/@v/list",
     "/x.y/z%0A/@v/list",
