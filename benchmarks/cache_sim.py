@@ -9,7 +9,8 @@ Usage:
     python benchmarks/cache_sim.py --table [--out FILE]
     python benchmarks/cache_sim.py --sweep decay|crp|k [--out FILE]
 
-A trace is one integer key per line, every key of size 1. Time is simulated:
+A trace is one integer key per line, every key of size 1 (a ``.gz`` file is
+read through gzip; the anchor traces are ``tests/data/traces/NAME.txt.gz``). Time is simulated:
 request i happens at ``now = i * --step`` seconds (default 0.01 s, i.e. a
 gateway serving 100 metadata requests a second), so the policy's per-second
 decay and correlated reference period have a meaning. Hit ratio = hits /
@@ -21,6 +22,7 @@ its defaults and "lru" is plain LRU. See benchmarks/CACHE.md.
 from __future__ import annotations
 
 import argparse
+import gzip
 import heapq
 import itertools
 import json
@@ -39,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from router.cache.policy import LRUKPolicy, LRUPolicy  # noqa: E402
 
-TRACES = ROOT.parent / "shared" / "traces"
+TRACES = ROOT / "tests" / "data" / "traces"  # provenance: tests/data/README.md
 STEP = 0.01
 SCAN_RUNS_PER_REQUESTS = 50  # a scan run is requests / 50 keys long (20,000 of 1M)
 
@@ -335,14 +337,16 @@ def run_all(
 
 
 def load_trace(path: Path) -> list[int]:
-    """One integer key per line."""
-    with path.open() as fh:
+    """One integer key per line; a ``.gz`` file is decompressed on the fly."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="ascii") as fh:
         return [int(line) for line in fh if line.strip()]
 
 
 def trace_workload(path: Path, capacity: int) -> Workload:
     """A unit-size trace with ``capacity`` entries (= bytes)."""
-    return Workload(path.stem, load_trace(path), capacity, capacity)
+    name = Path(path.name.removesuffix(".gz")).stem
+    return Workload(name, load_trace(path), capacity, capacity)
 
 
 def zipf_keys(
@@ -509,7 +513,7 @@ def trace_rows(names: Iterable[str] | None = None) -> Iterable[tuple[Workload, l
     """Anchor trace rows (capacity = share x unique keys), then the extra traces."""
     rows = [(n, s, p) for n, s, p in TRACE_ROWS] + [(n, s, None) for n, s in EXTRA_TRACES]
     for name, share, published in rows:
-        keys = load_trace(TRACES / f"{name}.txt")
+        keys = load_trace(TRACES / f"{name}.txt.gz")
         cap = int(share * len(set(keys)))
         yield Workload(f"{name} {share:.0%} ({cap})", keys, cap, cap), published
 

@@ -495,5 +495,7 @@ def create_app(
     app.router.add_post("/debug/purge", debug_purge)
     app.router.add_get("/debug/abuse", debug_abuse)
     app.router.add_post("/debug/rollouts/reset", debug_rollout_reset)
-    app.router.add_route("*", "/{tail:.*}", goproxy)
+    # Any path at all, line breaks included: aiohttp matches routes on the decoded path,
+    # and a `.*` there sent a decoded %0a to aiohttp's own 404 instead of the 400 below.
+    app.router.add_route("*", r"/{tail:[\s\S]*}", goproxy)
     return app

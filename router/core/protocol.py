@@ -144,9 +144,14 @@ def _strip_incompatible(version: str) -> str:
 def decode_target(raw: str) -> str:
     """The path of a raw request target, percent-decoded once, or BadRequestError.
 
-    Refuses what could escape the protocol: absolute-form targets, encoded
-    slashes or backslashes, NUL and control characters, invalid UTF-8, and
-    `.`/`..` segments in any encoding.
+    Refuses what could escape the protocol or mean something else to a server
+    that decodes again: absolute-form targets, encoded slashes or backslashes,
+    malformed escapes (`%zz`, a lone `%`), escapes left after one decoding
+    (`%252e` is `%2e` once decoded: encoded twice), NUL and control characters,
+    invalid UTF-8, and `.`/`..` segments in any encoding. The go command never
+    sends any of these: it escapes with url.PathEscape, so a `%` of its own
+    travels as `%25` and only forms an escape again if the revision it asks
+    for holds `%` and two hex digits.
     """
     if not raw.startswith("/"):
         raise BadRequestError("request target must be a path (this is not an open proxy)")
@@ -160,6 +165,10 @@ def decode_target(raw: str) -> str:
         decoded = raw_bytes.decode("utf-8")
     except (UnicodeEncodeError, UnicodeDecodeError):
         raise BadRequestError("request path is not valid UTF-8") from None
+    if "%" in decoded and _PERCENT.search(decoded):
+        raise BadRequestError(
+            "percent-escape left after decoding the request path once (encoded twice)"
+        )
     if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in decoded):
         raise BadRequestError("control character in the request path")
     if "\\" in decoded:

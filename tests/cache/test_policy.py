@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import random
 from collections.abc import Hashable, Iterable
-from pathlib import Path
 from typing import Any
 
 import pytest
+from support.data import read_trace
 
 from router.cache.policy import CachePolicy, LRUKPolicy, LRUPolicy
-
-TRACES = Path(__file__).resolve().parents[3] / "shared" / "traces"
 
 
 def ref(policy: CachePolicy, key: Hashable, now: float, size: int = 1) -> list[Hashable] | None:
@@ -279,23 +277,14 @@ def test_recency_pattern_close_to_lru() -> None:
 # -- real traces ----------------------------------------------------------------
 
 
-def _trace(name: str, limit: int | None = None) -> list[int]:
-    path = TRACES / f"{name}.txt"
-    if not path.exists():
-        pytest.skip(f"{path} not available")
-    with path.open() as fh:
-        keys = [int(line) for line in fh if line.strip()]
-    return keys[:limit]
-
-
 def test_real_trace_gli_loops() -> None:
-    keys = _trace("gli")
+    keys = read_trace("gli")
     cap = len(set(keys)) // 4
     ours, lru = hit_ratio(lruk(cap), keys), hit_ratio(LRUPolicy(cap, cap), keys)
     assert lru < 0.02 and ours > 0.38
 
 
 def test_real_trace_sprite_slice_near_lru() -> None:
-    keys = _trace("sprite", limit=30_000)
+    keys = read_trace("sprite", limit=30_000)
     ours, lru = hit_ratio(lruk(707), keys), hit_ratio(LRUPolicy(707, 707), keys)
     assert ours >= lru - 0.015

@@ -1,8 +1,8 @@
 """``router.core.dirhash`` against Go's dirhash vectors, real go.sum lines and the go command.
 
-Vectors come from ``shared/docs/goproxy-protocol.md`` items 46/47 and the gotchas (the
-``h1:`` values are looked up in that document, so a changed document fails here), and from
-``shared/conformance/real_gosum_lines.txt`` / ``xmod_gosum_reproduced_from_git.txt``. Zip
+Vectors come from ``tests/data/conformance/dirhash_vectors.txt`` (the ``h1:`` values below
+must equal that file's, so a changed file fails here), and from
+``tests/data/conformance/real_gosum_lines.txt`` / ``xmod_gosum_reproduced_from_git.txt``. Zip
 hashes of real modules need their sources, which are not here; what is checkable is: every
 line of both files is a well-formed go.sum line, the files agree with each other, and the
 go.mod hashes whose file content is known (the rsc.io/quote test modules, golang.org/x/text's
@@ -17,7 +17,6 @@ import base64
 import hashlib
 import io
 import json
-import os
 import random
 import tracemalloc
 import warnings
@@ -28,6 +27,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.data import read_conformance
 from support.gocmd import go_env, run_go
 from support.gomod import FixtureModule, module_zip_bytes, simple_module
 from support.gomod import hash_zip as support_hash_zip
@@ -35,7 +35,6 @@ from support.goproxy_server import Fault, FixtureProxy
 
 from router.core.dirhash import DirHashError, decode_h1, hash1, hash_go_mod, hash_zip_file
 
-DIR_ENV = "GOPROXY_ROUTER_CONFORMANCE_DIR"
 EMPTY_H1 = "h1:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="
 HASH1_VECTOR = "h1:EP6WfDoQTSk9klnxcjriWJOGztueJUywHNmWeq+efB8="
 ZIP_VECTOR = "h1:rLyfpGMAgqOnGE2aKOY5Xb6cOc0/YQhPjHBHBwkblhs="
@@ -64,24 +63,10 @@ KNOWN_GO_MODS = {
 }
 
 
-def conformance_dir() -> Path:
-    """The vectors directory: ``$GOPROXY_ROUTER_CONFORMANCE_DIR`` or ../shared/conformance."""
-    override = os.environ.get(DIR_ENV)
-    if override:
-        return Path(override)
-    return Path(__file__).resolve().parents[3] / "shared" / "conformance"
-
-
-def _read_shared(path: Path) -> str:
-    if not path.is_file():
-        pytest.fail(f"conformance file missing: {path} (set {DIR_ENV})")
-    return path.read_text(encoding="utf-8")
-
-
 def _gosum_lines(file_name: str) -> list[tuple[str, str, str]]:
     """``(module, version[/go.mod], h1)`` for every non-comment line of a vector file."""
     rows = []
-    for line in _read_shared(conformance_dir() / file_name).splitlines():
+    for line in read_conformance(file_name).splitlines():
         if line.strip() and not line.startswith("#"):
             fields = line.split(" ")
             assert len(fields) == 3, f"{file_name}: not a go.sum line: {line!r}"
@@ -136,10 +121,19 @@ def test_hash_zip_reproduces_go_vector_and_counts_directory_entries() -> None:
     assert _h1(_zip([*files, ("prefix/", b"")])) == ZIP_WITH_DIR_VECTOR
 
 
-def test_vectors_are_the_ones_in_the_protocol_document() -> None:
-    doc = _read_shared(conformance_dir().parent / "docs" / "goproxy-protocol.md")
-    for vector in (EMPTY_H1, HASH1_VECTOR, ZIP_VECTOR, ZIP_WITH_DIR_VECTOR):
-        assert vector in doc
+def test_vectors_are_the_ones_in_the_data_file() -> None:
+    rows = [
+        line.split("\t")
+        for line in read_conformance("dirhash_vectors.txt").splitlines()
+        if line and not line.startswith("#")
+    ]
+    recorded = {row[0]: row[1] for row in rows}
+    assert recorded == {
+        "empty": EMPTY_H1,
+        "hash1": HASH1_VECTOR,
+        "zip": ZIP_VECTOR,
+        "zip_with_dir": ZIP_WITH_DIR_VECTOR,
+    }
 
 
 def test_go_mod_hashes_of_known_go_mod_files_match_published_lines() -> None:

@@ -179,6 +179,15 @@ def test_immutable_answers(target: str, immutable: bool) -> None:
         "/example.com/m\x00/@v/list",
         "/example.com/m/@v/v1.0.0.zip%",
         "/example.com/m/@v/v1.0.0.zip%zz",
+        "/example.com/%zz/@v/list",
+        "/example.com/m%/@v/list",
+        "/example.com/%0d%0a/@v/list",
+        "/example.com/m%0A/@v/list",
+        "/example.com/m%7f/@v/list",
+        "/example.com/%252e%252e/@v/list",  # `..` once decoded twice
+        "/example.com/m/%252fx/@v/list",
+        "/example.com/m/@v/%252e%252e%252fx.info",
+        "/example.com/%2541/@v/list",
         "/example.com/m/@v/%ff.info",
         "/example.com//m/@v/list",
         "http://evil.example/example.com/m/@v/list",
@@ -190,6 +199,32 @@ def test_hostile_targets_are_400(target: str) -> None:
     with pytest.raises(BadRequestError) as info:
         parse_request_target(target)
     assert info.value.status == 400
+
+
+@pytest.mark.parametrize(
+    ("target", "reason"),
+    [
+        ("/example.com/%0d%0a/@v/list", "control character in the request path"),
+        ("/example.com/m%/@v/list", "malformed percent-encoding in the request path"),
+        (
+            "/example.com/%252e%252e/@v/list",
+            "percent-escape left after decoding the request path once (encoded twice)",
+        ),
+    ],
+)
+def test_bad_escapes_say_why(target: str, reason: str) -> None:
+    with pytest.raises(BadRequestError) as info:
+        parse_request_target(target)
+    assert info.value.reason == reason
+
+
+def test_an_encoded_percent_the_go_command_sends_is_not_a_double_encoding() -> None:
+    """url.PathEscape sends a '%' of a revision query as %25; unless it forms an escape
+    once decoded, the query is passed on, escaped again the same way."""
+    req = parse_request_target("/example.com/m/@v/fix%25.info")
+    assert isinstance(req, ModuleRequest)
+    assert req.version == "fix%"
+    assert req.upstream_path() == "example.com/m/@v/fix%25.info"
 
 
 @pytest.mark.parametrize(

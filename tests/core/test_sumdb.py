@@ -1,7 +1,7 @@
 """``router.core.sumdb`` against the Go team's note/tlog vectors, and the test checksum DB.
 
-The vectors live in ``shared/conformance/sumdb_note_tlog_vectors.txt`` (or in
-``$GOPROXY_ROUTER_CONFORMANCE_DIR``); a missing file is a failure, not a skip. The file is
+The vectors live in ``tests/data/conformance/sumdb_note_tlog_vectors.txt``; a missing
+file is a failure, not a skip. The file is
 prose with values in it, not a table, so :func:`load_vectors` parses each of its five
 sections explicitly and asserts it found every item; every parsed item is checked below.
 Two places where the file and Go's source disagree are handled explicitly and say so:
@@ -21,7 +21,6 @@ import base64
 import codecs
 import functools
 import hashlib
-import os
 import re
 import urllib.request
 from collections.abc import Sequence
@@ -30,6 +29,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from support.data import conformance_file
 from support.gocmd import CompletedGo, go_env, run_go, run_go_sync
 from support.gomod import hash_mod, hash_module, simple_module
 from support.goproxy_server import FixtureProxy
@@ -100,17 +100,8 @@ from router.core.sumdb import (
 )
 
 VECTORS_FILE = "sumdb_note_tlog_vectors.txt"
-DIR_ENV = "GOPROXY_ROUTER_CONFORMANCE_DIR"
 TEST_DB = "localhost.localdev/sumdb"
 QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
-
-
-def conformance_dir() -> Path:
-    """The vectors directory: ``$GOPROXY_ROUTER_CONFORMANCE_DIR`` or ../shared/conformance."""
-    override = os.environ.get(DIR_ENV)
-    if override:
-        return Path(override)
-    return Path(__file__).resolve().parents[3] / "shared" / "conformance"
 
 
 def go_bytes(literal: str) -> bytes:
@@ -312,8 +303,6 @@ def _parse_section5(section: str) -> _Section5:
 @functools.cache
 def load_vectors(path: Path) -> Vectors:
     """Parse the vector file (cached per path; the file is read-only data)."""
-    if not path.is_file():
-        pytest.fail(f"vector file missing: {path} (set {DIR_ENV})")
     sections = _split_sections(path.read_text(encoding="utf-8"))
     verifiers, signers, bad = _parse_keys(sections[1])
     note_text, sig_lines = _parse_note(sections[2])
@@ -345,7 +334,7 @@ def load_vectors(path: Path) -> Vectors:
 
 @pytest.fixture
 def vec() -> Vectors:
-    return load_vectors(conformance_dir() / VECTORS_FILE)
+    return load_vectors(conformance_file(VECTORS_FILE))
 
 
 def test_the_vector_file_is_complete(vec: Vectors) -> None:

@@ -1,111 +1,29 @@
 """The Go team's golang.org/x/mod test vectors, checked line by line.
 
-The vectors live in ``shared/conformance/xmod_module_vectors.txt`` next to the
-repository (or in ``$GOPROXY_ROUTER_CONFORMANCE_DIR``). Every line is one
-case; every FUNCTION named in the file must be mapped below, so new vectors
-cannot be silently ignored. A missing file is a failure, not a skip.
-
-Arguments holding invalid UTF-8 (``\\xHH`` in the file) are turned into Python
-strings with ``surrogateescape``, which is how the ported functions represent
-Go strings that are not valid UTF-8.
+The vectors live in ``tests/data/conformance/xmod_module_vectors.txt`` (provenance in
+``tests/data/README.md``; parsing in ``support.xmod_vectors``). Every line is one case;
+every FUNCTION named in the file must be mapped below, so new vectors cannot be silently
+ignored. A missing file is a failure, not a skip.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
+from support.data import conformance_file
+from support.xmod_vectors import JSONL_TWIN, Vector, load_or_explain
 
 from router.core import modpath, versions
 from router.core.errors import ModuleError
 
-VECTORS_FILE = "xmod_module_vectors.txt"
-JSONL_TWIN = "xmod_module_vectors.jsonl"
-DIR_ENV = "GOPROXY_ROUTER_CONFORMANCE_DIR"
 MIN_VECTORS = 700  # the file holds 778 cases; fewer means it was truncated
 GO_TIME = "%Y-%m-%dT%H:%M:%SZ"  # how the vectors write a time.Time (RFC 3339, UTC)
 
-
-def conformance_dir() -> Path:
-    """The directory holding the vectors: the env override, else ../shared/conformance."""
-    override = os.environ.get(DIR_ENV)
-    if override:
-        return Path(override)
-    return Path(__file__).resolve().parents[3] / "shared" / "conformance"
-
-
-@dataclass(frozen=True)
-class Vector:
-    """One case: FUNCTION, decoded arguments and the EXPECTED field, as written."""
-
-    lineno: int
-    func: str
-    args: tuple[str, ...]
-    expected: str
-    raw_args: tuple[str, ...]
-
-    @property
-    def id(self) -> str:
-        shown = "|".join(self.raw_args)
-        if len(shown) > 60:
-            shown = shown[:57] + "..."
-        return f"L{self.lineno}-{self.func}({shown})->{self.expected[:40]}"
-
-
-_SIMPLE_ESCAPES = {"\\": b"\\", "t": b"\t", "n": b"\n", "r": b"\r"}
-
-
-def unescape_field(field: str) -> str:
-    r"""Decode a field's ``\\ \t \n \r \xHH`` escapes; bad UTF-8 becomes lone surrogates."""
-    out = bytearray()
-    i = 0
-    while i < len(field):
-        ch = field[i]
-        if ch != "\\":
-            out += ch.encode("utf-8")
-            i += 1
-            continue
-        code = field[i + 1]
-        if code == "x":
-            out.append(int(field[i + 2 : i + 4], 16))
-            i += 4
-        elif code in _SIMPLE_ESCAPES:
-            out += _SIMPLE_ESCAPES[code]
-            i += 2
-        else:
-            raise ValueError(f"unknown escape \\{code} in field {field!r}")
-    return out.decode("utf-8", "surrogateescape")
-
-
-def load_vectors(path: Path) -> list[Vector]:
-    """Parse every non-comment line of the vectors file."""
-    vectors = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line or line.startswith("#"):
-            continue
-        parts = line.split("\t")
-        assert len(parts) >= 3, f"line {lineno}: fewer than 3 TAB-separated fields: {line!r}"
-        raw_args = tuple(parts[1:-1])
-        args = tuple(unescape_field(a) for a in raw_args)
-        vectors.append(Vector(lineno, parts[0], args, unescape_field(parts[-1]), raw_args))
-    return vectors
-
-
-def _load_or_explain() -> tuple[list[Vector], str | None]:
-    path = conformance_dir() / VECTORS_FILE
-    try:
-        return load_vectors(path), None
-    except OSError as exc:
-        return [], f"cannot read the x/mod vectors at {path} (set {DIR_ENV}?): {exc}"
-
-
-VECTORS, LOAD_ERROR = _load_or_explain()
+VECTORS, LOAD_ERROR = load_or_explain()
 
 
 # --- what each FUNCTION of the file calls ----------------------------------
@@ -237,9 +155,7 @@ def test_semver_compare_follows_table_order() -> None:
 
 def test_escapes_agree_with_the_jsonl_twin() -> None:
     """The TAB file's escapes decode to the bytes the JSON Lines twin records."""
-    twin = conformance_dir() / JSONL_TWIN
-    if not twin.exists():
-        pytest.skip(f"{twin} not present (the TAB file itself is required and checked)")
+    twin = conformance_file(JSONL_TWIN)
     records = [json.loads(line) for line in twin.read_text(encoding="utf-8").splitlines() if line]
     assert len(records) == len(VECTORS)
     for record, vector in zip(records, VECTORS, strict=True):
