@@ -1,4 +1,7 @@
-"""The command line: serve, validate, hash-token, schema."""
+"""The command line: serve, validate, hash-token, schema, cost, purge, rollout, explain.
+
+Output closed early (`... | head -1`) ends a command quietly with the shell's code
+for a broken pipe, never with a traceback."""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from router.config.schema import json_schema
 
 DEFAULT_RULES = Path("rules")
 DEFAULT_LISTEN = "0.0.0.0:8080"
+EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a command killed by SIGPIPE
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -173,18 +177,19 @@ def cmd_cost(args: argparse.Namespace) -> int:
         print("cost: USD_PER_GB must be a number >= 0", file=sys.stderr)
         return 1
 
-    async def run() -> int:
+    async def run() -> list[str]:
+        """The lines to print (printed after Redis is done with, so that a closed
+        output is never taken for Redis being unreachable)."""
         client = connect(url)
         try:
             if args.cost_command == "set":
                 await set_cost(client, name or "", args.usd_per_gb)
-                print(f"{name}: {args.usd_per_gb:g} USD/GB (every replica within 2 s)")
-                return 0
+                return [f"{name}: {args.usd_per_gb:g} USD/GB (every replica within 2 s)"]
             if args.cost_command == "clear":
                 await client.hdel("goproxy-router:cost", name)
-                print(f"{name}: back to the rules' cost")
-                return 0
+                return [f"{name}: back to the rules' cost"]
             overrides = await get_costs(client)
+            lines = []
             for up in rules.upstreams:
                 override = overrides.get(up.name)
                 shown = (
@@ -192,16 +197,19 @@ def cmd_cost(args: argparse.Namespace) -> int:
                     if override is not None
                     else f"{up.cost_per_gb:g} (rules)"
                 )
-                print(f"{up.name}\t{shown}")
-            return 0
+                lines.append(f"{up.name}\t{shown}")
+            return lines
         finally:
             await client.aclose()
 
     try:
-        return asyncio.run(run())
+        lines = asyncio.run(run())
     except (RedisError, OSError) as exc:
         print(f"cost: cannot reach Redis: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
+    for line in lines:
+        print(line)
+    return 0
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
@@ -261,13 +269,14 @@ def _post_admin(gateway: str, path: str, query: dict[str, str], what: str) -> in
         req.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
-            print(resp.read().decode().strip())
+            answer = resp.read().decode().strip()
     except urllib.error.HTTPError as exc:
         print(f"{what}: {exc.code} {exc.read().decode().strip()}", file=sys.stderr)
         return 1
     except OSError as exc:
         print(f"{what}: cannot reach {gateway}: {exc}", file=sys.stderr)
         return 1
+    print(answer)  # outside the try: a closed output is not the gateway's fault
     return 0
 
 
@@ -368,6 +377,30 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. When whoever reads the output stops early (`| head -1`), stop
+    quietly: no traceback, nothing more written, the exit code a shell gives a
+    command ended by SIGPIPE."""
+    try:
+        try:
+            return _run(argv)
+        finally:
+            sys.stdout.flush()  # a closed pipe shows here, not in Python's exit flush
+    except BrokenPipeError:
+        _discard_stdout()
+        return EXIT_BROKEN_PIPE
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush finds nothing to fail on."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout without a file descriptor (tests capturing it)
+        pass
+
+
+def _run(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "validate":
