@@ -127,9 +127,11 @@ async def test_not_found_everywhere_is_404_with_the_last_reason(notfound: Env) -
 async def test_error_preference_last_real_error_over_not_found(anyerror: Env) -> None:
     anyerror.a.add_fault(Fault(status=500))
     anyerror.b.add_fault(Fault(status=404))
-    status, body, _ = await anyerror.get(MOD_PATH)
+    status, body, resp = await anyerror.get(MOD_PATH)
     assert status == 502
-    assert b"upstream a" in body
+    assert body.startswith(b"upstream a: 500")
+    # the header names the upstream whose failure is reported, not the last one asked
+    assert resp.headers["X-Router-Upstream"] == "a"
 
 
 async def test_unreachable_upstream(tmp_path: Path) -> None:
