@@ -87,7 +87,7 @@ class UpstreamAnswer:
         except aiohttp.ClientPayloadError:
             raise UpstreamError(self.upstream, "truncated", self._cut_off(received)) from None
         except aiohttp.ClientError as exc:
-            reason = f"{_exchange_problem(exc, self.peer)} after {received} body bytes"
+            reason = _exchange_problem(exc, self.peer, f"after {received} body bytes")
             raise UpstreamError(self.upstream, "reset", reason) from None
         if self.content_length is not None and received != self.content_length:
             raise UpstreamError(self.upstream, "truncated", self._cut_off(received))
@@ -201,20 +201,29 @@ def _connect_problem(exc: aiohttp.ClientConnectorError, host: str, peer: str) ->
     return f"cannot connect to {peer} ({_plain(exc.os_error)})"
 
 
-def _exchange_problem(exc: aiohttp.ClientError, peer: str) -> str:
-    """Why an open connection gave no usable answer."""
+def _exchange_problem(exc: aiohttp.ClientError, peer: str, during: str) -> str:
+    """Why an open connection gave no usable answer; `during` says when (`before
+    answering`, `after N body bytes`)."""
     if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return f"{peer} closed the connection without answering"
+        return f"{peer} closed the connection {during}"
     if isinstance(exc, ConnectionResetError) or (
         isinstance(exc, OSError) and exc.errno == errno.ECONNRESET
     ):
-        return f"connection reset by {peer}"
+        return f"connection reset by {peer} {during}"
     if isinstance(exc, aiohttp.ClientResponseError):
-        detail = "".join(ch for ch in str(exc.message) if ch.isprintable())[:80]
-        return f"the answer is not valid HTTP ({detail})"
+        return f"the answer is not HTTP ({_parse_problem(exc.message)}): check the url and port"
     if isinstance(exc, aiohttp.ClientOSError):
-        return f"connection error with {peer} ({_plain(exc)})"
-    return f"{type(exc).__name__} talking to {peer}"
+        return f"connection error with {peer} {during} ({_plain(exc)})"
+    return f"{type(exc).__name__} talking to {peer} {during}"
+
+
+def _parse_problem(message: str) -> str:
+    """aiohttp's parser complaint on one line, without its caret line: `bad status line:
+    expected HTTP/, RTSP/ or ICE/: b'SSH-2.0-OpenSSH_9.6'`."""
+    parts = [line.strip() for line in str(message).splitlines()]
+    text = " ".join(p for p in parts if p and set(p) != {"^"})
+    text = "".join(ch for ch in text if ch.isprintable())[:120]
+    return text[:1].lower() + text[1:]
 
 
 def _origin(url: SplitResult) -> str:
@@ -392,7 +401,8 @@ class UpstreamClient:
             reason = _connect_problem(exc, self._host, self._peer)
             raise UpstreamError(self.name, "unreachable", reason) from None
         except aiohttp.ClientError as exc:
-            raise UpstreamError(self.name, "reset", _exchange_problem(exc, self._peer)) from None
+            reason = _exchange_problem(exc, self._peer, "before answering")
+            raise UpstreamError(self.name, "reset", reason) from None
         length = response.content_length
         answer = UpstreamAnswer(
             upstream=self.name,

@@ -126,20 +126,24 @@ async def refused() -> AsyncIterator[Situation]:
 @asynccontextmanager
 async def reset_before_answer() -> AsyncIterator[Situation]:
     async with RawServer(_rst) as server:
-        yield Situation(server.url, f"connection reset by 127.0.0.1:{server.port}", "reset", 502)
+        reason = f"connection reset by 127.0.0.1:{server.port} before answering"
+        yield Situation(server.url, reason, "reset", 502)
 
 
 @asynccontextmanager
 async def closed_before_answer() -> AsyncIterator[Situation]:
     async with RawServer(_hang_up) as server:
-        reason = f"127.0.0.1:{server.port} closed the connection without answering"
+        reason = f"127.0.0.1:{server.port} closed the connection before answering"
         yield Situation(server.url, reason, "reset", 502)
 
 
 @asynccontextmanager
 async def not_http() -> AsyncIterator[Situation]:
     async with RawServer(_garbage) as server:
-        reason = re.compile(r"the answer is not valid HTTP \(.+\)")
+        reason = re.compile(
+            r"the answer is not HTTP \(bad status line: .*b'SSH-2\.0-OpenSSH_9\.6'\): "
+            r"check the url and port"
+        )
         yield Situation(server.url, reason, "reset", 502)
 
 
