@@ -1,4 +1,7 @@
-"""The command line: serve, validate, hash-token, schema."""
+"""The command line: serve, validate, hash-token, schema, cost, purge, rollout, explain.
+
+Every flag's help shows its default. Output closed early (`... | head -1`) ends a
+command quietly with the shell's code for a broken pipe, never with a traceback."""
 
 from __future__ import annotations
 
@@ -15,78 +18,146 @@ from router.config.schema import json_schema
 
 DEFAULT_RULES = Path("rules")
 DEFAULT_LISTEN = "0.0.0.0:8080"
+EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a command killed by SIGPIPE
+RULES_HELP = "rules file or folder, relative to the current directory"
+REDIS_HELP = (
+    "redis URL shared by the replicas (default: env ROUTER_REDIS_URL, else the rules' redis)"
+)
+GATEWAY_HELP = "without Redis: the gateway's URL (admin), e.g. http://127.0.0.1:8080"
+
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends `(default: X)` to a flag's help, unless the help already tells its default
+    in words (one worked out at run time: from the environment, the rules)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "default" in text or action.default in (None, argparse.SUPPRESS, []):
+            return text
+        if not action.option_strings:
+            return text
+        return text + " (default: %(default)s)"
+
+
+def _command(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, summary: str
+) -> argparse.ArgumentParser:
+    return sub.add_parser(name, help=summary, description=summary, formatter_class=_Help)
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="goproxy-router", description="A GOPROXY gateway in front of several module proxies."
+        prog="goproxy-router",
+        description="A GOPROXY gateway in front of several module proxies.",
+        formatter_class=_Help,
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    _serve_parser(_command(sub, "serve", "run the gateway"))
 
-    serve = sub.add_parser("serve", help="run the gateway")
-    serve.add_argument("--rules", type=Path, default=DEFAULT_RULES, help="rules file or folder")
-    serve.add_argument("--listen", help="HOST:PORT (default: rules' listen, else 0.0.0.0:8080)")
-    serve.add_argument("--redis", help="redis URL shared by replicas (env ROUTER_REDIS_URL)")
+    validate = _command(sub, "validate", "check rule files; exit 1 on any error")
+    validate.add_argument("paths", type=Path, nargs="+", help="rule files or folders")
+
+    token = _command(sub, "hash-token", "print the sha256: line for a tenant token")
+    token.add_argument("token", nargs="?", help="the token (read from stdin when absent)")
+
+    _command(sub, "schema", "print the JSON Schema of the rules")
+    _cost_parsers(_command(sub, "cost", "override upstream bandwidth costs for every replica"))
+
+    purge = _command(
+        sub, "purge", "drop cached list/@latest/not-found answers of a module on every replica"
+    )
+    purge.add_argument("target", metavar="MODULE[@VERSION]")
+    purge.add_argument("--rules", type=Path, default=DEFAULT_RULES, help=RULES_HELP)
+    purge.add_argument("--redis", help=REDIS_HELP)
+    purge.add_argument("--gateway", help=GATEWAY_HELP + " (default: none)")
+
+    rollout = _command(sub, "rollout", "mirror rollouts (A/B checks of new upstreams)")
+    rollout_sub = rollout.add_subparsers(dest="rollout_command", required=True)
+    reset = _command(rollout_sub, "reset", "put a rolled-back candidate NAME back")
+    reset.add_argument("name", help="the rollout's candidate upstream")
+    reset.add_argument("--rules", type=Path, default=DEFAULT_RULES, help=RULES_HELP)
+    reset.add_argument(
+        "--redis",
+        help="redis URL shared by the replicas (default: env "
+        "ROUTER_REDIS_URL, else the rules' redis, else ask the gateway)",
+    )
+    reset.add_argument(
+        "--gateway", help=GATEWAY_HELP + " (default: this host's, from the rules' listen)"
+    )
+    _explain_parser(_command(sub, "explain", "print the decision for a request, as JSON"))
+    return parser
+
+
+def _serve_parser(serve: argparse.ArgumentParser) -> None:
+    serve.add_argument("--rules", type=Path, default=DEFAULT_RULES, help=RULES_HELP)
+    serve.add_argument(
+        "--listen", help=f"HOST:PORT (default: the rules' listen, else {DEFAULT_LISTEN})"
+    )
+    serve.add_argument(
+        "--redis",
+        help="redis URL shared by replicas (default: env ROUTER_REDIS_URL, else the rules' "
+        "redis, else none: each process keeps its own state)",
+    )
     serve.add_argument(
         "--workers",
         type=int,
         default=int(os.environ.get("ROUTER_WORKERS", "1") or 1),
-        help="processes sharing the port (env ROUTER_WORKERS)",
+        help="processes sharing the port (default: env ROUTER_WORKERS, else 1)",
     )
-    serve.add_argument("--tls-cert", help="PEM certificate: serve HTTPS")
-    serve.add_argument("--tls-key", help="PEM private key for --tls-cert")
-    serve.add_argument("--log-level", default=os.environ.get("ROUTER_LOG_LEVEL"))
+    serve.add_argument(
+        "--tls-cert", help="PEM certificate: serve HTTPS (default: the rules' tls.cert, else HTTP)"
+    )
+    serve.add_argument(
+        "--tls-key", help="PEM private key for --tls-cert (default: the rules' tls.key)"
+    )
+    serve.add_argument(
+        "--log-level",
+        default=os.environ.get("ROUTER_LOG_LEVEL"),
+        help="debug, info, warning or error "
+        "(default: env ROUTER_LOG_LEVEL, else the rules' logging.level, else info)",
+    )
 
-    validate = sub.add_parser("validate", help="check rule files; exit 1 on any error")
-    validate.add_argument("paths", type=Path, nargs="+")
 
-    token = sub.add_parser("hash-token", help="print the sha256: line for a tenant token")
-    token.add_argument("token", nargs="?", help="the token (read from stdin when absent)")
-
-    sub.add_parser("schema", help="print the JSON Schema of the rules")
-
-    cost = sub.add_parser("cost", help="override upstream bandwidth costs for every replica")
+def _cost_parsers(cost: argparse.ArgumentParser) -> None:
     cost_sub = cost.add_subparsers(dest="cost_command", required=True)
-    cost_set = cost_sub.add_parser("set", help="set NAME's cost in USD per GB")
+    cost_set = _command(cost_sub, "set", "set NAME's cost in USD per GB")
     cost_set.add_argument("name")
     cost_set.add_argument("usd_per_gb", type=float)
-    cost_list = cost_sub.add_parser("list", help="list costs (rules and overrides)")
-    cost_clear = cost_sub.add_parser("clear", help="drop NAME's override (back to the rules)")
+    cost_list = _command(cost_sub, "list", "list costs (rules and overrides)")
+    cost_clear = _command(cost_sub, "clear", "drop NAME's override (back to the rules)")
     cost_clear.add_argument("name")
     for p in (cost_set, cost_list, cost_clear):
-        p.add_argument("--rules", type=Path, default=DEFAULT_RULES)
-        p.add_argument("--redis", help="redis URL (env ROUTER_REDIS_URL, else the rules' redis)")
+        p.add_argument("--rules", type=Path, default=DEFAULT_RULES, help=RULES_HELP)
+        p.add_argument("--redis", help=REDIS_HELP)
 
-    purge = sub.add_parser(
-        "purge", help="drop cached list/@latest/not-found answers of a module on every replica"
-    )
-    purge.add_argument("target", metavar="MODULE[@VERSION]")
-    purge.add_argument("--rules", type=Path, default=DEFAULT_RULES)
-    purge.add_argument("--redis", help="redis URL shared by the replicas (env ROUTER_REDIS_URL)")
-    purge.add_argument(
-        "--gateway", help="without Redis: the gateway's URL (admin), e.g. http://127.0.0.1:8080"
-    )
 
-    rollout = sub.add_parser("rollout", help="mirror rollouts (A/B checks of new upstreams)")
-    rollout_sub = rollout.add_subparsers(dest="rollout_command", required=True)
-    reset = rollout_sub.add_parser("reset", help="put a rolled-back candidate NAME back")
-    reset.add_argument("name", help="the rollout's candidate upstream")
-    reset.add_argument("--rules", type=Path, default=DEFAULT_RULES)
-    reset.add_argument("--redis", help="redis URL shared by the replicas (env ROUTER_REDIS_URL)")
-    reset.add_argument(
-        "--gateway", help="without Redis: the gateway's URL (admin), e.g. http://127.0.0.1:8080"
-    )
-
-    exp = sub.add_parser("explain", help="print the decision for a request, as JSON")
+def _explain_parser(exp: argparse.ArgumentParser) -> None:
     exp.add_argument("target", metavar="MODULE[@VERSION]")
-    exp.add_argument("--rules", type=Path, default=DEFAULT_RULES)
-    exp.add_argument("--tenant", help="tenant id (X-Tenant-ID, or Basic user with --token)")
-    exp.add_argument("--token", help="credential (Basic password with --tenant, else Bearer)")
-    exp.add_argument("--go-version", help="the X-Go-Version header, e.g. go1.20.3")
-    exp.add_argument("--header", action="append", default=[], metavar="K=V")
-    exp.add_argument("--kind", choices=("info", "mod", "zip", "list", "latest"))
-    exp.add_argument("--peer", help="client address (for trusted_proxies)")
-    return parser
+    exp.add_argument("--rules", type=Path, default=DEFAULT_RULES, help=RULES_HELP)
+    exp.add_argument(
+        "--tenant", help="tenant id (X-Tenant-ID, or Basic user with --token) (default: anonymous)"
+    )
+    exp.add_argument(
+        "--token", help="credential (Basic password with --tenant, else Bearer) (default: none)"
+    )
+    exp.add_argument(
+        "--go-version",
+        help="the X-Go-Version header, e.g. go1.20.3 (default: the X-Go-Version --header, "
+        "else none)",
+    )
+    exp.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="a request header, repeatable (default: none)",
+    )
+    exp.add_argument(
+        "--kind",
+        choices=("info", "mod", "zip", "list", "latest"),
+        help="the file asked for (default: zip with @VERSION, else list)",
+    )
+    exp.add_argument("--peer", help="client address, for trusted_proxies (default: none)")
 
 
 def cmd_validate(paths: Sequence[Path]) -> int:
@@ -173,18 +244,19 @@ def cmd_cost(args: argparse.Namespace) -> int:
         print("cost: USD_PER_GB must be a number >= 0", file=sys.stderr)
         return 1
 
-    async def run() -> int:
+    async def run() -> list[str]:
+        """The lines to print (printed after Redis is done with, so that a closed
+        output is never taken for Redis being unreachable)."""
         client = connect(url)
         try:
             if args.cost_command == "set":
                 await set_cost(client, name or "", args.usd_per_gb)
-                print(f"{name}: {args.usd_per_gb:g} USD/GB (every replica within 2 s)")
-                return 0
+                return [f"{name}: {args.usd_per_gb:g} USD/GB (every replica within 2 s)"]
             if args.cost_command == "clear":
                 await client.hdel("goproxy-router:cost", name)
-                print(f"{name}: back to the rules' cost")
-                return 0
+                return [f"{name}: back to the rules' cost"]
             overrides = await get_costs(client)
+            lines = []
             for up in rules.upstreams:
                 override = overrides.get(up.name)
                 shown = (
@@ -192,16 +264,19 @@ def cmd_cost(args: argparse.Namespace) -> int:
                     if override is not None
                     else f"{up.cost_per_gb:g} (rules)"
                 )
-                print(f"{up.name}\t{shown}")
-            return 0
+                lines.append(f"{up.name}\t{shown}")
+            return lines
         finally:
             await client.aclose()
 
     try:
-        return asyncio.run(run())
+        lines = asyncio.run(run())
     except (RedisError, OSError) as exc:
         print(f"cost: cannot reach Redis: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
+    for line in lines:
+        print(line)
+    return 0
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
@@ -261,13 +336,14 @@ def _post_admin(gateway: str, path: str, query: dict[str, str], what: str) -> in
         req.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
-            print(resp.read().decode().strip())
+            answer = resp.read().decode().strip()
     except urllib.error.HTTPError as exc:
         print(f"{what}: {exc.code} {exc.read().decode().strip()}", file=sys.stderr)
         return 1
     except OSError as exc:
         print(f"{what}: cannot reach {gateway}: {exc}", file=sys.stderr)
         return 1
+    print(answer)  # outside the try: a closed output is not the gateway's fault
     return 0
 
 
@@ -368,6 +444,30 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. When whoever reads the output stops early (`| head -1`), stop
+    quietly: no traceback, nothing more written, the exit code a shell gives a
+    command ended by SIGPIPE."""
+    try:
+        try:
+            return _run(argv)
+        finally:
+            sys.stdout.flush()  # a closed pipe shows here, not in Python's exit flush
+    except BrokenPipeError:
+        _discard_stdout()
+        return EXIT_BROKEN_PIPE
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush finds nothing to fail on."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout without a file descriptor (tests capturing it)
+        pass
+
+
+def _run(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "validate":

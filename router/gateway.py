@@ -160,7 +160,9 @@ async def walk(
             outcome = _CAUSE_OUTCOME.get(exc.cause, Outcome.ERROR)
             # a timeout still tells how slow the upstream was: it counts in the latency
             waited = time.monotonic() - began if exc.cause == "timeout" else None
-            served.attempts.append(Attempt(client.name, outcome, None, str(exc), exc.cause, waited))
+            served.attempts.append(
+                Attempt(client.name, outcome, None, exc.reason, exc.cause, waited)
+            )
         else:
             outcome = classify_status(answer.status)
             seconds = answer.first_byte_seconds
@@ -241,7 +243,7 @@ async def spool_body(answer: UpstreamAnswer, spool: Spooled, deadline: float) ->
     except TimeoutError:
         problem = Rejected(f"transfer exceeded {deadline:g}s", "timeout", False)
     except UpstreamError as exc:
-        problem = Rejected(str(exc), exc.cause, False)
+        problem = Rejected(exc.reason, exc.cause, False)
     except BaseException:
         answer.close()
         spool.discard()
@@ -324,8 +326,8 @@ async def _stream(
         _abort(http)
         return resp
     except UpstreamError as exc:
-        log.warning("upstream %s broke mid-body: %s", answer.upstream, exc)
-        served.attempts.append(Attempt(answer.upstream, Outcome.ERROR, 200, str(exc), exc.cause))
+        log.warning("zip stream broke mid-body: %s", exc)
+        served.attempts.append(Attempt(answer.upstream, Outcome.ERROR, 200, exc.reason, exc.cause))
         served.status = 502
         answer.close()
         _abort(http)

@@ -3,14 +3,18 @@
 `UpstreamClient.fetch` returns an `UpstreamAnswer` whose body is either read
 whole (small answers, bounded by a size cap) or left open for streaming
 (.zip). Every failure is an `UpstreamError` with a cause (timeout, reset,
-unreachable, truncated, too_large, redirect) and a one-line message that
-never carries a credential.
+unreachable, truncated, too_large, redirect) and a one-line reason a person can
+act on: what went wrong in plain words, with which host, and where it helps what
+to check. No reason ever carries a credential (the rules forbid them in urls; the
+Authorization header is never described) nor any part of a redirect target
+beyond its scheme, host and port.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import logging
 import os
 import ssl
@@ -18,8 +22,9 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Literal
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import SplitResult, urljoin, urlsplit
 
 import aiohttp
 from yarl import URL
@@ -38,12 +43,14 @@ CHUNK = 256 << 10
 
 
 class UpstreamError(Exception):
-    """An upstream that did not give a usable answer."""
+    """An upstream that did not give a usable answer. `reason` is one line in plain
+    words; str() is the same line naming the upstream (`upstream NAME: reason`)."""
 
-    def __init__(self, upstream: str, cause: Cause, message: str) -> None:
-        super().__init__(message)
+    def __init__(self, upstream: str, cause: Cause, reason: str) -> None:
+        super().__init__(f"upstream {upstream}: {reason}")
         self.upstream = upstream
         self.cause = cause
+        self.reason = reason
 
 
 @dataclass(slots=True)
@@ -57,6 +64,8 @@ class UpstreamAnswer:
     first_byte_seconds: float
     body: bytes | None = None
     _response: aiohttp.ClientResponse | None = field(default=None, repr=False)
+    peer: str = ""  # host:port, for messages
+    idle: float = 0.0  # the idle deadline, for messages
 
     async def iter_body(self, limit: int) -> AsyncIterator[bytes]:
         """Stream the body; raises UpstreamError on a broken, stalled or oversized body."""
@@ -69,16 +78,23 @@ class UpstreamAnswer:
             async for chunk in self._response.content.iter_chunked(CHUNK):
                 received += len(chunk)
                 if received > limit:
-                    raise UpstreamError(self.upstream, "too_large", "body exceeds the size cap")
+                    reason = f"body grew past the {_size(limit)} cap for this kind of request"
+                    raise UpstreamError(self.upstream, "too_large", reason)
                 yield chunk
         except TimeoutError:
-            raise UpstreamError(self.upstream, "timeout", "body stalled") from None
+            reason = f"body stalled: no data for {self.idle:g}s (idle timeout)"
+            raise UpstreamError(self.upstream, "timeout", reason) from None
         except aiohttp.ClientPayloadError:
-            raise UpstreamError(self.upstream, "truncated", "body ended early") from None
+            raise UpstreamError(self.upstream, "truncated", self._cut_off(received)) from None
         except aiohttp.ClientError as exc:
-            raise UpstreamError(self.upstream, "reset", _describe(exc)) from None
+            reason = _exchange_problem(exc, self.peer, f"after {received} body bytes")
+            raise UpstreamError(self.upstream, "reset", reason) from None
         if self.content_length is not None and received != self.content_length:
-            raise UpstreamError(self.upstream, "truncated", "body shorter than announced")
+            raise UpstreamError(self.upstream, "truncated", self._cut_off(received))
+
+    def _cut_off(self, received: int) -> str:
+        of = "" if self.content_length is None else f" of {self.content_length}"
+        return f"body cut off after {received}{of} bytes: the upstream closed the connection early"
 
     def release(self) -> None:
         if self._response is not None:
@@ -132,17 +148,106 @@ def _client_ssl(config: Upstream) -> ssl.SSLContext | bool:
     return ctx
 
 
-def _describe(exc: BaseException) -> str:
-    """A one-line, credential-free description of a client error."""
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        errno = exc.os_error.errno
-        detail = os.strerror(errno) if errno else type(exc.os_error).__name__
-        return f"cannot connect ({detail})"
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return "connection closed before an answer"
-    if isinstance(exc, aiohttp.ClientOSError):
-        return f"connection error ({exc.strerror or type(exc).__name__})"
+def _size(n: int) -> str:
+    """A byte count for people: 16 MiB, 1.5 MiB, 300 KiB, 12 bytes."""
+    for unit, shift in (("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift:
+            return f"{n / (1 << shift):.4g} {unit}"
+    return f"{n} bytes"
+
+
+def _plain(exc: OSError) -> str:
+    """An OS error's own words, lower-cased, without a trailing period."""
+    text = exc.strerror or (os.strerror(exc.errno) if exc.errno else "") or type(exc).__name__
+    return text[:1].lower() + text[1:].rstrip(".")
+
+
+def _ssl_problem(exc: OSError) -> str:
+    """`wrong version number` from `[SSL: WRONG_VERSION_NUMBER] wrong version number (...)`."""
+    reason = getattr(exc, "reason", None)
+    if reason:
+        return str(reason).lower().replace("_", " ")
+    return _plain(exc)
+
+
+def _certificate_problem(exc: Exception) -> str:
+    """Why a certificate was not trusted, as OpenSSL says it."""
+    if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:
+        text = str(exc.verify_message)
+        return text[:1].lower() + text[1:].rstrip(".")
     return type(exc).__name__
+
+
+def _connect_problem(exc: aiohttp.ClientConnectorError, host: str, peer: str) -> str:
+    """Why no connection to the upstream could be opened, and what to check."""
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return (
+            f"cannot resolve host {host} ({_plain(exc.os_error)}): "
+            "check the url in the rules and this machine's DNS"
+        )
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return (
+            f"TLS certificate of {host} is not trusted "
+            f"({_certificate_problem(exc.certificate_error)}): "
+            "if it is signed by a private CA, set tls.ca of this upstream"
+        )
+    if isinstance(exc, aiohttp.ClientConnectorSSLError):
+        return (
+            f"TLS handshake with {peer} failed ({_ssl_problem(exc.os_error)}): "
+            "check that it speaks https on that port"
+        )
+    if isinstance(exc.os_error, ConnectionRefusedError):
+        return f"connection refused by {peer}: check that the upstream runs and listens there"
+    return f"cannot connect to {peer} ({_plain(exc.os_error)})"
+
+
+def _exchange_problem(exc: aiohttp.ClientError, peer: str, during: str) -> str:
+    """Why an open connection gave no usable answer; `during` says when (`before
+    answering`, `after N body bytes`)."""
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return f"{peer} closed the connection {during}"
+    if isinstance(exc, ConnectionResetError) or (
+        isinstance(exc, OSError) and exc.errno == errno.ECONNRESET
+    ):
+        return f"connection reset by {peer} {during}"
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return f"the answer is not HTTP ({_parse_problem(exc.message)}): check the url and port"
+    if isinstance(exc, aiohttp.ClientOSError):
+        return f"connection error with {peer} {during} ({_plain(exc)})"
+    return f"{type(exc).__name__} talking to {peer} {during}"
+
+
+def _parse_problem(message: str) -> str:
+    """aiohttp's parser complaint on one line, without its caret line: `bad status line:
+    expected HTTP/, RTSP/ or ICE/: b'SSH-2.0-OpenSSH_9.6'`."""
+    parts = [line.strip() for line in str(message).splitlines()]
+    text = " ".join(p for p in parts if p and set(p) != {"^"})
+    text = "".join(ch for ch in text if ch.isprintable())[:120]
+    return text[:1].lower() + text[1:]
+
+
+def _origin(url: SplitResult) -> str:
+    """scheme://host[:port] of a url: never its user, path or query (which may be signed)."""
+    host = url.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{url.scheme}://{host}" + (f":{url.port}" if url.port else "")
+
+
+def _host_and_peer(url: str) -> tuple[str, str]:
+    """(host, host:port) of an upstream url, the port made explicit."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return host, f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+@dataclass(slots=True)
+class _PoolWait:
+    """Set by the connection trace while a request waits for a free pooled connection:
+    aiohttp's `connect` timeout covers that wait and the TCP/TLS connect alike."""
+
+    waiting: bool = False
 
 
 class UpstreamClient:
@@ -156,6 +261,7 @@ class UpstreamClient:
         self._on_connection = on_connection
         self._auth_header: str | None = None
         self._auth_problem: str | None = None
+        self._host, self._peer = _host_and_peer(config.url)
 
     @property
     def name(self) -> str:
@@ -181,12 +287,9 @@ class UpstreamClient:
             ttl_dns_cache=300,
             ssl=tls,
         )
-        traces = []
-        if self._on_connection is not None:
-            traces.append(self._connection_trace(self._on_connection))
         self._session = aiohttp.ClientSession(
             connector=connector,
-            trace_configs=traces,
+            trace_configs=[self._connection_trace(self._on_connection)],
             timeout=aiohttp.ClientTimeout(
                 total=None, connect=t.connect, sock_connect=t.connect, sock_read=t.idle
             ),
@@ -195,16 +298,29 @@ class UpstreamClient:
             skip_auto_headers=("Accept-Encoding",),
         )
 
-    def _connection_trace(self, report: Callable[[str, str], None]) -> aiohttp.TraceConfig:
-        """Counts connections opened; each request counts one use (so reused = used - opened),
-        cheaper than a signal on every reuse."""
+    def _connection_trace(self, report: Callable[[str, str], None] | None) -> aiohttp.TraceConfig:
+        """Marks a request's `_PoolWait` while it queues for a free connection; with `report`,
+        counts connections opened too (each request counts one use, so reused = used -
+        opened, cheaper than a signal on every reuse)."""
         trace = aiohttp.TraceConfig()
         name = self.name
 
-        async def opened(*_: object) -> None:
-            report(name, "opened")
+        async def queued(_: object, ctx: SimpleNamespace, __: object) -> None:
+            if isinstance(ctx.trace_request_ctx, _PoolWait):
+                ctx.trace_request_ctx.waiting = True
 
-        trace.on_connection_create_end.append(opened)
+        async def dequeued(_: object, ctx: SimpleNamespace, __: object) -> None:
+            if isinstance(ctx.trace_request_ctx, _PoolWait):
+                ctx.trace_request_ctx.waiting = False
+
+        trace.on_connection_queued_start.append(queued)
+        trace.on_connection_queued_end.append(dequeued)
+        if report is not None:
+
+            async def opened(*_: object) -> None:
+                report(name, "opened")
+
+            trace.on_connection_create_end.append(opened)
         return trace
 
     async def close(self) -> None:
@@ -238,7 +354,8 @@ class UpstreamClient:
                     answer.release()
                 return answer
         except TimeoutError:
-            raise UpstreamError(self.name, "timeout", f"no answer within {t.metadata:g}s") from None
+            reason = f"no complete answer within {t.metadata:g}s (metadata timeout)"
+            raise UpstreamError(self.name, "timeout", reason) from None
 
     async def probe(self) -> tuple[bool, float | None]:
         """One cheap request to the upstream's base URL: (healthy, time to first byte).
@@ -274,18 +391,18 @@ class UpstreamClient:
         if self._on_connection is not None:
             self._on_connection(self.name, "used")
         started = time.monotonic()
-        first_byte = self.config.timeouts.first_byte
+        wait = _PoolWait()
         try:
-            async with asyncio.timeout(first_byte):
-                response = await self._follow(url, method, headers)
-        except TimeoutError:
-            raise UpstreamError(
-                self.name, "timeout", f"no response within {first_byte:g}s"
-            ) from None
+            async with asyncio.timeout(self.config.timeouts.first_byte):
+                response = await self._follow(url, method, headers, wait)
+        except TimeoutError as exc:  # aiohttp's connect and read timeouts are TimeoutErrors too
+            raise self._timed_out(exc, wait) from None
         except aiohttp.ClientConnectorError as exc:
-            raise UpstreamError(self.name, "unreachable", _describe(exc)) from None
+            reason = _connect_problem(exc, self._host, self._peer)
+            raise UpstreamError(self.name, "unreachable", reason) from None
         except aiohttp.ClientError as exc:
-            raise UpstreamError(self.name, "reset", _describe(exc)) from None
+            reason = _exchange_problem(exc, self._peer, "before answering")
+            raise UpstreamError(self.name, "reset", reason) from None
         length = response.content_length
         answer = UpstreamAnswer(
             upstream=self.name,
@@ -294,21 +411,53 @@ class UpstreamClient:
             content_length=length,
             first_byte_seconds=time.monotonic() - started,
             _response=response,
+            peer=self._peer,
+            idle=self.config.timeouts.idle,
         )
         if response.status == 200 and length is not None and length > limit:
             answer.close()
-            raise UpstreamError(self.name, "too_large", f"answer of {length} bytes exceeds the cap")
+            reason = (
+                f"answer announces {_size(length)}, over the {_size(limit)} cap "
+                "for this kind of request"
+            )
+            raise UpstreamError(self.name, "too_large", reason)
         return answer
 
+    def _timed_out(self, exc: TimeoutError, wait: _PoolWait) -> UpstreamError:
+        """Which deadline passed before the response head: the wait for a pooled
+        connection, the connect, a silent socket, or the first byte."""
+        t = self.config.timeouts
+        if wait.waiting:
+            n = self.config.max_connections
+            seconds = t.connect if isinstance(exc, aiohttp.ConnectionTimeoutError) else t.first_byte
+            reason = (
+                f"no free connection within {seconds:g}s: all {n} of its max_connections "
+                "are busy with other requests"
+            )
+        elif isinstance(exc, aiohttp.ConnectionTimeoutError):
+            reason = (
+                f"cannot connect to {self._peer} within {t.connect:g}s (connect timeout): "
+                "check that the host is reachable from here"
+            )
+        elif isinstance(exc, aiohttp.SocketTimeoutError):
+            reason = f"no data for {t.idle:g}s while waiting for the answer (idle timeout)"
+        else:
+            reason = f"no response within {t.first_byte:g}s of the request (first_byte timeout)"
+        return UpstreamError(self.name, "timeout", reason)
+
     async def _follow(
-        self, url: str, method: str, headers: Mapping[str, str]
+        self, url: str, method: str, headers: Mapping[str, str], wait: _PoolWait
     ) -> aiohttp.ClientResponse:
         """Send, following redirects only to the same scheme, host and port."""
         assert self._session is not None
         origin = urlsplit(self.config.url)
         for _ in range(MAX_REDIRECTS + 1):
             response = await self._session.request(
-                method, URL(url, encoded=True), headers=dict(headers), allow_redirects=False
+                method,
+                URL(url, encoded=True),
+                headers=dict(headers),
+                allow_redirects=False,
+                trace_request_ctx=wait,
             )
             if response.status not in (301, 302, 303, 307, 308):
                 return response
@@ -320,6 +469,12 @@ class UpstreamClient:
                 origin.hostname,
                 origin.port,
             ):
-                raise UpstreamError(self.name, "redirect", "redirected to another host")
+                reason = (
+                    f"refused a redirect to {_origin(target)} (only redirects within "
+                    f"{_origin(origin)} are followed): set the upstream's url in the rules "
+                    "to where it redirects"
+                )
+                raise UpstreamError(self.name, "redirect", reason)
             url = target.geturl()
-        raise UpstreamError(self.name, "redirect", f"more than {MAX_REDIRECTS} redirects")
+        reason = f"more than {MAX_REDIRECTS} redirects: check the upstream's url in the rules"
+        raise UpstreamError(self.name, "redirect", reason)

@@ -4,6 +4,12 @@ No test may reach the internet: every outbound connection from this process
 must go to a loopback address (or a Unix socket). The go command runs with
 GOPROXY pointing at loopback, GOSUMDB off or at a test checksum DB, and
 GOTOOLCHAIN=local, so it has nothing to fetch from outside either.
+
+Names under `.invalid` never resolve (RFC 6761 section 6.4, which asks resolver
+libraries to say so at once). glibc still sends the query to the configured DNS
+server, which is a network access and, offline, a slow "temporary failure"; so
+here getaddrinfo answers those names the way the RFC says, without asking anyone.
+Tests use such a name for an upstream whose host does not resolve.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import pytest
 
 _real_connect = socket.socket.connect
 _real_connect_ex = socket.socket.connect_ex
+_real_getaddrinfo = socket.getaddrinfo
 
 
 def _check_address(address: Any) -> None:
@@ -43,13 +50,22 @@ def _guarded_connect_ex(self: socket.socket, address: Any) -> int:
     return _real_connect_ex(self, address)
 
 
+def _guarded_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+    name = host.decode() if isinstance(host, bytes) else host
+    if isinstance(name, str) and name.rstrip(".").lower().endswith(".invalid"):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+    return _real_getaddrinfo(host, *args, **kwargs)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _loopback_only() -> Iterator[None]:
     socket.socket.connect = _guarded_connect  # type: ignore[method-assign]
     socket.socket.connect_ex = _guarded_connect_ex  # type: ignore[method-assign]
+    socket.getaddrinfo = _guarded_getaddrinfo
     yield
     socket.socket.connect = _real_connect  # type: ignore[method-assign]
     socket.socket.connect_ex = _real_connect_ex  # type: ignore[method-assign]
+    socket.getaddrinfo = _real_getaddrinfo
 
 
 @pytest.fixture

@@ -127,9 +127,11 @@ async def test_not_found_everywhere_is_404_with_the_last_reason(notfound: Env) -
 async def test_error_preference_last_real_error_over_not_found(anyerror: Env) -> None:
     anyerror.a.add_fault(Fault(status=500))
     anyerror.b.add_fault(Fault(status=404))
-    status, body, _ = await anyerror.get(MOD_PATH)
+    status, body, resp = await anyerror.get(MOD_PATH)
     assert status == 502
-    assert b"upstream a" in body
+    assert body.startswith(b"upstream a: 500")
+    # the header names the upstream whose failure is reported, not the last one asked
+    assert resp.headers["X-Router-Upstream"] == "a"
 
 
 async def test_unreachable_upstream(tmp_path: Path) -> None:
@@ -149,8 +151,8 @@ async def test_unreachable_upstream(tmp_path: Path) -> None:
                 assert resp.status == expected
                 if expected == 502:
                     text = await resp.text()
-                    assert "upstream dead: cannot connect" in text
-                    assert "127.0.0.1" not in text
+                    assert text.startswith("upstream dead: connection refused by 127.0.0.1:9")
+                    assert "ssl:" not in text and "Connect call failed" not in text  # aiohttp's
 
 
 async def test_zip_truncated_midway_aborts_the_client(notfound: Env) -> None:
@@ -236,7 +238,7 @@ async def test_redirect_followed_only_on_same_host(notfound: Env) -> None:
     notfound.a.add_fault(Fault(pattern=r"\.mod$", redirect_to=other + "{path}"))
     status, body, _ = await notfound.get(MOD_PATH)
     assert status == 502
-    assert b"redirected to another host" in body
+    assert b"refused a redirect to http://localhost:" in body
 
 
 async def test_content_type_passes_through(notfound: Env) -> None:
