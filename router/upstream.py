@@ -34,7 +34,9 @@ from router.config.model import Upstream
 
 log = logging.getLogger("goproxy_router.upstream")
 
-Cause = Literal["timeout", "reset", "unreachable", "truncated", "too_large", "redirect", "status"]
+Cause = Literal[
+    "timeout", "reset", "unreachable", "truncated", "too_large", "redirect", "status", "busy"
+]
 
 USER_AGENT = f"goproxy-router/{__version__}"
 MAX_REDIRECTS = 10
@@ -66,6 +68,7 @@ class UpstreamAnswer:
     _response: aiohttp.ClientResponse | None = field(default=None, repr=False)
     peer: str = ""  # host:port, for messages
     idle: float = 0.0  # the idle deadline, for messages
+    _done: Callable[[], None] | None = field(default=None, repr=False)  # a stream slot back
 
     async def iter_body(self, limit: int) -> AsyncIterator[bytes]:
         """Stream the body; raises UpstreamError on a broken, stalled or oversized body."""
@@ -100,12 +103,19 @@ class UpstreamAnswer:
         if self._response is not None:
             self._response.release()
             self._response = None
+        self._finished()
 
     def close(self) -> None:
         """Drop the connection (the body was not read to the end)."""
         if self._response is not None:
             self._response.close()
             self._response = None
+        self._finished()
+
+    def _finished(self) -> None:
+        done, self._done = self._done, None
+        if done is not None:
+            done()
 
 
 def _secret(env: str | None, file: str | None) -> str:
@@ -262,6 +272,10 @@ class UpstreamClient:
         self._auth_header: str | None = None
         self._auth_problem: str | None = None
         self._host, self._peer = _host_and_peer(config.url)
+        # Streamed bodies (zips) may hold at most this many connections: the rest are
+        # kept for small answers, so downloads can never starve metadata.
+        self.stream_slots = max(1, config.max_connections - max(1, config.max_connections // 4))
+        self._streams: asyncio.Semaphore | None = None
 
     @property
     def name(self) -> str:
@@ -341,7 +355,7 @@ class UpstreamClient:
         metadata deadline; with `stream`, the body is left open for the caller."""
         t = self.config.timeouts
         if stream:
-            return await self._open(path, method, limit, headers or {})
+            return await self._open_stream(path, method, limit, headers or {})
         try:
             async with asyncio.timeout(t.metadata):
                 answer = await self._open(path, method, limit, headers or {})
@@ -356,6 +370,33 @@ class UpstreamClient:
         except TimeoutError:
             reason = f"no complete answer within {t.metadata:g}s (metadata timeout)"
             raise UpstreamError(self.name, "timeout", reason) from None
+
+    async def _open_stream(
+        self, path: str, method: str, limit: int, headers: Mapping[str, str]
+    ) -> UpstreamAnswer:
+        """`_open` within a stream slot, held until the body is released or closed."""
+        if self._streams is None:
+            self._streams = asyncio.Semaphore(self.stream_slots)
+        slots = self._streams
+        wait = self.config.timeouts.connect
+        try:
+            async with asyncio.timeout(wait):
+                await slots.acquire()
+        except TimeoutError:
+            kept = self.config.max_connections - self.stream_slots
+            reason = (
+                f"no free connection for a download within {wait:g}s: all {self.stream_slots} "
+                f"it may use are busy ({kept} of its max_connections "
+                f"{self.config.max_connections} kept for metadata)"
+            )
+            raise UpstreamError(self.name, "busy", reason) from None
+        try:
+            answer = await self._open(path, method, limit, headers)
+        except BaseException:
+            slots.release()
+            raise
+        answer._done = slots.release
+        return answer
 
     async def probe(self) -> tuple[bool, float | None]:
         """One cheap request to the upstream's base URL: (healthy, time to first byte).
@@ -434,6 +475,7 @@ class UpstreamClient:
                 f"no free connection within {seconds:g}s: all {n} of its max_connections "
                 "are busy with other requests"
             )
+            return UpstreamError(self.name, "busy", reason)
         elif isinstance(exc, aiohttp.ConnectionTimeoutError):
             reason = (
                 f"cannot connect to {self._peer} within {t.connect:g}s (connect timeout): "

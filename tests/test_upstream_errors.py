@@ -28,6 +28,8 @@ from router.upstream import UpstreamClient, UpstreamError
 
 MOD = simple_module("example.com/dep", "v1.0.0")
 MOD_PATH = "/example.com/dep/@v/v1.0.0.mod"
+OTHER = simple_module("example.com/other", "v1.0.0")
+OTHER_ZIP = "/example.com/other/@v/v1.0.0.zip"
 INFO_PATH = "/example.com/dep/@v/v1.0.0.info"
 ZIP_PATH = "/example.com/dep/@v/v1.0.0.zip"
 QUICK = {"connect": "300ms", "first_byte": "1s", "metadata": "3s", "total": "5s", "idle": "1s"}
@@ -46,6 +48,7 @@ class Situation:
     path: str = MOD_PATH
     limit: int = 16 << 20  # the size cap of `path`'s kind (.mod)
     hold: str | None = None  # first stream this path and leave it unread
+    stream: bool = False  # ask for `path` as a download (a zip)
 
 
 Scenario = Callable[[], AbstractAsyncContextManager[Situation]]
@@ -195,11 +198,31 @@ async def pool_busy() -> AsyncIterator[Situation]:
             proxy.url,
             "no free connection within 0.3s: all 1 of its max_connections "
             "are busy with other requests",
-            "timeout",
-            504,
+            "busy",
+            503,
             timeouts={**QUICK, "idle": "3s"},
             settings={"max_connections": 1},
             hold=ZIP_PATH,
+        )
+
+
+@asynccontextmanager
+async def downloads_busy() -> AsyncIterator[Situation]:
+    proxy = FixtureProxy(ModuleSet([MOD, OTHER]), name="up")
+    proxy.add_fault(Fault(pattern=r"dep/@v/v1\.0\.0\.zip$", stall_after=100, stall=1.5))
+    async with proxy:
+        yield Situation(
+            proxy.url,
+            "no free connection for a download within 0.3s: all 1 it may use are busy "
+            "(1 of its max_connections 2 kept for metadata)",
+            "busy",
+            503,
+            timeouts={**QUICK, "idle": "3s"},
+            settings={"max_connections": 2},
+            path=OTHER_ZIP,
+            limit=500 << 20,
+            hold=ZIP_PATH,
+            stream=True,
         )
 
 
@@ -279,6 +302,7 @@ SCENARIOS = [
     pytest.param(plain_http_on_https, id="tls-handshake"),
     pytest.param(connect_hangs, id="connect-timeout"),
     pytest.param(pool_busy, id="pool-wait"),
+    pytest.param(downloads_busy, id="downloads-busy"),
     pytest.param(no_first_byte, id="first-byte-timeout"),
     pytest.param(silent_past_idle, id="idle-before-head"),
     pytest.param(stalled_body, id="idle-timeout"),
@@ -311,7 +335,7 @@ async def test_the_upstream_client_says_what_failed(tmp_path: Path, scenario: Sc
             if s.hold:
                 held = await client.fetch(s.hold.lstrip("/"), stream=True, limit=500 << 20)
             with pytest.raises(UpstreamError) as caught:
-                await client.fetch(s.path.lstrip("/"), limit=s.limit)
+                await client.fetch(s.path.lstrip("/"), stream=s.stream, limit=s.limit)
         finally:
             if held is not None:
                 held.close()

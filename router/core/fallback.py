@@ -22,6 +22,7 @@ class Outcome(Enum):
     ERROR = "error"  # any other status, a broken or oversized body
     TIMEOUT = "timeout"  # a deadline passed
     UNREACHABLE = "unreachable"  # connect failed, reset before an answer
+    BUSY = "busy"  # no free connection to it here: this gateway's limit, not its fault
 
 
 class Step(Enum):
@@ -38,12 +39,14 @@ _STEPS: dict[tuple[str, Outcome], Step] = {
     ("not-found", Outcome.ERROR): Step.STOP,
     ("not-found", Outcome.TIMEOUT): Step.STOP,
     ("not-found", Outcome.UNREACHABLE): Step.STOP,
+    ("not-found", Outcome.BUSY): Step.STOP,
     ("any-error", Outcome.OK): Step.SERVE,
     ("any-error", Outcome.NOT_FOUND): Step.NEXT,
     ("any-error", Outcome.REFUSED): Step.NEXT,
     ("any-error", Outcome.ERROR): Step.NEXT,
     ("any-error", Outcome.TIMEOUT): Step.NEXT,
     ("any-error", Outcome.UNREACHABLE): Step.NEXT,
+    ("any-error", Outcome.BUSY): Step.NEXT,
 }
 
 
@@ -81,8 +84,8 @@ def final_failure(attempts: list[Attempt]) -> Failure:
     """The client's answer after every attempt failed, in the go command's preference.
 
     404 when every upstream said not found (or there was none to ask); else the
-    last real error: 403 passes through (a gatekeeper's no), a timeout is 504,
-    anything else 502.
+    last real error: 403 passes through (a gatekeeper's no), a timeout is 504, no free
+    connection here is 503, anything else 502.
     """
     if not attempts:
         return Failure(404, "not found: no upstream can serve this request", None)
@@ -91,7 +94,7 @@ def final_failure(attempts: list[Attempt]) -> Failure:
         last = attempts[-1]
         return Failure(last.status or 404, last.reason or "not found", last.upstream)
     last = errors[-1]
-    status = {Outcome.REFUSED: 403, Outcome.TIMEOUT: 504}.get(last.outcome, 502)
+    status = {Outcome.REFUSED: 403, Outcome.TIMEOUT: 504, Outcome.BUSY: 503}.get(last.outcome, 502)
     return Failure(status, f"upstream {last.upstream}: {last.reason}", last.upstream)
 
 
