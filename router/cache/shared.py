@@ -2,7 +2,10 @@
 stampede the upstreams, plus the cross-replica miss lock and purge broadcast.
 
 Only asked on a local miss (never on a hit), with a short timeout: a slow or
-dead Redis turns into a miss, never into an error for the client.
+dead Redis turns into a miss, never into an error for the client. After one failed
+exchange the tier stops asking Redis on the request path altogether (a circuit
+breaker) until a background ping gets an answer again, so a hung Redis costs each
+request nothing, not a timeout or two.
 
 Keys (hash tags keep a key's entry and lock in one Cluster slot):
 - `goproxy-router:meta:{<sha256 of key>}`: header line (JSON) + body; expires
@@ -58,27 +61,72 @@ def decode(raw: bytes) -> Entry:
     return Entry(body=body, **fields)
 
 
+class Breaker:
+    """Open after a failed exchange: requests skip Redis until a ping succeeds."""
+
+    def __init__(self, on_change: Callable[[bool], None] = lambda is_open: None) -> None:
+        self.open = False
+        self._on_change = on_change
+
+    def trip(self) -> None:
+        if not self.open:
+            self.open = True
+            self._on_change(True)
+            log.warning("redis did not answer: requests skip it until it answers a ping")
+
+    def reset(self) -> None:
+        if self.open:
+            self.open = False
+            self._on_change(False)
+            log.warning("redis answers again: requests use the shared tier")
+
+
 class SharedTier:
     """Metadata answers shared by every replica through Redis."""
 
     def __init__(
-        self, client: Any, *, timeout: float = 0.1, on_error: Callable[[str], None]
+        self,
+        client: Any,
+        *,
+        timeout: float = 0.1,
+        on_error: Callable[[str], None],
+        breaker: Breaker | None = None,
     ) -> None:
         self.client = client
         self.timeout = timeout
         self._on_error = on_error
+        self.breaker = breaker or Breaker()
+
+    def _failed(self, op: str) -> None:
+        self._on_error(op)
+        self.breaker.trip()
+
+    async def watch(self, interval: float = 0.5) -> None:
+        """While the breaker is open, ping Redis; close it at the first answer."""
+        while True:
+            await asyncio.sleep(interval)
+            if not self.breaker.open:
+                continue
+            try:
+                async with asyncio.timeout(self.timeout * 5):
+                    await self.client.ping()
+            except _ERRORS:
+                continue
+            self.breaker.reset()
 
     async def get(self, key: str) -> Entry | None:
+        if self.breaker.open:
+            return None
         try:
             async with asyncio.timeout(self.timeout):
                 raw = await self.client.get(f"{PREFIX}meta:{{{_tag(key)}}}")
             return decode(raw) if raw else None
         except _ERRORS:
-            self._on_error("meta_get")
+            self._failed("meta_get")
             return None
 
     async def put(self, key: str, entry: Entry, ttl: float) -> None:
-        if ttl <= 0:
+        if ttl <= 0 or self.breaker.open:
             return
         name = f"{PREFIX}meta:{{{_tag(key)}}}"
         ms = int(min(ttl, 30 * 86400) * 1000)
@@ -91,11 +139,13 @@ class SharedTier:
                     pipe.pexpire(f"{PREFIX}modkeys:{entry.module}", ms)
                 await pipe.execute()
         except _ERRORS:
-            self._on_error("meta_put")
+            self._failed("meta_put")
 
     async def lock(self, key: str, owner: str) -> bool:
         """Try to become the one replica fetching `key`; True on a Redis error too
         (fetching ourselves is always safe)."""
+        if self.breaker.open:
+            return True
         try:
             async with asyncio.timeout(self.timeout):
                 got = await self.client.set(
@@ -103,21 +153,23 @@ class SharedTier:
                 )
             return bool(got)
         except _ERRORS:
-            self._on_error("lock")
+            self._failed("lock")
             return True
 
     async def unlock(self, key: str) -> None:
+        if self.breaker.open:
+            return  # the lock expires by itself
         try:
             async with asyncio.timeout(self.timeout):
                 await self.client.delete(f"{PREFIX}lock:{{{_tag(key)}}}")
         except _ERRORS:
-            self._on_error("unlock")
+            self._failed("unlock")
 
     async def wait_for(self, key: str, wait: float, interval: float = 0.05) -> Entry | None:
         """Poll for the entry another replica is fetching, for at most `wait` seconds."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
-        while loop.time() < deadline:
+        while loop.time() < deadline and not self.breaker.open:
             await asyncio.sleep(interval)
             entry = await self.get(key)
             if entry is not None:
