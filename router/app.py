@@ -27,7 +27,7 @@ from router import tracing
 from router.cachesetup import build_cache
 from router.caching import AnswerCache, Job
 from router.checksums import ChecksumDatabase, ChecksumRegistry, Verification
-from router.config.model import Pool, Rules
+from router.config.model import Pool, Rules, Server
 from router.core.errors import ProtocolError
 from router.core.fallback import Outcome
 from router.core.modpath import match_prefix_patterns
@@ -36,7 +36,7 @@ from router.core.routing import Facts, verifies_checksums
 from router.core.tenancy import REALM, Identity, Refusal, identify, visibility
 from router.debug import debug_abuse, debug_purge, debug_rollout_reset, debug_upstreams
 from router.gateway import UPSTREAM_HEADER, Served, candidates_for, serve, text_response
-from router.limiting import LimitSync, RequestLimits, limit_loop
+from router.limiting import LimitSync, RequestLimits, StreamSlots, limit_loop
 from router.live import gauge_loop, probe_loop
 from router.logs import AccessLog
 from router.observability import Metrics, status_class
@@ -44,6 +44,7 @@ from router.padding import NotFoundTimer
 from router.reload import Reloader
 from router.rollouts import Rollouts
 from router.runtime import Runtime, build_runtime
+from router.sending import abort
 from router.state.local import SelectionState
 from router.state.redis import RedisSync, connect
 from router.tasks import TaskGroup
@@ -79,6 +80,7 @@ class GatewayState:
     limits: RequestLimits = field(init=False)
     eviction_totals: dict[str, int] = field(default_factory=dict)
     tracer: Tracer = field(default_factory=Tracer)
+    streams: StreamSlots = field(default_factory=StreamSlots)
     checksums: ChecksumRegistry = field(init=False)
     rollouts: Rollouts = field(init=False)
 
@@ -108,6 +110,7 @@ class GatewayState:
 STATE = web.AppKey("state", GatewayState)
 REQUEST_ID = web.RequestKey("request_id", str)
 SERVED = web.RequestKey("served", Served)
+STARTED = web.RequestKey("started", web.StreamResponse)
 
 
 def request_id(http: web.Request) -> str:
@@ -118,7 +121,8 @@ def request_id(http: web.Request) -> str:
 
 @web.middleware
 async def identity_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every response carries X-Request-ID and X-Router-Upstream, errors included."""
+    """Every response carries X-Request-ID and X-Router-Upstream, errors included; a
+    failure after an answer has started breaks the connection instead of answering."""
     rid = request_id(request)
     request[REQUEST_ID] = rid
     resp: web.StreamResponse
@@ -130,11 +134,13 @@ async def identity_headers(request: web.Request, handler: Handler) -> web.Stream
             resp = text_response(400, "request target must be a path: this is not an open proxy")
         else:
             resp = await handler(request)
-    except web.HTTPException as exc:
-        resp = text_response(exc.status, exc.reason)
     except (asyncio.CancelledError, ConnectionError):
         raise
-    except Exception:
+    except web.HTTPException as exc:
+        _no_second_answer(request, exc)
+        resp = text_response(exc.status, exc.reason)
+    except Exception as exc:
+        _no_second_answer(request, exc)
         # A bug must never show a traceback to a client: log it, answer one line.
         log.exception("unhandled error serving request %s", rid)
         resp = text_response(500, f"internal error (request {rid})")
@@ -144,8 +150,33 @@ async def identity_headers(request: web.Request, handler: Handler) -> web.Stream
     return resp
 
 
+def _no_second_answer(http: web.Request, exc: BaseException) -> None:
+    """Once an answer has started, an error cannot be answered: the connection is broken
+    (the client sees a short body) rather than a second answer written after the first,
+    which would hand every later request on the connection the previous one's answer."""
+    if STARTED not in http:
+        return
+    log.error(
+        "request %s failed after its answer started (%s): connection dropped",
+        http.get(REQUEST_ID),
+        type(exc).__name__,
+        exc_info=not isinstance(exc, web.HTTPException),
+    )
+    abort(http)
+    raise ConnectionResetError("answer already started") from exc
+
+
 async def _prepare_headers(http: web.Request, resp: web.StreamResponse) -> None:
-    """Streamed responses are prepared inside handlers; stamp them just before."""
+    """At most one answer per request: a second one breaks the connection instead. Also
+    stamps streamed responses (prepared inside handlers) just before they start."""
+    started = http.get(STARTED)
+    if started is not None and started is not resp:
+        log.error(
+            "request %s: a second answer after the first; connection dropped", http.get(REQUEST_ID)
+        )
+        abort(http)
+        raise ConnectionResetError("answer already started")
+    http[STARTED] = resp
     rid = http.get(REQUEST_ID)
     if rid is not None:
         resp.headers.setdefault(REQUEST_ID_HEADER, rid)
@@ -157,10 +188,16 @@ async def healthz(http: web.Request) -> web.StreamResponse:
 
 
 async def readyz(http: web.Request) -> web.StreamResponse:
+    """Ready while rules are loaded and not draining. A storage tier that cannot be
+    written is reported but keeps the gateway ready: it serves without keeping."""
     state = http.app[STATE]
-    if state.ready and not state.draining:
-        return web.Response(text="ready\n")
-    return web.Response(status=503, text="not ready\n")
+    if not state.ready or state.draining:
+        return web.Response(status=503, text="not ready\n")
+    lines = ["ready"]
+    health = state.answers.spools.health if state.answers is not None else None
+    for tier, why in (health.degraded() if health is not None else {}).items():
+        lines.append(f"degraded: {tier} storage: {why} (serving without keeping)")
+    return web.Response(text="\n".join(lines) + "\n")
 
 
 async def metrics(http: web.Request) -> web.StreamResponse:
@@ -213,13 +250,21 @@ async def goproxy(http: web.Request) -> web.StreamResponse:
             resp = _refusal_response(found)
             return resp
         who = found
+        pull = request.kind is Kind.ZIP and http.method == "GET"
         if state.limits.enabled:
-            pull = request.kind is Kind.ZIP and http.method == "GET"
             over = state.limits.check(who, http.remote, http.headers.get("User-Agent", ""), pull)
             if over is not None:
                 resp = text_response(429, over.reason)
                 resp.headers["Retry-After"] = str(over.retry_after)
                 return resp
+        slot = f"{who.tenant_id or ''}|{http.remote}" if pull else None
+        server = rt.rules.server
+        if slot is not None and not await state.streams.take(
+            slot, server.streams_per_client, server.stall_timeout
+        ):
+            slot = None  # none was taken
+            resp = _too_many_streams(state, who, server)
+            return resp
         state.metrics.in_flight.inc()
         try:
             attrs = {"goproxy.kind": request.kind.value, "goproxy.tenant": who.tenant_id or ""}
@@ -228,10 +273,23 @@ async def goproxy(http: web.Request) -> web.StreamResponse:
                 resp = await _decide_and_serve(http, rt, who, request, served)
         finally:
             state.metrics.in_flight.dec()
+            if slot is not None:
+                state.streams.give_back(slot)
         _observe(state, who, request, served, resp.status, time.monotonic() - started)
         return resp
     finally:
         _access_log(state, http, request, who, served, resp, time.monotonic() - started)
+
+
+def _too_many_streams(state: GatewayState, who: Identity, server: Server) -> web.Response:
+    state.metrics.rate_limited.labels(who.tenant_id or "anonymous", "streams").inc()
+    resp = text_response(
+        429,
+        f"too many downloads at once from this client: {server.streams_per_client} "
+        f"(server.streams_per_client) were still running after {server.stall_timeout:g}s",
+    )
+    resp.headers["Retry-After"] = "1"
+    return resp
 
 
 def peer_cert_names(http: web.Request) -> list[str]:
@@ -367,7 +425,8 @@ async def _decide_and_serve(
             request, http.method, ordered, rt.clients, private=seen.private
         )
     plain = not verify and rollout is None and check is None
-    if answers is None or (plain and answers.keeps_nothing):
+    streamed = request.kind is Kind.ZIP and http.method == "GET"  # always through a tee
+    if answers is None or (plain and answers.keeps_nothing and not streamed):
         return await serve(http, request, pool, ordered, served, headers, state.tracer)
     job = Job(request, pool, ordered, served, headers, seen.private, check=check, rollout=rollout)
     if verify and state.checksums.primary is not None:

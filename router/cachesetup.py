@@ -7,12 +7,15 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from router.cache.disk import ArtifactStore
+from router.cache.disk import ArtifactStore, SpoolBudget
+from router.cache.health import StorageHealth
 from router.cache.memory import MemoryCache
 from router.cache.policy import CachePolicy, LRUKPolicy
-from router.cache.shared import SharedTier, listen_for_purges
+from router.cache.shared import Breaker, SharedTier, listen_for_purges
 from router.caching import AnswerCache
 from router.config.model import Cache
+from router.observability import Metrics
+from router.spooling import Spools
 from router.state.redis import connect
 
 if TYPE_CHECKING:
@@ -29,21 +32,34 @@ def make_policy(cfg: Cache) -> CachePolicy:
     return LRUKPolicy(cfg.memory, max_entries, k=cfg.k, decay=cfg.decay, crp=cfg.crp)
 
 
+def storage_health(metrics: Metrics) -> StorageHealth:
+    """Storage failures counted and shown as degraded on `metrics`."""
+    return StorageHealth(
+        on_error=lambda tier, cause: metrics.storage_errors.labels(tier, cause).inc(),
+        on_state=lambda tier, bad: metrics.storage_degraded.labels(tier).set(1 if bad else 0),
+    )
+
+
 async def build_cache(state: GatewayState, redis_client: Any) -> AnswerCache:
     """The cache tiers the rules ask for (none at all with memory 0 and no dir: then
     only coalescing, verification spools and rollout comparisons remain)."""
     cfg = state.initial_rules.cache
     memory = MemoryCache(make_policy(cfg)) if cfg.memory > 0 else None
+    health = storage_health(state.metrics)
     store = None
     if cfg.dir:
-        store = ArtifactStore(Path(cfg.dir), cfg.disk)
+        store = ArtifactStore(Path(cfg.dir), cfg.disk, health=health)
         await asyncio.to_thread(store.open)
         log.info("artifact store %s: %d artifacts, %d bytes", cfg.dir, len(store), store.used_bytes)
     shared = None
     answers_ref: list[AnswerCache] = []
     if redis_client is not None and (memory is not None or store is not None):
-        errors = state.metrics.redis_errors
-        shared = SharedTier(redis_client, on_error=lambda op: errors.labels(op).inc())
+        errors, gauge = state.metrics.redis_errors, state.metrics.redis_breaker_open
+        breaker = Breaker(lambda is_open: gauge.set(1 if is_open else 0))
+        shared = SharedTier(
+            redis_client, on_error=lambda op: errors.labels(op).inc(), breaker=breaker
+        )
+        state.tasks.spawn(shared.watch(), name="redis-breaker")
         if state.redis_url:
             listener = connect(state.redis_url, socket_timeout=None)
 
@@ -53,8 +69,17 @@ async def build_cache(state: GatewayState, redis_client: Any) -> AnswerCache:
                     log.info("purge %s: %d entries dropped", module, dropped)
 
             state.tasks.spawn(listen_for_purges(listener, apply), name="purge-listener")
+    spools = Spools(SpoolBudget(cfg.spool, store), health, store=store)
+    await asyncio.to_thread(spools.prepare)
     answers = AnswerCache(
-        cfg, state.metrics, state.tasks, memory=memory, store=store, shared=shared
+        cfg,
+        state.metrics,
+        state.tasks,
+        memory=memory,
+        store=store,
+        shared=shared,
+        spools=spools,
+        stall=state.initial_rules.server.stall_timeout,
     )
     answers_ref.append(answers)
     return answers

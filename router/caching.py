@@ -10,24 +10,24 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import logging
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 from aiohttp import web
 
-from router.cache.disk import ArtifactStore, Spool, check_module_zip
+from router.cache.disk import ArtifactStore, Spool, SpoolBudget, check_module_zip
+from router.cache.health import StorageHealth
 from router.cache.memory import Entry, MemoryCache
 from router.cache.shared import SharedTier
 from router.cache.ttl import cache_key, lifetime
 from router.checksums import ChecksumUnavailable, Verification
 from router.comparing import Comparer
 from router.config.model import Cache, Pool
-from router.core.fallback import Failure
+from router.core.fallback import Attempt, Failure, Outcome
 from router.core.protocol import MAX_BYTES, Kind, ModuleRequest, SumdbRequest
 from router.gateway import (
     UPSTREAM_HEADER,
@@ -41,6 +41,8 @@ from router.gateway import (
 )
 from router.observability import Metrics
 from router.rollouts import RolloutPick, Rollouts
+from router.sending import send_tee
+from router.spooling import Reader, Spools, Tee
 from router.tasks import TaskGroup
 from router.tracing import Tracer
 from router.upstream import UpstreamAnswer, UpstreamClient
@@ -71,16 +73,6 @@ class Job:
         return cache_key(self.request, self.pool.name, private=self.private, verified=verified)
 
 
-@dataclass(slots=True)
-class ZipFlight:
-    """A zip being fetched by one request while others wait for its bytes."""
-
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-    path: Path | None = None
-    content_type: str | None = None
-    upstream: str | None = None
-
-
 class AnswerCache:
     """Cache lookups and coalesced fetches for one gateway process."""
 
@@ -93,6 +85,8 @@ class AnswerCache:
         memory: MemoryCache | None,
         store: ArtifactStore | None,
         shared: SharedTier | None = None,
+        spools: Spools | None = None,
+        stall: float = 60.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.cfg = cfg
@@ -106,7 +100,9 @@ class AnswerCache:
         self._zip_flights: dict[str, ZipFlight] = {}
         self._refreshing: set[str] = set()
         self._owner = uuid.uuid4().hex[:12]
-        self._spool_dir: Path | None = None
+        self.spools = spools or Spools(SpoolBudget(cfg.spool, store), StorageHealth(), store=store)
+        self.stall = stall
+        self._direct: dict[str, int] = {}  # upstream -> zips streamed at a client's pace
         self.tracer: Tracer = Tracer()
         self.rollouts: Rollouts | None = None
         self.comparer: Comparer | None = None
@@ -157,9 +153,16 @@ class AnswerCache:
         if request.immutable and self.store is not None:
             found = self.store.get(key)
             if found is not None:
-                self._count(kind, "hit", job)
                 art, path = found
-                return _file_response(path, art.content_type, art.stored, now)
+                tee = Tee.of_file(path, art.size, content_type=art.content_type, upstream="cache")
+                reader = tee.attach() if tee is not None else None
+                if tee is not None and reader is not None:
+                    self._count(kind, "hit", job)
+                    resp = await self._send(http, job, tee, reader, stored=art.stored)
+                    if tee.unreadable:
+                        self.store.forget(key)  # fetch it again next time
+                    return resp
+                self.store.forget(key)  # its file is gone: fetch it again
         if http.method == "HEAD":
             return await self._passthrough(http, job)
         if request.kind is Kind.ZIP:
@@ -209,7 +212,7 @@ class AnswerCache:
         result = await self.walk_job(job, method=http.method, stream=False)
         if isinstance(result, Failure):
             return failure_response(result)
-        return await respond(http, result, MAX_BYTES[job.request.kind], job.served)
+        return await respond(http, result, job.served)
 
     # ------------------------------------------------------------------ metadata
 
@@ -371,48 +374,200 @@ class AnswerCache:
         if flight is not None:
             self._count("zip", "coalesced", job)
             self.metrics.coalesced.inc()
-            served = await self._follow(flight, job)
-            if served is not None:
-                return served
+            total = max((c.config.timeouts.total for c in job.clients), default=600.0)
+            tee, reader = await flight.follow(total)
+            if tee is not None and reader is not None:
+                job.served.upstream = tee.upstream
+                return await self._send(http, job, tee, reader)
             if retries > 0:  # the leader failed: one of the followers leads the next try
                 return await self._zip_miss(http, job, key, retries=retries - 1)
-            return await self.zip_fetch(http, job, key, spool=None)
+            return await self.zip_fetch(http, job, key, None)
         self._count("zip", "miss", job)
         flight = ZipFlight()
         self._zip_flights[key] = flight
         try:
-            return await self.zip_fetch(http, job, key, spool=flight)
+            return await self.zip_fetch(http, job, key, flight)
         finally:
-            self._zip_flights.pop(key, None)
-            flight.done.set()
+            if not flight.kept_open:  # else the keeper retires it once the zip is kept
+                self._retire(key, flight)
 
-    async def _follow(self, flight: ZipFlight, job: Job) -> web.StreamResponse | None:
-        total = max((c.config.timeouts.total for c in job.clients), default=600.0)
-        try:
-            async with asyncio.timeout(total):
-                await flight.done.wait()
-        except TimeoutError:
-            return None
-        if flight.path is None or not flight.path.exists():
-            return None
-        job.served.upstream = flight.upstream
-        return _file_response(
-            flight.path, flight.content_type, None, self._clock(), flight.upstream
-        )
+    def _retire(self, key: str, flight: ZipFlight) -> None:
+        if self._zip_flights.get(key) is flight:
+            del self._zip_flights[key]
+        flight.close()
 
     async def zip_fetch(
-        self, http: web.Request, job: Job, key: str, spool: ZipFlight | None
+        self, http: web.Request, job: Job, key: str, flight: ZipFlight | None
     ) -> web.StreamResponse:
         if job.verification is not None:
-            return await self._zip_verified(http, job, key, spool, job.verification)
+            return await self._zip_verified(http, job, key, flight, job.verification)
         if job.rollout is not None and self.comparer is not None:
-            return await self.comparer.zip(http, job, key, spool, job.rollout)
+            return await self.comparer.zip(http, job, key, flight, job.rollout)
         result = await self.walk_job(job, method="GET", stream=True)
         if isinstance(result, Failure):
             self.store_meta(job, key, result)  # negative answers are cached like any other
             return failure_response(result)
-        sink = self._zip_sink(job, key, result, spool)
-        return await respond(http, result, MAX_BYTES[Kind.ZIP], job.served, sink)
+        tee = self._tee(job, result)
+        if tee is None:
+            result.close()
+            job.served.status = 503
+            return _busy(result.upstream)
+        if flight is not None:
+            flight.kept_open = True  # requests arriving while it is kept follow the tee
+        self.tasks.spawn(self._fill_and_keep(job, key, result, tee, flight), name="zip-fill")
+        return await self._publish_and_send(http, job, tee, flight)
+
+    def _tee(self, job: Job, answer: UpstreamAnswer) -> Tee | None:
+        """A tee for a streamed zip: spooled when there is room, else through memory at
+        the client's pace, which only half of an upstream's connections may be used for
+        (None when they all are)."""
+        spool = self.spools.new(answer.content_length)
+        direct = None
+        if spool is None:
+            direct = answer.upstream
+            client = next((c for c in job.clients if c.name == direct), None)
+            cap = max(1, (client.config.max_connections if client else 100) // 2)
+            if self._direct.get(direct, 0) >= cap:
+                return None
+            self._direct[direct] = self._direct.get(direct, 0) + 1
+        tee = Tee(
+            spool,
+            expected=answer.content_length,
+            content_type=answer.content_type,
+            upstream=answer.upstream,
+        )
+        tee.hold()  # the keeper's, released once the zip is kept or thrown away
+        if direct is not None:
+            tee.on_close = lambda: self._direct_done(direct)
+        return tee
+
+    def _direct_done(self, upstream: str) -> None:
+        self._direct[upstream] = self._direct.get(upstream, 1) - 1
+
+    async def _fill_and_keep(
+        self, job: Job, key: str, answer: UpstreamAnswer, tee: Tee, flight: ZipFlight | None
+    ) -> None:
+        try:
+            await tee.fill(answer, MAX_BYTES[Kind.ZIP], job.served.deadline)
+            if tee.whole_on_disk:
+                await self._keep_zip(job, key, tee)
+        finally:
+            tee.checked.set()
+            if flight is not None:
+                self._retire(key, flight)
+            tee.unhold()
+
+    async def _keep_zip(self, job: Job, key: str, tee: Tee, *, checked: bool = False) -> None:
+        """Check a whole spooled zip by Go's rules and keep it (store, or memory when
+        small); a zip that breaks them is counted and never kept."""
+        req = job.request
+        spool = tee.spool
+        assert isinstance(req, ModuleRequest) and req.version is not None and spool is not None
+        if not checked:
+            spool.close(sync=False)
+            tee.problem = await asyncio.to_thread(
+                check_module_zip, spool.path, req.module, req.version
+            )
+            tee.checked.set()
+            if tee.problem is not None:
+                self.metrics.bad_zips.labels(tee.upstream, tee.problem.cause).inc()
+                log.warning(
+                    "upstream %s served a zip for %s@%s that breaks Go's rules (%s): not kept",
+                    tee.upstream,
+                    req.module,
+                    req.version,
+                    tee.problem.message,
+                )
+                return
+        answer = UpstreamAnswer(tee.upstream, 200, tee.content_type, tee.written, 0.0)
+        if self.store is not None:
+            art = await self.store.commit(
+                spool,
+                key,
+                content_type=tee.content_type,
+                upstream=tee.upstream,
+                module=req.module,
+                expected_size=tee.written,
+                checked=True,
+            )
+            tee.kept = art is not None
+            if tee.kept and self.rollouts is not None and self.rollouts.rolled_back(tee.upstream):
+                self.store.forget(key)  # its rollback's drop may already have run
+        elif self.memory is not None and tee.written <= SMALL_ZIP:
+            body = await asyncio.to_thread(spool.path.read_bytes)
+            if hashlib.sha256(body).hexdigest() == spool.digest:
+                self.store_meta(job, key, _with_body(answer, body))
+
+    async def _publish_and_send(
+        self, http: web.Request, job: Job, tee: Tee, flight: ZipFlight | None
+    ) -> web.StreamResponse:
+        """Hand `tee` to coalesced followers and stream it to this request's client."""
+        reader = tee.attach()
+        if flight is not None:
+            flight.publish(tee)
+        if reader is None:
+            return text_response(502, f"upstream {tee.upstream}: the zip could not be read")
+        return await self._send(http, job, tee, reader)
+
+    async def _send(
+        self,
+        http: web.Request,
+        job: Job,
+        tee: Tee,
+        reader: Reader,
+        *,
+        stored: float | None = None,
+    ) -> web.StreamResponse:
+        """Stream a tee to the client (checked first when bad zips are refused)."""
+        if self.cfg.bad_zips == "refuse" and not (tee.checked.is_set() and tee.problem is None):
+            refused = await self._refused(tee)
+            if refused is not None:
+                tee.detach(reader)
+                job.served.status = 502
+                return refused
+        served = job.served
+        headers = {UPSTREAM_HEADER: "cache" if stored is not None else tee.upstream}
+        if stored is not None:
+            headers["Age"] = str(max(0, int(self._clock() - stored)))
+        if tee.content_type:
+            headers["Content-Type"] = tee.content_type
+        served.status = 200
+
+        def sent(n: int) -> None:
+            served.bytes += n
+
+        resp = await send_tee(
+            http,
+            tee,
+            reader,
+            headers=headers,
+            stall=self.stall,
+            on_bytes=sent,
+            on_stall=self.metrics.stalled_clients.inc,
+        )
+        if tee.error is not None and tee.cause != "cancelled":
+            served.status = 502
+            if served.cache in (None, "miss"):  # the leader: the upstream broke mid-body
+                served.attempts.append(
+                    Attempt(tee.upstream, Outcome.ERROR, 200, tee.error, tee.cause)
+                )
+        return resp
+
+    async def _refused(self, tee: Tee) -> web.Response | None:
+        """With `bad_zips: refuse`, the 502 for a zip that breaks Go's rules (or that
+        could not be spooled to be checked), else None once it is checked."""
+        if tee.spool is None:
+            return text_response(
+                503, f"cannot check the zip from {tee.upstream} before serving it: no spool room"
+            )
+        await tee.checked.wait()
+        if tee.problem is not None:
+            return text_response(
+                502, f"upstream {tee.upstream}: bad module zip: {tee.problem.message}"
+            )
+        if tee.error is not None or not tee.whole_on_disk:
+            return text_response(502, f"upstream {tee.upstream}: {tee.error or 'zip not whole'}")
+        return None
 
     async def _zip_verified(
         self,
@@ -424,7 +579,7 @@ class AnswerCache:
     ) -> web.StreamResponse:
         """A zip checked against the checksum DB before its first byte is served: each
         upstream's answer is spooled and hashed; the first that matches is kept and sent."""
-        verification.new_spool = self.new_spool
+        verification.new_spool = self.spools.new
         verification.deadline = max((c.config.timeouts.total for c in job.clients), default=600.0)
         try:
             result = await self.walk_job(job, method="GET", stream=True)
@@ -437,7 +592,7 @@ class AnswerCache:
         spool = verification.spool
         assert spool is not None
         verification.spool = None
-        return await self.serve_spool(job, key, result, spool, flight)
+        return await self.serve_spool(job, key, result, spool, flight, http, proven=True)
 
     async def serve_spool(
         self,
@@ -446,66 +601,31 @@ class AnswerCache:
         answer: UpstreamAnswer,
         spool: Spool,
         flight: ZipFlight | None,
+        http: web.Request,
         *,
-        shape_check: bool = False,
+        proven: bool = False,
     ) -> web.StreamResponse:
-        """Keep a whole zip spooled to disk (store, or memory when small) and answer from
-        the file; coalesced followers get the same file. A zip already proven by its
-        checksum needs no `shape_check`; any other is first checked like the store does."""
-        req = job.request
-        if shape_check:
-            assert isinstance(req, ModuleRequest) and req.version is not None
-            problem = await asyncio.to_thread(check_module_zip, spool.path, req.module, req.version)
-            if problem is not None:
-                spool.discard()
+        """Serve a zip spooled whole (verified, or chosen by a comparison) and keep it. A
+        zip proven by its checksum needs no check by Go's rules; any other is checked
+        first, and one that breaks them is answered 502 and never kept."""
+        tee = Tee.of_spool(spool, content_type=answer.content_type, upstream=answer.upstream)
+        tee.hold()
+        try:
+            await self._keep_zip(job, key, tee, checked=proven)
+            if tee.problem is not None:
                 job.served.status = 502
-                return text_response(502, f"upstream {answer.upstream}: bad module zip: {problem}")
-        path: Path | None = None
-        if self.store is not None and spool.size <= self.store.budget:
-            art = await self.store.commit(
-                spool,
-                key,
-                content_type=answer.content_type,
-                upstream=answer.upstream,
-                module=req.module,
-                expected_size=spool.size,
-            )
-            found = self.store.get(key) if art is not None else None
-            path = found[1] if found is not None else None
-        if path is None:
-            if not spool.path.exists():
-                return text_response(503, "cannot keep the zip: disk write failed")
-            path = await self._keep_spool(job, key, answer, spool)
-        if flight is not None:
-            flight.path, flight.content_type = path, answer.content_type
-            flight.upstream = answer.upstream
-        job.served.status, job.served.bytes = 200, spool.size
-        return _file_response(path, answer.content_type, None, self._clock(), answer.upstream)
+                return text_response(
+                    502, f"upstream {answer.upstream}: bad module zip: {tee.problem.message}"
+                )
+            job.served.upstream = job.served.upstream or answer.upstream
+            return await self._publish_and_send(http, job, tee, flight)
+        finally:
+            tee.checked.set()
+            tee.unhold()
 
-    async def _keep_spool(self, job: Job, key: str, answer: UpstreamAnswer, spool: Spool) -> Path:
-        """A whole zip that stays in its spool (no store for it): in memory too when it is
-        small; the file itself is removed once coalesced followers had time to open it."""
-        if self.memory is not None and spool.size <= SMALL_ZIP:
-            body = await asyncio.to_thread(spool.path.read_bytes)
-            self.store_meta(job, key, _with_body(answer, body))
-        self.tasks.spawn(_unlink_later(spool), name="spool-cleanup")
-        return spool.path
-
-    def _zip_sink(
-        self, job: Job, key: str, answer: UpstreamAnswer, flight: ZipFlight | None
-    ) -> ZipSink | None:
-        if self.store is None and self.memory is None:
-            return None  # pure pass-through: nothing is kept
-        return ZipSink(self, job, key, answer, self.new_spool(), flight)
-
-    def new_spool(self) -> Spool:
-        """A file to copy a body into: in the store's tmp folder, else a private one."""
-        return self.store.spool() if self.store is not None else self._temp_spool()
-
-    def _temp_spool(self) -> Spool:
-        if self._spool_dir is None:
-            self._spool_dir = Path(tempfile.mkdtemp(prefix="goproxy-router-spool-"))
-        return Spool(self._spool_dir / uuid.uuid4().hex)
+    def new_spool(self, size: int | None) -> Spool | None:
+        """A spool for a body of `size` bytes within the budget (None: no room)."""
+        return self.spools.new(size)
 
     def drop_upstream(self, upstream: str) -> None:
         """Forget what a rolled-back mirror served: answers it gave to requests that were
@@ -516,69 +636,59 @@ class AnswerCache:
         log.warning("dropped %d cached answers served by %s", dropped, upstream)
 
     async def close(self) -> None:
-        if self._spool_dir is not None:
-            await asyncio.to_thread(_rmtree, self._spool_dir)
+        await asyncio.to_thread(self.spools.close)
 
 
-class ZipSink:
-    """Copies a streamed zip to a spool; at the end keeps it (store, memory) and hands
-    it to coalesced followers, or throws it away if the body was not whole."""
+class ZipFlight:
+    """A zip being fetched by one request while others follow its bytes."""
 
-    def __init__(
-        self,
-        owner: AnswerCache,
-        job: Job,
-        key: str,
-        answer: UpstreamAnswer,
-        spool: Spool,
-        flight: ZipFlight | None,
-    ) -> None:
-        self.owner, self.job, self.key, self.answer = owner, job, key, answer
-        self.spool, self.flight = spool, flight
+    def __init__(self) -> None:
+        self.ready = asyncio.Event()  # the tee is published, or the fetch is over
+        self.tee: Tee | None = None
+        self.kept_open = False  # retired by the task keeping the zip, not by the leader
+        self._waiting = 0
+        self._closed = False
+        self._released = False
 
-    async def write(self, chunk: bytes) -> None:
-        await self.spool.write(chunk)
+    def publish(self, tee: Tee) -> None:
+        self.tee = tee
+        tee.hold()  # followers on their way attach before the file may go
+        self.ready.set()
 
-    async def finish(self, ok: bool) -> None:
-        owner, req = self.owner, self.job.request
-        if not ok or self.spool.failed:
-            self.spool.discard()
-            return
-        assert isinstance(req, ModuleRequest) and req.version is not None
-        module, version = req.module, req.version
+    def close(self) -> None:
+        self._closed = True
+        self.ready.set()
+        self._release()
 
-        def check(path: Path) -> str | None:
-            return check_module_zip(path, module, version)
+    async def follow(self, timeout: float) -> tuple[Tee | None, Reader | None]:
+        """The leader's tee and a reader of it (None, None when the leader had none)."""
+        self._waiting += 1
+        try:
+            if not self.ready.is_set():
+                async with asyncio.timeout(timeout):
+                    await self.ready.wait()
+            tee = self.tee
+            return tee, tee.attach() if tee is not None else None
+        except TimeoutError:
+            return None, None
+        finally:
+            self._waiting -= 1
+            self._release()
 
-        if owner.store is not None:
-            art = await owner.store.commit(
-                self.spool,
-                self.key,
-                content_type=self.answer.content_type,
-                upstream=self.answer.upstream,
-                module=module,
-                expected_size=self.answer.content_length,
-                check=check,
-            )
-            if art is not None and self.flight is not None:
-                found = owner.store.get(self.key)
-                self.flight.path = found[1] if found else None
-        else:
-            await asyncio.to_thread(self.spool.close, sync=False)
-            problem = None
-            if self.answer.content_length not in (None, self.spool.size):
-                problem = "length differs from the announced one"
-            problem = problem or await asyncio.to_thread(check, self.spool.path)
-            if problem is not None:
-                log.warning("not keeping %s: %s", self.key, problem)
-                self.spool.discard()
-                return
-            path = await owner._keep_spool(self.job, self.key, self.answer, self.spool)
-            if self.flight is not None:
-                self.flight.path = path
-        if self.flight is not None:
-            self.flight.content_type = self.answer.content_type
-            self.flight.upstream = self.answer.upstream
+    def _release(self) -> None:
+        if self._closed and self._waiting == 0 and self.tee is not None and not self._released:
+            self._released = True
+            self.tee.unhold()
+
+
+def _busy(upstream: str) -> web.Response:
+    resp = text_response(
+        503,
+        f"upstream {upstream}: every connection it may use for downloads is held by slow "
+        "clients and the spool is full; try again shortly",
+    )
+    resp.headers["Retry-After"] = "1"
+    return resp
 
 
 def _with_body(answer: UpstreamAnswer, body: bytes) -> UpstreamAnswer:
@@ -592,38 +702,9 @@ def _with_body(answer: UpstreamAnswer, body: bytes) -> UpstreamAnswer:
     )
 
 
-async def _unlink_later(spool: Spool, delay: float = 120.0) -> None:
-    """Followers open the spool within moments; remove it once they surely have."""
-    await asyncio.sleep(delay)
-    spool.discard()
-
-
-def _rmtree(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
-
-
 def entry_response(entry: Entry, now: float) -> web.Response:
     """An answer from the memory cache."""
     headers = {UPSTREAM_HEADER: "cache", "Age": str(entry.age(now))}
     if entry.content_type:
         headers["Content-Type"] = entry.content_type
     return web.Response(status=entry.status, body=entry.body, headers=headers)
-
-
-def _file_response(
-    path: Path,
-    content_type: str | None,
-    stored: float | None,
-    now: float,
-    upstream: str | None = None,
-) -> web.FileResponse:
-    """An answer from a file (sendfile), from the store or a coalesced fetch's spool."""
-    resp = web.FileResponse(path, chunk_size=1 << 20)
-    resp.headers[UPSTREAM_HEADER] = upstream if stored is None and upstream else "cache"
-    if stored is not None:
-        resp.headers["Age"] = str(max(0, int(now - stored)))
-    if content_type:
-        resp.headers["Content-Type"] = content_type
-    return resp

@@ -485,7 +485,7 @@ class Verification:
     kind: Kind
     metrics: Metrics
     tasks: TaskGroup
-    new_spool: Callable[[], Spool] | None = None
+    new_spool: Callable[[int | None], Spool | None] | None = None
     deadline: float = 600.0
     spool: Spool | None = None  # the accepted zip, closed
     _expected: asyncio.Task[sumdb.GoSumHashes | ChecksumUnavailable] | None = None
@@ -552,7 +552,13 @@ class Verification:
 
     async def _hash_zip(self, answer: UpstreamAnswer) -> str | Rejected:
         assert self.new_spool is not None
-        spool = self.new_spool()
+        spool = self.new_spool(answer.content_length)
+        if spool is None:
+            answer.close()
+            raise ChecksumUnavailable(
+                f"cannot verify {self.module}@{self.version}: no room to spool the zip "
+                "(cache.spool is full)"
+            )
         problem = await spool_body(answer, spool, self.deadline)
         if problem is not None:
             if problem.cause == "spool":

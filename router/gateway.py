@@ -38,6 +38,7 @@ _CAUSE_OUTCOME = {
     "timeout": Outcome.TIMEOUT,
     "unreachable": Outcome.UNREACHABLE,
     "reset": Outcome.UNREACHABLE,
+    "busy": Outcome.BUSY,
 }
 UPSTREAM_HEADER = "X-Router-Upstream"
 
@@ -97,23 +98,23 @@ async def serve(
     extra_headers: Mapping[str, str],
     tracer: Tracer = _PROPAGATE_ONLY,
 ) -> web.StreamResponse:
-    """Answer `request` from the first upstream of `clients` that serves it (no cache)."""
+    """Answer `request` from the first upstream of `clients` that serves it, read whole
+    (no cache; zips, which are streamed, go through the answer cache's tees)."""
     if isinstance(request, SumdbRequest) and request.is_supported_probe:
         return supported_probe(request, clients)
-    stream = request.kind is Kind.ZIP and http.method == "GET"
     result = await walk(
         request,
         pool,
         clients,
         served,
         method=http.method,
-        stream=stream,
+        stream=False,
         headers=extra_headers,
         tracer=tracer,
     )
     if isinstance(result, Failure):
         return failure_response(result)
-    return await respond(http, result, MAX_BYTES[request.kind], served)
+    return await respond(http, result, served)
 
 
 def supported_probe(request: SumdbRequest, clients: Sequence[UpstreamClient]) -> web.Response:
@@ -223,6 +224,7 @@ class Spooled(Protocol):
     """A file a body is copied into (`router.cache.disk.Spool`)."""
 
     failed: bool
+    no_room: bool
 
     async def write(self, chunk: bytes) -> None: ...
 
@@ -251,30 +253,17 @@ async def spool_body(answer: UpstreamAnswer, spool: Spooled, deadline: float) ->
     if problem is None:
         await asyncio.to_thread(spool.close, sync=False)
         if spool.failed:
-            problem = Rejected("cannot spool the body: disk write failed", "spool", False)
+            why = "no room in cache.spool" if spool.no_room else "the disk write failed"
+            problem = Rejected(f"cannot spool the body: {why}", "spool", False)
     if problem is not None:
         answer.close()
         spool.discard()
     return problem
 
 
-class Sink(Protocol):
-    """Receives a copy of a streamed body (a spool file for the artifact store)."""
-
-    async def write(self, chunk: bytes) -> None: ...
-
-    async def finish(self, ok: bool) -> None: ...
-
-
-async def respond(
-    http: web.Request,
-    answer: UpstreamAnswer,
-    limit: int,
-    served: Served,
-    sink: Sink | None = None,
-) -> web.StreamResponse:
-    """Answer the client with an upstream's 200: whole, or streamed (copied to `sink`)."""
-    deadline = served.deadline
+async def respond(http: web.Request, answer: UpstreamAnswer, served: Served) -> web.StreamResponse:
+    """Answer the client with an upstream's 200 read whole (or the head of one, for HEAD).
+    Streamed bodies (zips) go through `router.spooling.Tee` instead."""
     headers = {UPSTREAM_HEADER: answer.upstream}
     if answer.content_type:
         headers["Content-Type"] = answer.content_type
@@ -286,64 +275,6 @@ async def respond(
         await head.write_eof()
         served.status = 200
         return head
-    if answer.body is not None:
-        resp = web.Response(status=200, body=answer.body, headers=headers)
-        served.status, served.bytes = 200, len(answer.body)
-        return resp
-    return await _stream(http, answer, limit, headers, served, deadline, sink)
-
-
-async def _stream(
-    http: web.Request,
-    answer: UpstreamAnswer,
-    limit: int,
-    headers: dict[str, str],
-    served: Served,
-    deadline: float,
-    sink: Sink | None,
-) -> web.StreamResponse:
-    """Stream a large body; a body that breaks midway aborts the client connection,
-    so the client can never take a short body for a whole one. The sink gets every
-    chunk and learns at the end whether the body was whole."""
-    resp = web.StreamResponse(status=200, headers=headers)
-    if answer.content_length is not None:
-        resp.content_length = answer.content_length
-    served.status = 200
-    ok = False
-    try:
-        await resp.prepare(http)
-        async with asyncio.timeout(deadline):
-            async for chunk in answer.iter_body(limit):
-                if sink is not None:
-                    await sink.write(chunk)
-                await resp.write(chunk)
-                served.bytes += len(chunk)
-        ok = True
-    except TimeoutError:
-        log.warning("upstream %s: zip transfer exceeded %gs", answer.upstream, deadline)
-        served.status = 504
-        answer.close()
-        _abort(http)
-        return resp
-    except UpstreamError as exc:
-        log.warning("zip stream broke mid-body: %s", exc)
-        served.attempts.append(Attempt(answer.upstream, Outcome.ERROR, 200, exc.reason, exc.cause))
-        served.status = 502
-        answer.close()
-        _abort(http)
-        return resp
-    except (ConnectionError, asyncio.CancelledError):
-        answer.close()
-        raise
-    finally:
-        if sink is not None:
-            await sink.finish(ok)
-    answer.release()
-    await resp.write_eof()
-    return resp
-
-
-def _abort(http: web.Request) -> None:
-    transport = http.transport
-    if transport is not None:
-        transport.abort()
+    assert answer.body is not None, "streamed answers are served through a tee"
+    served.status, served.bytes = 200, len(answer.body)
+    return web.Response(status=200, body=answer.body, headers=headers)

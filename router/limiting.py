@@ -10,11 +10,13 @@ replica enforces a fair share (1/N of every limit, N = replicas last seen).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import ipaddress
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +39,54 @@ class Throttled:
     retry_after: int
     reason: str
     kind: str  # tenant, anonymous, abuse
+
+
+class StreamSlots:
+    """How many downloads each client (tenant and address) has open: a hundred sockets
+    from one client cannot hold every spool and upstream connection. A client over its
+    share waits (first come, first served) for one of its downloads to end."""
+
+    def __init__(self) -> None:
+        self._held: dict[str, int] = {}
+        self._waiting: dict[str, deque[asyncio.Future[None]]] = {}
+
+    async def take(self, key: str, limit: int, wait: float) -> bool:
+        """A slot for `key`, waiting at most `wait` seconds; False when none came."""
+        if self._held.get(key, 0) < limit and not self._waiting.get(key):
+            self._held[key] = self._held.get(key, 0) + 1
+            return True
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        queue = self._waiting.setdefault(key, deque())
+        queue.append(future)
+        try:
+            async with asyncio.timeout(wait):
+                await future  # give_back handed its slot over
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            if not future.done():
+                future.cancel()
+            if future in queue:
+                queue.remove(future)
+            if not queue:
+                self._waiting.pop(key, None)
+
+    def give_back(self, key: str) -> None:
+        queue = self._waiting.get(key)
+        while queue:
+            future = queue.popleft()
+            if not future.done():
+                future.set_result(None)  # the slot passes to the next in line
+                return
+        held = self._held.get(key, 1) - 1
+        if held > 0:
+            self._held[key] = held
+        else:
+            self._held.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._held)
 
 
 class RequestLimits:
@@ -252,8 +302,6 @@ class LimitSync:
 
 async def limit_loop(sync: LimitSync, metrics: Metrics, interval: float = 0.25) -> None:
     """Run `sync.step` every `interval`; on Redis errors, back off (local fair share)."""
-    import asyncio
-
     backoff = 0.0
     while True:
         await asyncio.sleep(backoff or interval)

@@ -297,11 +297,45 @@ class Metrics:
             registry=r,
         )
 
+        self.storage_errors = Counter(
+            PREFIX + "storage_errors_total",
+            "Failed writes to the artifact store (tier disk) or the spools (tier spool), by "
+            "cause (disk_full, io_error, read_only, quota, ...); the client is served anyway.",
+            ("tier", "cause"),
+            registry=r,
+        )
+        self.storage_degraded = Gauge(
+            PREFIX + "storage_degraded",
+            "1 while the last write to a storage tier (disk, spool) failed.",
+            ("tier",),
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.bad_zips = Counter(
+            PREFIX + "bad_zips_total",
+            "Zips from upstreams that break Go's module zip rules (never kept), by cause.",
+            ("upstream", "cause"),
+            registry=r,
+        )
+        self.stalled_clients = Counter(
+            PREFIX + "stalled_clients_total",
+            "Downloads dropped because the client read nothing for server.stall_timeout.",
+            registry=r,
+        )
+        self.redis_breaker_open = Gauge(
+            PREFIX + "redis_breaker_open",
+            "1 while requests skip Redis after a failed exchange (until a probe succeeds).",
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+
         # Label sets alerts watch with increase(): present (at 0) from the start.
         for result in ("ok", "invalid"):
             self.rules_reloads.labels(result)
         for action in ("flag", "throttle"):
             self.abuse_flagged.labels(action)
+        for tier in ("disk", "spool"):
+            self.storage_degraded.labels(tier).set(0)
         self.rules_last_reload_ok.set(1)
 
     def exposition(self) -> tuple[bytes, str]:

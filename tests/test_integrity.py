@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from support.gateway import gateway_in_process, write_rules
 from support.gocmd import go_env, run_go
@@ -436,6 +437,69 @@ def _rollout_rules(tmp_path: Path, cand: str, base: str, **rollout: Any) -> Path
     )
 
 
+@pytest.mark.parametrize(
+    ("mode", "store", "concurrent", "max_mismatch"),
+    [
+        ("ordered", False, False, 0.05),
+        ("weighted", True, False, 0.05),
+        ("best", True, True, 0.05),
+        ("weighted", False, True, 0.9),  # never rolled back: every request is compared
+        ("ordered", True, True, 0.9),
+    ],
+)
+async def test_a_rollout_never_hands_a_client_the_candidates_differing_zip(
+    tmp_path: Path, mode: str, store: bool, concurrent: bool, max_mismatch: float
+) -> None:
+    """The acceptance scenario: sample 1.0, a candidate serving other bytes for a fifth of
+    the zips, 40 zips of distinct versions per run (sequential, or all at once with their
+    .mod like the go command): 200 zips over the runs, not one differing answer."""
+    mods = [simple_module("example.com/many", f"v1.0.{i}") for i in range(40)]
+    cand_mods = [_tampered(m) if i % 5 == 2 else m for i, m in enumerate(mods)]
+    cache: dict[str, Any] = {"memory": "16MiB"}
+    if store:
+        cache["dir"] = str(tmp_path / "store")
+    async with (
+        FixtureProxy(ModuleSet(cand_mods), name="cand") as cand,
+        FixtureProxy(ModuleSet(mods), name="base") as base,
+    ):
+        rules = write_rules(
+            tmp_path / "rules.yaml",
+            [{"name": "cand", "url": cand.url}, {"name": "base", "url": base.url}],
+            {"main": {"upstreams": ["cand", "base"], "mode": mode}},
+            default={"pool": "main"},
+            rollouts=[
+                {"upstream": "cand", "compare_with": "base", "sample": 1.0},
+            ]
+            if max_mismatch == 0.05
+            else [
+                {
+                    "upstream": "cand",
+                    "compare_with": "base",
+                    "sample": 1.0,
+                    "max_mismatch": max_mismatch,
+                }
+            ],
+            cache=cache,
+        )
+        async with gateway_in_process(rules) as gw, aiohttp.ClientSession() as http:
+
+            async def fetch(m: FixtureModule) -> tuple[int, bytes]:
+                async with http.get(f"{gw.url}{m.url_path('mod')}") as resp:
+                    await resp.read()
+                async with http.get(f"{gw.url}{m.url_path('zip')}") as resp:
+                    return resp.status, await resp.read()
+
+            if concurrent:
+                got = await asyncio.gather(*(fetch(m) for m in mods))
+            else:
+                got = [await fetch(m) for m in mods]
+            wrong = [
+                m.version for m, (s, b) in zip(mods, got, strict=True) if b != module_zip_bytes(m)
+            ]
+            assert [s for s, _ in got] == [200] * 40
+            assert wrong == []
+
+
 async def test_a_rollout_differing_on_a_fifth_of_zips_is_rolled_back_clients_get_baseline(
     tmp_path: Path,
 ) -> None:
@@ -524,7 +588,9 @@ async def test_a_matching_rollout_turns_healthy_and_compares_info_by_version_and
             assert healthy == 1
 
 
-async def test_a_comparison_whose_baseline_failed_is_retried_with_backoff(tmp_path: Path) -> None:
+async def test_a_comparison_whose_baseline_failed_asks_it_again_and_serves_only_its_answer(
+    tmp_path: Path,
+) -> None:
     m = simple_module("example.com/retry", "v1.0.0")
     async with (
         FixtureProxy(ModuleSet([_tampered(m)]), name="cand") as cand,
@@ -533,16 +599,32 @@ async def test_a_comparison_whose_baseline_failed_is_retried_with_backoff(tmp_pa
         base.add_fault(Fault(pattern=r"\.zip$", status=503, times=2))
         rules = _rollout_rules(tmp_path, cand.url, base.url)
         async with gateway_in_process(rules) as gw:
-            status, _, headers = await _get(f"{gw.url}{m.url_path('zip')}")
-            # nothing to compare with yet: the candidate's answer is served
-            assert (status, headers["X-Router-Upstream"]) == (200, "cand")
-            for _ in range(50):
-                view = json.loads((await _get(gw.url + "/debug/upstreams"))[1])
-                if view["rollouts"][0]["state"] == "rolled_back":
-                    break
-                await asyncio.sleep(0.1)
+            status, body, headers = await _get(f"{gw.url}{m.url_path('zip')}")
+            # the baseline is asked again (0.2 s, 0.4 s later) before anything is served:
+            # the candidate's differing zip never reaches the client
+            assert (status, headers["X-Router-Upstream"]) == (200, "base")
+            assert body == module_zip_bytes(m)
+            view = json.loads((await _get(gw.url + "/debug/upstreams"))[1])
             assert view["rollouts"][0]["state"] == "rolled_back"
             assert base.count(".zip") == 3  # the first ask, a failed retry, a good retry
+
+
+async def test_a_candidate_the_baseline_cannot_vouch_for_is_never_served(tmp_path: Path) -> None:
+    m = simple_module("example.com/unvouched", "v1.0.0")
+    async with (
+        FixtureProxy(ModuleSet([_tampered(m)]), name="cand") as cand,
+        FixtureProxy(ModuleSet([m]), name="base") as base,
+    ):
+        base.add_fault(Fault(pattern=r"\.(zip|mod)$", status=503))
+        rules = _rollout_rules(tmp_path, cand.url, base.url)
+        async with gateway_in_process(rules) as gw:
+            for kind in ("mod", "zip"):
+                status, body, headers = await _get(f"{gw.url}{m.url_path(kind)}")
+                assert status == 502, body
+                assert headers["X-Router-Upstream"] == "base"
+            view = json.loads((await _get(gw.url + "/debug/upstreams"))[1])
+            assert view["rollouts"][0]["unresolved_total"] == 2
+            assert view["rollouts"][0]["state"] != "rolled_back"
 
 
 async def test_a_rollback_drops_what_the_candidate_served_from_the_cache(tmp_path: Path) -> None:
@@ -777,7 +859,7 @@ async def test_a_compared_zip_that_is_no_module_zip_is_never_kept(tmp_path: Path
         cand.add_fault(
             Fault(pattern=r"\.zip$", body=b"<html>oops</html>", content_type="text/html")
         )
-        base.add_fault(Fault(pattern=r"\.zip$", status=503, times=1))
+        base.add_fault(Fault(pattern=r"\.zip$", status=503))  # nobody vouches for it
         rules = write_rules(
             tmp_path / "rules.yaml",
             [{"name": "cand", "url": cand.url}, {"name": "base", "url": base.url}],
@@ -787,8 +869,8 @@ async def test_a_compared_zip_that_is_no_module_zip_is_never_kept(tmp_path: Path
             cache={"memory": "16MiB", "dir": str(tmp_path / "store")},
         )
         async with gateway_in_process(rules) as gw:
-            status, _, _ = await _get(f"{gw.url}{m.url_path('zip')}")
-            assert status == 502
+            status, body, _ = await _get(f"{gw.url}{m.url_path('zip')}")
+            assert status == 502 and b"oops" not in body
             assert not list((tmp_path / "store" / "index").iterdir())
 
 

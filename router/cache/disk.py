@@ -4,13 +4,13 @@ Layout under the store's folder:
 
     data/ab/abcdef...   the bytes, named by their sha256 (shared by keys with equal bytes)
     index/<sha256 of key>.json   what a key maps to (data digest, size, type, origin)
-    tmp/                spool files being written; emptied at start
+    tmp/                spool files being written; a start removes those of dead processes
 
-A body is written to `tmp/`, checked (length as announced, a well-formed module
-zip within Go's limits), fsynced, renamed into `data/`, and only then indexed
-(again temp file + rename). A process killed at any point leaves either no
-index entry or a complete one, never a partial artifact that is later served.
-Eviction is least-recently-used under a byte budget.
+A body is written to `tmp/`, checked (length as announced, a module zip by Go's own
+rules), fsynced, renamed into `data/`, and only then indexed (again temp file +
+rename). A process killed at any point leaves either no index entry or a complete one,
+never a partial artifact that is later served. Eviction is least-recently-used under a
+byte budget that also counts the spools being written (`SpoolBudget`).
 """
 
 from __future__ import annotations
@@ -21,17 +21,23 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import threading
 import time
 import zipfile
+import zlib
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Protocol
+
+from router.cache.health import StorageHealth
+from router.core.modzip import ZipProblem, zip_problem
 
 log = logging.getLogger("goproxy_router.store")
 
-MAX_ZIP = 500 << 20
+GROW = 4 << 20  # a spool of unknown length reserves room in steps of this
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,52 +49,172 @@ class Artifact:
     upstream: str
     stored: float
     module: str | None
+    checked: bool = False  # a zip checked by Go's rules before it was kept
 
 
-def check_module_zip(path: Path, module: str, version: str) -> str | None:
-    """Why `path` is not a well-formed zip for module@version (None when it is)."""
-    prefix = f"{module}@{version}/"
+def check_module_zip(path: Path, module: str, version: str) -> ZipProblem | None:
+    """Why the file at `path` is not a module zip the go command would accept (None when
+    it is): Go's rules on names and sizes (`router.core.modzip`), then every entry read
+    back within its declared size with its CRC checked, so a zip bomb whose headers lie,
+    or a corrupt entry, is refused too. Blocking: run it in a thread."""
     try:
+        size = path.stat().st_size
         with zipfile.ZipFile(path) as zf:
             infos = zf.infolist()
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
-        return f"not a zip file: {exc}"
-    if not infos:
-        return "empty zip"
-    total = 0
+            entries = ((_go_name(i), i.file_size) for i in infos)
+            problem = zip_problem(entries, module, version, size)
+            if problem is None:
+                problem = _read_back(zf, infos)
+    except (zipfile.BadZipFile, zlib.error, OSError, ValueError, EOFError) as exc:
+        return ZipProblem("unreadable", f"not a readable zip file: {exc}")
+    return problem
+
+
+def _go_name(info: zipfile.ZipInfo) -> str:
+    """The entry's name as Go reads it: its bytes as UTF-8 (invalid bytes stay invalid)."""
+    if info.flag_bits & 0x800:
+        return info.orig_filename
+    raw = info.orig_filename.encode("cp437")
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def _read_back(zf: zipfile.ZipFile, infos: list[zipfile.ZipInfo]) -> ZipProblem | None:
     for info in infos:
-        if not info.filename.startswith(prefix) or info.filename == prefix:
-            return f"unexpected file {info.filename!r} (entries must start with {prefix!r})"
-        total += info.file_size
-        if total > MAX_ZIP:
-            return "uncompressed size exceeds 500 MiB"
+        if info.is_dir():
+            continue
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            return ZipProblem("unreadable", f"entry {info.filename!r}: unsupported compression")
+        read = 0
+        with zf.open(info) as entry:  # zipfile stops at the declared size and checks the CRC
+            while chunk := entry.read(1 << 20):
+                read += len(chunk)
+        if read != info.file_size:
+            return ZipProblem("size", f"entry {info.filename!r} is not its declared size")
     return None
 
 
-class Spool:
-    """A body being written to the store's tmp folder; hashed as it is written."""
+class Budget(Protocol):
+    """Somewhere bytes can be set aside: the spool budget, the store itself."""
 
-    def __init__(self, path: Path) -> None:
+    def reserve(self, size: int) -> bool: ...
+
+    def release(self, size: int) -> None: ...
+
+
+class Reservation:
+    """Bytes set aside in a budget for one spool; it may grow, and is given back once."""
+
+    def __init__(self, budget: Budget, size: int) -> None:
+        self._budget = budget
+        self.size = size
+        self._released = False
+        self._lock = threading.Lock()
+
+    def grow(self, more: int) -> bool:
+        with self._lock:
+            if self._released or not self._budget.reserve(more):
+                return False
+            self.size += more
+            return True
+
+    def release(self) -> None:
+        with self._lock:
+            if self._released:
+                return
+            self._released = True
+        self._budget.release(self.size)
+
+
+class SpoolBudget:
+    """Bytes all spools may hold at once (`cache.spool`); with an artifact store they are
+    also counted in the store's own budget, so `cache.disk` bounds what is on its disk
+    including files still being written."""
+
+    def __init__(self, limit: int, store: ArtifactStore | None = None) -> None:
+        self.limit = limit
+        self.store = store
+        self.used = 0
+        self._lock = threading.Lock()
+
+    def reserve(self, size: int) -> bool:
+        with self._lock:
+            if size < 0 or self.used + size > self.limit:
+                return False
+            if self.store is not None and not self.store.reserve(size):
+                return False
+            self.used += size
+            return True
+
+    def release(self, size: int) -> None:
+        with self._lock:
+            self.used -= size
+        if self.store is not None:
+            self.store.release(size)
+
+    def take(self, size: int) -> Reservation | None:
+        """Room for a body of `size` bytes, or None when there is none."""
+        return Reservation(self, size) if self.reserve(size) else None
+
+
+class Spool:
+    """A body being written to a file, hashed as it is written. Writing never raises: a
+    failed write (disk full, I/O error) marks the spool `failed` and reports it once."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        reservation: Reservation | None = None,
+        health: StorageHealth | None = None,
+        tier: str = "spool",
+    ) -> None:
         self.path = path
-        self._fh = open(path, "wb")  # noqa: SIM115 - closed in close()
+        self.reservation = reservation
+        self._health = health
+        self._tier = tier
         self._sha = hashlib.sha256()
         self.size = 0
         self.failed = False
+        self.no_room = False
         self._synced = False
+        self._fd: int | None = None
+        try:
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        except OSError as exc:
+            self._fail("creating a spool file", exc)
+
+    def _fail(self, what: str, exc: OSError) -> None:
+        if not self.failed:
+            self.failed = True
+            if self._health is not None:
+                self._health.failed(self._tier, what, exc)
+            else:
+                log.warning("spool %s failed while %s: %s", self.path.name, what, exc)
 
     def _write(self, chunk: bytes) -> None:
-        self._fh.write(chunk)
+        assert self._fd is not None
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(self._fd, view) :]
         self._sha.update(chunk)
 
     async def write(self, chunk: bytes) -> None:
         if self.failed:
             return
+        if not self._room_for(len(chunk)):
+            self.failed = self.no_room = True  # the budget is full: not a disk failure
+            return
         try:
             await asyncio.to_thread(self._write, chunk)
             self.size += len(chunk)
         except OSError as exc:
-            log.warning("artifact spool write failed: %s", exc)
-            self.failed = True
+            self._fail("spooling a body", exc)
+
+    def _room_for(self, more: int) -> bool:
+        res = self.reservation
+        if res is None or self.size + more <= res.size:
+            return True
+        return res.grow(max(more, GROW))
 
     @property
     def digest(self) -> str:
@@ -96,34 +222,56 @@ class Spool:
 
     def close(self, *, sync: bool) -> None:
         """Close the file; with `sync`, its bytes are on disk first (even when an earlier
-        close did not sync: a verified zip is closed to be hashed, then kept)."""
-        if not self._fh.closed:
-            if sync and not self.failed:
-                self._fh.flush()
-                os.fsync(self._fh.fileno())
+        close did not sync: a verified zip is closed to be hashed, then kept). Never
+        raises: a failure marks the spool `failed`."""
+        try:
+            if self._fd is not None:
+                fd, self._fd = self._fd, None
+                try:
+                    if sync and not self.failed:
+                        os.fsync(fd)
+                        self._synced = True
+                finally:
+                    os.close(fd)
+            elif sync and not self.failed and not self._synced:
+                with self.path.open("rb") as fh:
+                    os.fsync(fh.fileno())
                 self._synced = True
-            self._fh.close()
-        elif sync and not self.failed and not self._synced:
-            with self.path.open("rb") as fh:
-                os.fsync(fh.fileno())
-            self._synced = True
+        except OSError as exc:
+            self._fail("flushing a spool to disk", exc)
+
+    def release(self) -> None:
+        """Give its reserved bytes back (it was kept, or thrown away)."""
+        if self.reservation is not None:
+            self.reservation.release()
 
     def discard(self) -> None:
+        """Close and remove the file, and give its room back. Never raises."""
         self.close(sync=False)
         with contextlib.suppress(OSError):
             self.path.unlink()
+        self.release()
 
 
 class ArtifactStore:
     """Immutable artifacts on local disk, bounded in bytes, surviving restarts."""
 
-    def __init__(self, root: Path, budget: int, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        root: Path,
+        budget: int,
+        *,
+        clock: Callable[[], float] = time.time,
+        health: StorageHealth | None = None,
+    ) -> None:
         self.root = root
         self.budget = budget
         self._clock = clock
+        self.health = health or StorageHealth()
         self._index: OrderedDict[str, Artifact] = OrderedDict()
         self._users: dict[str, int] = {}  # digest -> how many keys use it
         self.used_bytes = 0
+        self.reserved = 0  # bytes set aside for spools being written
         self._lock = threading.RLock()  # commits run in threads; bookkeeping is shared
         self.evictions = 0
         self._seq = 0
@@ -131,26 +279,22 @@ class ArtifactStore:
     # ---------------------------------------------------------------- startup (blocking)
 
     def open(self) -> None:
-        """Create the layout, drop leftovers of a crash, load the index. Blocking: run in a
-        thread at startup."""
+        """Create the layout, drop leftovers of dead processes, load the index (dropping
+        zips kept before they were checked by Go's rules). Blocking: run in a thread."""
         for sub in ("data", "index", "tmp"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
-        for leftover in (self.root / "tmp").iterdir():
-            with contextlib.suppress(OSError):
-                leftover.unlink()
+        remove_orphans(self.root / "tmp")
         loaded = []
         for path in (self.root / "index").glob("*.json"):
             try:
                 art = Artifact(**json.loads(path.read_text()))
             except (OSError, ValueError, TypeError):
-                with contextlib.suppress(OSError):
-                    path.unlink()
-                continue
-            if self._data_path(art.digest).is_file():
+                art = None
+            if art is not None and _usable(art) and self._data_path(art.digest).is_file():
                 loaded.append(art)
-            else:
-                with contextlib.suppress(OSError):
-                    path.unlink()
+                continue
+            with contextlib.suppress(OSError):
+                path.unlink()
         for art in sorted(loaded, key=lambda a: a.stored):
             self._remember(art)
         self._evict()
@@ -168,11 +312,33 @@ class ArtifactStore:
     def __len__(self) -> int:
         return len(self._index)
 
+    # ---------------------------------------------------------------- room
+
+    def reserve(self, size: int) -> bool:
+        """Set `size` bytes aside for a spool, evicting the least recently used artifacts
+        to make room; False when even an empty store could not hold it beside the other
+        spools."""
+        with self._lock:
+            if self.reserved + size > self.budget:
+                return False
+            self.reserved += size
+            self._evict()
+            return True
+
+    def release(self, size: int) -> None:
+        with self._lock:
+            self.reserved -= size
+
     # ---------------------------------------------------------------- writing
 
-    def spool(self) -> Spool:
+    def spool(self, reservation: Reservation | None = None) -> Spool:
+        """A new file in `tmp/` (named after this process, so a later start knows it is
+        an orphan once this process is gone)."""
         self._seq += 1
-        return Spool(self.root / "tmp" / f"{os.getpid()}-{self._seq}-{time.monotonic_ns()}")
+        name = f"{os.getpid()}-{self._seq}-{time.monotonic_ns()}"
+        return Spool(
+            self.root / "tmp" / name, reservation=reservation, health=self.health, tier="disk"
+        )
 
     async def commit(
         self,
@@ -183,17 +349,21 @@ class ArtifactStore:
         upstream: str,
         module: str | None,
         expected_size: int | None,
-        check: Callable[[Path], str | None] | None = None,
+        checked: bool = False,
     ) -> Artifact | None:
-        """Move a complete, checked spool into the store; None (and nothing kept) if not."""
+        """Move a complete spool into the store; None (and nothing kept) if it cannot be:
+        a failed write, a size other than announced, no room. Never raises."""
         try:
-            return await asyncio.to_thread(
-                self._commit, spool, key, content_type, upstream, module, expected_size, check
+            art = await asyncio.to_thread(
+                self._commit, spool, key, content_type, upstream, module, expected_size, checked
             )
         except OSError as exc:
-            log.warning("artifact store: cannot keep %s: %s", key, exc)
+            self.health.failed("disk", "keeping an artifact", exc)
             spool.discard()
             return None
+        if art is not None:
+            self.health.ok("disk")
+        return art
 
     def _commit(
         self,
@@ -203,7 +373,7 @@ class ArtifactStore:
         upstream: str,
         module: str | None,
         expected_size: int | None,
-        check: Callable[[Path], str | None] | None,
+        checked: bool,
     ) -> Artifact | None:
         spool.close(sync=True)
         problem = None
@@ -213,21 +383,22 @@ class ArtifactStore:
             problem = f"{spool.size} bytes, {expected_size} announced"
         elif spool.size > self.budget:
             problem = "larger than the whole store"
-        elif check is not None:
-            problem = check(spool.path)
         if problem is not None:
-            log.warning("artifact store: not keeping %s: %s", key, problem)
+            log.info("artifact store: not keeping %s: %s", key, problem)
             spool.discard()
             return None
         digest = spool.digest
         target = self._data_path(digest)
-        art = Artifact(key, digest, spool.size, content_type, upstream, self._clock(), module)
+        art = Artifact(
+            key, digest, spool.size, content_type, upstream, self._clock(), module, checked
+        )
         target.parent.mkdir(parents=True, exist_ok=True)
         with self._lock:  # bookkeeping only: no fsync while requests may wait for it
             # The old mapping goes first: its bytes may be these very bytes (a key
             # committed twice), which must not be removed after the new file is in place.
             self._forget(key)
             os.replace(spool.path, target)
+            spool.release()  # its room is now the artifact's
             self._remember(art)
             self._evict()
         _fsync_dir(target.parent)
@@ -237,7 +408,9 @@ class ArtifactStore:
     async def put_bytes(
         self, key: str, body: bytes, *, content_type: str | None, upstream: str, module: str | None
     ) -> Artifact | None:
-        spool = self.spool()
+        if not self.reserve(len(body)):
+            return None
+        spool = self.spool(Reservation(self, len(body)))
         await spool.write(body)
         return await self.commit(
             spool,
@@ -250,7 +423,7 @@ class ArtifactStore:
 
     def _write_index(self, art: Artifact) -> None:
         path = self._index_path(art.key)
-        tmp = self.root / "tmp" / f"{path.name}.{os.getpid()}.{threading.get_ident()}"
+        tmp = self.root / "tmp" / f"{os.getpid()}-index-{threading.get_ident()}-{path.name}"
         with open(tmp, "w") as fh:
             json.dump(asdict(art), fh)
             fh.flush()
@@ -296,7 +469,7 @@ class ArtifactStore:
         return len(keys)
 
     def _evict(self) -> None:
-        while self.used_bytes > self.budget and self._index:
+        while self.used_bytes + self.reserved > self.budget and self._index:
             oldest = next(iter(self._index))
             self._forget(oldest)
             self.evictions += 1
@@ -314,3 +487,42 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _usable(art: Artifact) -> bool:
+    """Whether a kept artifact may be served: zips only once checked by Go's rules."""
+    return art.checked or not art.key.endswith(".zip")
+
+
+def owner_alive(name: str) -> bool:
+    """Whether the process whose pid starts `name` (``PID-...``) still runs."""
+    head = name.split("-", 1)[0]
+    if not head.isdigit():
+        return False
+    pid = int(head)
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_orphans(folder: Path) -> int:
+    """Remove what processes that are gone left in `folder` (spools, index temp files):
+    a kill -9 leaves them behind, a later start cleans up. Blocking."""
+    removed = 0
+    with contextlib.suppress(FileNotFoundError):
+        for leftover in folder.iterdir():
+            if owner_alive(leftover.name):
+                continue
+            with contextlib.suppress(OSError):
+                if leftover.is_dir():
+                    shutil.rmtree(leftover, ignore_errors=True)
+                else:
+                    leftover.unlink()
+                removed += 1
+    return removed

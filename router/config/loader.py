@@ -297,6 +297,8 @@ def build_rules(doc: dict[str, Any], sources: tuple[str, ...]) -> m.Rules:
             memory=cache["memory"],
             dir=cache["dir"],
             disk=cache["disk"],
+            spool=cache["spool"],
+            bad_zips=cache["bad_zips"],
             ttl=m.CacheTTL(**cache["ttl"]),
             stale_if_error=cache["stale_if_error"],
             decay=cache["decay"],

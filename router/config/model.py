@@ -162,6 +162,8 @@ class Cache:
     memory: int = 256 << 20
     dir: str = ""
     disk: int = 10 << 30
+    spool: int = 512 << 20
+    bad_zips: Literal["serve", "refuse"] = "serve"
     ttl: CacheTTL = field(default_factory=CacheTTL)
     stale_if_error: float = 86400.0
     decay: float = 0.999
@@ -225,6 +227,8 @@ class Server:
     max_header_bytes: int = 16 << 10
     max_connections: int = 10000
     shutdown_timeout: float = 30.0
+    stall_timeout: float = 60.0
+    streams_per_client: int = 32
 
 
 @dataclass(frozen=True, slots=True)

@@ -215,6 +215,18 @@ CACHE = Obj(
         "memory": Field(SIZE, default=256 << 20, description="metadata cache budget; 0 = off"),
         "dir": Field(Str(), default="", description="artifact store folder; empty = none"),
         "disk": Field(SIZE, default=10 << 30),
+        "spool": Field(
+            SIZE,
+            default=512 << 20,
+            description="bytes of bodies being received that may be on disk at once "
+            "(in dir/tmp when dir is set, counted in disk; else under $TMPDIR); 0 = none",
+        ),
+        "bad_zips": Field(
+            Str(choices=("serve", "refuse")),
+            default="serve",
+            description="a zip breaking Go's rules is never kept; serve: pass it on as the "
+            "upstream sent it; refuse: check before the first byte and answer 502",
+        ),
         "ttl": Field(
             Obj(
                 {
@@ -424,6 +436,18 @@ RULES = Obj(
                     "max_header_bytes": Field(SIZE, default=16 << 10),
                     "max_connections": Field(Number(minimum=1, integer=True), default=10000),
                     "shutdown_timeout": Field(DURATION, default=30.0),
+                    "stall_timeout": Field(
+                        DURATION,
+                        default=60.0,
+                        description="a client that reads nothing of a download for this "
+                        "long is dropped",
+                    ),
+                    "streams_per_client": Field(
+                        Number(minimum=1, integer=True),
+                        default=32,
+                        description="downloads one client (address and tenant) may have "
+                        "open at once; more get 429",
+                    ),
                 }
             ),
             default=None,
