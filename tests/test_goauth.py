@@ -863,7 +863,9 @@ async def test_a_bad_token_fails_after_one_retry(tmp_path: Path, gocache: Path) 
             run_go(["mod", "download", "example.com/tenanted@v1.0.0"], tmp_path, env), 60
         )
         assert done.returncode != 0
-        assert "v1.0.0.info: 401 Unauthorized" in done.stderr
+        assert "v1.0.0.info: 401 Unauthorized\n\tserver response: invalid credentials" in (
+            done.stderr
+        )
         assert [(s.path, s.status) for s in site.seen] == [
             ("/example.com/tenanted/@v/v1.0.0.info", 401)
         ] * 2
