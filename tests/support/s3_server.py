@@ -12,7 +12,7 @@ What it lacks, compared with AWS S3 (the bucket layer must not depend on these):
 - `x-amz-checksum-*` headers are stored and echoed, not verified (`Content-MD5` is verified);
 - user metadata (`x-amz-meta-*`) is kept in memory only: it is gone after a restart;
 - a ranged GET answers 200 (with the right Content-Range and body), not 206;
-- versioning, lifecycle rules, HeadBucket.
+- versioning, lifecycle rules.
 
 Each server gets fresh credentials, written in AWS's own file formats in its work folder;
 `aws_env()` is the environment a client needs to find them (and nothing else: no IMDS).
