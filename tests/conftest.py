@@ -81,6 +81,22 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 
 @pytest.fixture
+def s3_server(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Any]:
+    """A real S3-compatible server (rclone serve s3) on a free port with a fresh bucket and
+    fresh credentials in AWS's own files; this process's AWS environment points at them."""
+    from support.s3_server import S3Server, use_aws_env
+
+    server = S3Server(tmp_path_factory.mktemp("s3")).start()
+    use_aws_env(monkeypatch, server)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
 def gocache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One GOCACHE for every go command of the session (build results only)."""
     return tmp_path_factory.getbasetemp() / "gocache"
