@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import difflib
 import functools
 import hashlib
 import json
@@ -33,7 +34,6 @@ import multiprocessing
 import os
 import tempfile
 import zipfile
-from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import metadata
 from multiprocessing.connection import Connection
@@ -160,9 +160,17 @@ def canonical_id(licence_id: str) -> str | None:
     return normalized if " " not in normalized else None
 
 
-def spdx_ids_known(ids: Iterable[str]) -> dict[str, str | None]:
-    """Each id with its canonical form, None for those SPDX does not know."""
-    return {i: canonical_id(i) for i in ids}
+@functools.cache
+def _known_ids() -> dict[str, str]:
+    """Lower-case id -> id, for every SPDX licence id (no LicenseRef- keys)."""
+    keys = _spdx().known_symbols
+    return {k.lower(): k for k in keys if isinstance(k, str) and not k.startswith("LicenseRef-")}
+
+
+def close_ids(text: str) -> list[str]:
+    """SPDX ids that look like `text`, closest first (for "did you mean")."""
+    known = _known_ids()
+    return [known[k] for k in difflib.get_close_matches(text.lower(), known, n=1, cutoff=0.8)]
 
 
 def identify(text: str) -> tuple[str, ...]:
