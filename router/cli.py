@@ -1,4 +1,4 @@
-"""The command line: serve, validate, hash-token, schema, cost, purge, rollout, explain.
+"""The command line: serve, validate, hash-token, schema, cost, purge, rollout, explain, audit.
 
 Every flag's help shows its default. Output closed early (`... | head -1`) ends a
 command quietly with the shell's code for a broken pipe, never with a traceback."""
@@ -85,7 +85,38 @@ def _parser() -> argparse.ArgumentParser:
         "--gateway", help=GATEWAY_HELP + " (default: this host's, from the rules' listen)"
     )
     _explain_parser(_command(sub, "explain", "print the decision for a request, as JSON"))
+    _audit_parser(
+        _command(
+            sub,
+            "audit",
+            "check a go.sum, go.mod or `go list -m all` output against a tenant's policy; "
+            "exit 1 when anything is refused",
+        )
+    )
     return parser
+
+
+def _audit_parser(audit: argparse.ArgumentParser) -> None:
+    audit.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="go.sum|go.mod|-",
+        help="files to read; - reads stdin (e.g. `go list -m all | goproxy-router audit -`)",
+    )
+    audit.add_argument("--rules", type=Path, default=DEFAULT_RULES, help=RULES_HELP)
+    audit.add_argument("--tenant", help="whose policy applies (default: anonymous requests)")
+    audit.add_argument(
+        "--token",
+        default=os.environ.get("ROUTER_AUDIT_TOKEN"),
+        help="the tenant's token for --gateway (default: env ROUTER_AUDIT_TOKEN, else none)",
+    )
+    audit.add_argument(
+        "--gateway",
+        help="fetch .info and .zip through this gateway, e.g. https://goproxy.example.com "
+        "(default: the upstreams the rules route each module to)",
+    )
+    audit.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    audit.add_argument("--jobs", type=int, default=8, help="module versions checked at once")
 
 
 def _serve_parser(serve: argparse.ArgumentParser) -> None:
@@ -215,6 +246,40 @@ def cmd_explain(args: argparse.Namespace) -> int:
     )
     print(json.dumps(explain(rules, question), indent=2))
     return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from router.audit import Options, read_input, report, requirements_of, run_audit
+
+    rules = _rules_or_report(args.rules)
+    if rules is None:
+        return 1
+    if args.tenant is not None and args.tenant not in {t.id for t in rules.tenants}:
+        print(f"audit: no tenant {args.tenant!r} in {args.rules}", file=sys.stderr)
+        return 2
+    if args.jobs < 1:
+        print("audit: --jobs must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        texts = [(name, read_input(name, sys.stdin)) for name in args.inputs]
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"audit: {exc}", file=sys.stderr)
+        return 2
+    reqs = requirements_of(texts)
+    if not reqs:
+        print(f"audit: no module versions in {', '.join(args.inputs)}", file=sys.stderr)
+        return 2
+    opts = Options(
+        tenant=args.tenant,
+        token=args.token,
+        gateway=args.gateway,
+        as_json=args.json,
+        jobs=args.jobs,
+    )
+    rows = asyncio.run(run_audit(rules, reqs, opts))
+    return report(rows, opts, sys.stdout)
 
 
 def cmd_cost(args: argparse.Namespace) -> int:
@@ -481,6 +546,8 @@ def _run(argv: Sequence[str] | None) -> int:
             return cmd_serve(args)
         if args.command == "explain":
             return cmd_explain(args)
+        if args.command == "audit":
+            return cmd_audit(args)
         if args.command == "cost":
             return cmd_cost(args)
         if args.command == "purge":

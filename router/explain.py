@@ -14,6 +14,7 @@ from typing import Any
 
 from router.config.model import Rules
 from router.core.errors import ProtocolError
+from router.core.policy import Policy, format_age, resolve
 from router.core.protocol import Kind, ModuleRequest
 from router.core.routing import Facts, Router, verifies_checksums
 from router.core.tenancy import Refusal, TenantIndex, identify, visibility
@@ -109,11 +110,58 @@ def explain(rules: Rules, q: Question) -> dict[str, Any]:
     out["verify_checksums"] = verifies_checksums(
         rules, decision, who.tenant, kind, request.module, seen.private
     )
+    out["policy"] = _policy(rules, who.tenant_id, decision.route, kind)
     rollouts = {r.upstream: r.compare_with for r in rules.rollouts if r.upstream in pool.upstreams}
     if rollouts:
         out["rollouts"] = [{"candidate": c, "compare_with": b} for c, b in rollouts.items()]
     fresh = decision.prefer_fresh and request.kind in (Kind.LIST, Kind.LATEST)
     out.update(_candidates(rules, pool.upstreams, seen.private, request.module, mode, fresh))
+    return out
+
+
+def policy_for(rules: Rules, tenant: str | None, route: str | None) -> Policy | None:
+    """The policy a request of `tenant` matched by `route` is under (None: no gate)."""
+    tenant_block = next((t.policy for t in rules.tenants if t.id == tenant), None)
+    route_block = next((r.policy for r in rules.routes if r.name == route), None)
+    return resolve(tenant, tenant_block, route, route_block)
+
+
+# Which gates a request of each kind meets: licences need the zip; list and @latest
+# leave refused versions out.
+_GATES_BY_KIND = {
+    "zip": ("licenses", "min_age", "vulnerabilities"),
+    "info": ("min_age", "vulnerabilities"),
+    "mod": ("min_age", "vulnerabilities"),
+    "list": ("min_age", "vulnerabilities"),
+    "latest": ("min_age", "vulnerabilities"),
+}
+
+
+def _policy(
+    rules: Rules, tenant: str | None, route: str | None, kind: str
+) -> dict[str, Any] | None:
+    policy = policy_for(rules, tenant, route)
+    if policy is None:
+        return None
+    out: dict[str, Any] = {"mode": policy.mode}
+    if policy.licenses is not None:
+        lic = policy.licenses
+        out["licenses"] = {
+            **({"allow": list(lic.allow)} if lic.allow else {"deny": list(lic.deny)}),
+            "unknown": lic.unknown,
+            "from": lic.origin,
+        }
+    if policy.min_age is not None:
+        age = policy.min_age
+        out["min_age"] = {
+            "seconds": age.seconds,
+            "text": format_age(age.seconds),
+            "from": age.origin,
+        }
+    if policy.vulnerabilities is not None:
+        vulns = policy.vulnerabilities
+        out["vulnerabilities"] = {"db": vulns.db, "allow": list(vulns.allow), "from": vulns.origin}
+    out["checked_for_this_request"] = [g for g in _GATES_BY_KIND.get(kind, ()) if g in policy.gates]
     return out
 
 

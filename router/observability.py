@@ -296,6 +296,21 @@ class Metrics:
             ("upstream", "result"),
             registry=r,
         )
+        self.policy_refusals = Counter(
+            PREFIX + "policy_refusals_total",
+            "Module versions refused by a policy gate (403 or left out of a list), by tenant "
+            "and rule (licence, licence_unknown, age, age_unknown, vulnerability, "
+            "vulndb_unavailable).",
+            ("tenant", "rule"),
+            registry=r,
+        )
+        self.policy_warnings = Counter(
+            PREFIX + "policy_warnings_total",
+            "Module versions a policy in warn mode would have refused and that were served, "
+            "by tenant and rule.",
+            ("tenant", "rule"),
+            registry=r,
+        )
 
         self.storage_errors = Counter(
             PREFIX + "storage_errors_total",

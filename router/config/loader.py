@@ -18,6 +18,7 @@ from router.config.schema import LIST_KEYS, MAP_KEYS, RULES
 from router.config.semantic import cross_check
 from router.config.source import LocatedDict, LocatedList, Problem, read_yaml
 from router.config.spec import Checker, Where
+from router.core import policy as pol
 
 
 class RulesError(Exception):
@@ -196,6 +197,39 @@ def _upstream(raw: Any) -> m.Upstream:
     )
 
 
+def _beside(raw: Any, path: str) -> str:
+    """A relative path, taken relative to the folder of the rules file it is written in."""
+    if Path(path).is_absolute() or not isinstance(raw, LocatedDict):
+        return path
+    return str(Path(raw.file).parent / path)
+
+
+def _policy(raw: Any) -> pol.PolicyBlock | None:
+    """A `policy:` block as written: absent keys inherit, `off` switches a gate off."""
+    if raw is None:
+        return None
+    licenses = raw.get("licenses")
+    vulns = raw.get("vulnerabilities")
+    return pol.PolicyBlock(
+        mode=raw.get("mode"),
+        licenses=pol.OFF
+        if licenses == "off"
+        else pol.LicenceRule(
+            allow=tuple(licenses.get("allow") or ()),
+            deny=tuple(licenses.get("deny") or ()),
+            unknown=licenses["unknown"],
+        )
+        if licenses is not None
+        else None,
+        min_age=raw.get("min_age"),
+        vulnerabilities=pol.OFF
+        if vulns == "off"
+        else pol.VulnerabilityRule(db=_beside(raw, vulns["db"]), allow=tuple(vulns["allow"]))
+        if vulns is not None
+        else None,
+    )
+
+
 def _tenant(raw: Any) -> m.Tenant:
     return m.Tenant(
         id=raw["id"],
@@ -207,6 +241,7 @@ def _tenant(raw: Any) -> m.Tenant:
         verify_checksums=raw["verify_checksums"],
         client_certs=tuple(raw["client_certs"]),
         limit=_bucket(raw.get("limit")),
+        policy=_policy(raw.get("policy")),
         where=_where(raw),
     )
 
@@ -231,6 +266,7 @@ def _route(raw: Any) -> m.Route:
         ),
         prefer_fresh=raw["prefer_fresh"],
         verify_checksums=raw.get("verify_checksums"),
+        policy=_policy(raw.get("policy")),
         where=_where(raw),
     )
 

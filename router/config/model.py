@@ -12,6 +12,7 @@ from typing import Literal
 
 from router.config.spec import Where
 from router.config.units import Rate
+from router.core.policy import PolicyBlock
 
 Tier = Literal["L0", "L1", "L2", "L3"]
 Fallback = Literal["not-found", "any-error"]
@@ -95,6 +96,7 @@ class Tenant:
     verify_checksums: bool = False
     client_certs: tuple[str, ...] = ()
     limit: Bucket | None = None
+    policy: PolicyBlock | None = None
     where: Where = field(default=NOWHERE, compare=False)
 
 
@@ -123,6 +125,7 @@ class Route:
     match: RouteMatch = field(default_factory=RouteMatch)
     prefer_fresh: bool = False
     verify_checksums: bool | None = None
+    policy: PolicyBlock | None = None
     where: Where = field(default=NOWHERE, compare=False)
 
 

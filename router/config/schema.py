@@ -33,6 +33,7 @@ from router.config.spec import (
     MapOf,
     Number,
     Obj,
+    OffOr,
     Str,
     Version,
 )
@@ -64,6 +65,18 @@ def _check_glob(value: str) -> str:
     return value
 
 
+def _check_spdx_id(value: str) -> str:
+    """An SPDX licence id, in its current form (`GPL-3.0` -> `GPL-3.0-only`)."""
+    from router.licenses import canonical_id, close_ids
+
+    canonical = canonical_id(value) if value.strip() == value and " " not in value else None
+    if canonical is None:
+        close = close_ids(value)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"{value!r} is not an SPDX licence id{hint}")
+    return canonical
+
+
 def _check_go_version(value: str) -> str:
     GoVersionConstraint.parse(value)
     return value
@@ -72,6 +85,11 @@ def _check_go_version(value: str) -> str:
 GLOB = Converted(_check_glob, r"^[^, ]+$", "corp.example.com/*")
 GO_VERSION = Converted(_check_go_version, r"^\s*[<>=!]*\s*(go)?[0-9]", "<1.21")
 GLOBS = ListOf(GLOB, one_or_many=True)
+SPDX_ID = Converted(_check_spdx_id, r"^[A-Za-z0-9.+-]+$", "Apache-2.0")
+ADVISORY_ID = Str(
+    pattern=r"GO-\d{4}-\d{4,}|CVE-\d{4}-\d{4,}|GHSA(-[23456789cfghjmpqrvwx]{4}){3}",
+    hint=" as an advisory id (GO-2024-1234, CVE-2024-12345 or GHSA-xxxx-xxxx-xxxx)",
+)
 KINDS = ("list", "info", "mod", "zip", "latest", "sumdb")
 SUMDB_DB = Str(pattern=SUMDB_NAME, hint=" as a checksum database name (like sum.golang.org)")
 
@@ -121,6 +139,18 @@ def _one_kind_of_auth(auth: LocatedDict, ck: Checker) -> None:
             auth.line,
             "auth needs bearer_env/bearer_file, or user with password_env/password_file",
         )
+
+
+def _allow_or_deny(licenses: LocatedDict, ck: Checker) -> None:
+    given = [k for k in ("allow", "deny") if licenses.get(k)]
+    if len(given) == 2:
+        ck.error(
+            licenses.file,
+            max(licenses.line_of(k) for k in given),
+            "licenses takes allow or deny, not both",
+        )
+    elif not given:
+        ck.error(licenses.file, licenses.line, "licenses needs allow: [...] or deny: [...]")
 
 
 TLS_SERVER = Obj(
@@ -266,6 +296,51 @@ BUCKET = Obj(
     }
 )
 
+LICENSES = Obj(
+    {
+        "allow": Field(
+            ListOf(SPDX_ID, min_items=1), description="SPDX ids allowed; every other is refused"
+        ),
+        "deny": Field(ListOf(SPDX_ID, min_items=1), description="SPDX ids refused"),
+        "unknown": Field(
+            Str(choices=("allow", "deny")),
+            default="deny",
+            description="no licence file at the module root, or one not recognised",
+        ),
+    },
+    whole=_allow_or_deny,
+)
+
+VULNERABILITIES = Obj(
+    {
+        "db": Field(
+            Str(), required=True, description="folder of an offline OSV database (vuln.go.dev)"
+        ),
+        "allow": Field(ListOf(ADVISORY_ID), default=(), description="advisories accepted anyway"),
+    }
+)
+
+POLICY = Obj(
+    {
+        "mode": Field(
+            Str(choices=("enforce", "warn")),
+            description="enforce (default): refuse with 403; warn: serve, add a header, count",
+        ),
+        "licenses": Field(
+            OffOr(LICENSES, expected="a mapping (allow or deny)"),
+            description="licence allow- or deny-list (off: none, over a tenant's)",
+        ),
+        "min_age": Field(
+            DURATION, description="cooldown: versions younger than this are refused (0: none)"
+        ),
+        "vulnerabilities": Field(
+            OffOr(VULNERABILITIES, expected="a mapping with db"),
+            description="refuse versions an advisory affects (off: none, over a tenant's)",
+        ),
+    },
+    description="policy gates; on a route, each key set overrides the tenant's",
+)
+
 TENANT = Obj(
     {
         "id": Field(NAME, required=True),
@@ -277,6 +352,7 @@ TENANT = Obj(
         "verify_checksums": Field(Bool(), default=False),
         "client_certs": Field(ListOf(Str()), default=()),
         "limit": Field(BUCKET),
+        "policy": Field(POLICY),
     }
 )
 
@@ -311,6 +387,7 @@ ROUTE = Obj(
         "pool": Field(REF, required=True),
         "prefer_fresh": Field(Bool(), default=False),
         "verify_checksums": Field(Bool()),
+        "policy": Field(POLICY),
     }
 )
 

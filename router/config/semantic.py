@@ -7,11 +7,13 @@ with the object in schema.py.
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 
 from router.config import model as m
 from router.config.names import Declared
 from router.config.spec import Checker, Where
 from router.core import sumdb
+from router.core.policy import PolicyBlock, VulnerabilityRule
 from router.core.routing import shadowing
 
 
@@ -28,6 +30,7 @@ def cross_check(rules: m.Rules, names: Declared, ck: Checker) -> None:
     _check_exempt(rules, names, ck)
     _check_checksum_dbs(rules, ck)
     _check_tokens(rules, ck)
+    _check_policies(rules, ck)
     _check_routes(rules, ck)
 
 
@@ -153,6 +156,25 @@ def _check_tokens(rules: m.Rules, ck: Checker) -> None:
                     "each token must identify one tenant",
                 )
             owner[token] = tenant.id
+
+
+def _check_policies(rules: m.Rules, ck: Checker) -> None:
+    """A vulnerability database folder that holds no index/db.json is a warning: the
+    gateway starts, and refuses every version under that policy until it appears."""
+    owners: list[tuple[PolicyBlock | None, Where]] = [(t.policy, t.where) for t in rules.tenants]
+    owners += [(r.policy, r.where) for r in rules.routes]
+    for block, where in owners:
+        vulns = block.vulnerabilities if block is not None else None
+        if not isinstance(vulns, VulnerabilityRule):
+            continue
+        if not (Path(vulns.db) / "index" / "db.json").is_file():
+            at = where.at("policy", "vulnerabilities", "db")
+            ck.warn(
+                at.file,
+                at.line,
+                f"vulnerability database {vulns.db!r} has no index/db.json (yet): every "
+                "version under this policy is refused until it can be read",
+            )
 
 
 def _check_routes(rules: m.Rules, ck: Checker) -> None:

@@ -327,7 +327,7 @@ def _parse_redis_url(value: str) -> str:
     return value
 
 
-DURATION = Converted(parse_duration, r"^\d+(\.\d+)?(ms|s|m|h)$", "10s", allow_numbers=True)
+DURATION = Converted(parse_duration, r"^\d+(\.\d+)?(ms|s|m|h|d)$", "10s", allow_numbers=True)
 SIZE = Converted(parse_size, r"^\d+(\.\d+)?(B|KiB|MiB|GiB|TiB|KB|MB|GB|TB)?$", "256MiB", True)
 RATE = Converted(parse_rate, r"^\d+(\.\d+)?/(s|m|h)$", "100/s")
 URL = Converted(_parse_url, r"^https?://", "https://proxy.golang.org")
@@ -571,6 +571,33 @@ class AnyOf(Spec):
 
     def json_schema(self) -> dict[str, Any]:
         out: dict[str, Any] = {"anyOf": [spec.json_schema() for _, spec in self.alternatives]}
+        if self.description:
+            out["description"] = self.description
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class OffOr(Spec):
+    """`off` (which YAML reads as false unless quoted; both are taken) or a mapping
+    checked by `spec`. Returns "off" or the checked mapping."""
+
+    spec: Spec
+    expected: str
+    description: str = ""
+
+    def check(self, value: Any, where: Where, ck: Checker) -> Any:
+        if value is False or value == "off":
+            return "off"
+        if isinstance(value, dict):
+            return self.spec.check(value, where, ck)
+        shown = repr(value) if isinstance(value, str) else _type_name(value)
+        ck.error(where.file, where.line, f"expected off or {self.expected}, got {shown}")
+        return _MISSING
+
+    def json_schema(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "anyOf": [{"const": "off"}, {"const": False}, self.spec.json_schema()]
+        }
         if self.description:
             out["description"] = self.description
         return out

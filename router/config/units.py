@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
-_DURATION_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_DURATION_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KiB|MiB|GiB|TiB|KB|MB|GB|TB)?\s*$")
 _SIZE_BYTES = {
     None: 1,
@@ -24,7 +24,7 @@ _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|m|h)\s*$")
 
 
 def parse_duration(value: object) -> float:
-    """Seconds from `500ms`, `10s`, `5m`, `24h` (a bare 0 is accepted as zero)."""
+    """Seconds from `500ms`, `10s`, `5m`, `24h`, `7d` (a bare 0 is accepted as zero)."""
     if isinstance(value, bool):
         raise ValueError(f"not a duration: {value!r} (use e.g. 10s, 500ms, 5m, 1h)")
     if isinstance(value, int | float) and value == 0:

@@ -38,3 +38,18 @@ def read_trace(name: str, limit: int | None = None) -> list[int]:
     with gzip.open(path, "rt", encoding="ascii") as fh:
         keys = [int(line) for line in fh if line.strip()]
     return keys[:limit]
+
+
+LICENCES_DIR = DATA_DIR / "licenses"
+
+
+def licence_text(spdx_id: str, holder: str = "2024 The Example Authors") -> str:
+    """The real text of licence ``spdx_id`` from ``tests/data/licenses``, with the SPDX
+    template's copyright placeholders filled in the way a real LICENSE file has them."""
+    path = LICENCES_DIR / f"{spdx_id}.txt"
+    if not path.is_file():
+        pytest.fail(f"licence text missing from the checkout: {path}")
+    text = path.read_text(encoding="utf-8")
+    for placeholder in ("<year> <copyright holders>", "<year> <owner>"):
+        text = text.replace(placeholder, holder)
+    return text

@@ -1,0 +1,467 @@
+"""`goproxy-router audit`: the gateway's policy applied to a build's module list, for CI.
+
+Reads a go.sum, a go.mod or the output of `go list -m all` (a file, or `-` for
+stdin), and checks every module version against the policy that the rules give
+the tenant (`--tenant`; routes count, as for a `.zip` request), with the same
+core the gateway uses. What it needs (the `.info` time, the `.zip` for
+licences) is fetched through a gateway (`--gateway URL`, plain GOPROXY
+requests with the tenant's credentials) or else from the upstreams of the pool
+the rules route each module to.
+
+A go.sum version with only a `/go.mod` line is needed for its go.mod alone
+(the build never unpacks it): it meets the age and vulnerability gates, not
+the licence gate, as at the gateway. Prints a table (or `--json`) and exits 1
+when anything is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+import aiohttp
+
+from router.config.model import Rules
+from router.core import policy as pol
+from router.core.modpath import escape_path, escape_version
+from router.core.routing import Facts, Router
+from router.licenses import MAX_ZIP_BYTES, IsolatedDetector
+from router.policing import PolicyEnforcer, info_time
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Requirement:
+    module: str
+    version: str
+    gomod_only: bool = False  # go.sum has only its /go.mod line
+
+
+# ---------------------------------------------------------------------------
+# Inputs
+# ---------------------------------------------------------------------------
+
+
+def _strip_comment(line: str) -> str:
+    return line.split("//", 1)[0].strip()
+
+
+def parse_go_sum(text: str) -> list[Requirement]:
+    full: set[tuple[str, str]] = set()
+    mods: set[tuple[str, str]] = set()
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) != 3:
+            continue
+        module, version = parts[0], parts[1]
+        if version.endswith("/go.mod"):
+            mods.add((module, version.removesuffix("/go.mod")))
+        else:
+            full.add((module, version))
+    return sorted(
+        [Requirement(m, v) for m, v in full]
+        + [Requirement(m, v, gomod_only=True) for m, v in mods - full]
+    )
+
+
+def parse_go_mod(text: str) -> list[Requirement]:
+    out: set[Requirement] = set()
+    block = ""
+    for raw in text.splitlines():
+        line = _strip_comment(raw)
+        if not line:
+            continue
+        if block:
+            if line == ")":
+                block = ""
+            elif block == "require":
+                out.update(_require(line.split()))
+            continue
+        words = line.split()
+        if len(words) == 2 and words[1] == "(":
+            block = words[0]
+        elif words[0] == "require":
+            out.update(_require(words[1:]))
+    return sorted(out)
+
+
+def _require(words: Sequence[str]) -> list[Requirement]:
+    if len(words) != 2:
+        return []
+    return [Requirement(words[0].strip('"`'), words[1])]
+
+
+def parse_go_list(text: str) -> list[Requirement]:
+    """`go list -m all`: `path version [=> path version | => ./dir]`; the main module (no
+    version) and replacements by a directory are left out."""
+    out: set[Requirement] = set()
+    for line in text.splitlines():
+        words = line.split()
+        if "=>" in words:
+            words = words[words.index("=>") + 1 :]
+        if len(words) == 2 and words[1].startswith("v"):
+            out.add(Requirement(words[0], words[1]))
+    return sorted(out)
+
+
+def parse_requirements(text: str, name: str = "") -> list[Requirement]:
+    """The module versions of a go.sum, go.mod or `go list -m all` output (told apart by
+    the file name, else by the content)."""
+    base = Path(name).name
+    if base == "go.sum" or (base != "go.mod" and " h1:" in text):
+        return parse_go_sum(text)
+    if base == "go.mod" or any(line.startswith("module ") for line in text.splitlines()):
+        return parse_go_mod(text)
+    return parse_go_list(text)
+
+
+# ---------------------------------------------------------------------------
+# Fetching
+# ---------------------------------------------------------------------------
+
+
+class FetchError(Exception):
+    """A file could not be fetched; the message says why in a few words."""
+
+
+def _file_path(module: str, version: str, ext: str) -> str:
+    return f"/{escape_path(module)}/@v/{escape_version(version)}.{ext}"
+
+
+async def _get(
+    session: aiohttp.ClientSession, url: str, headers: dict[str, str], dest: Path | None
+) -> bytes:
+    """The body of a 200 (written to `dest` when given); FetchError otherwise."""
+    try:
+        async with session.get(url, headers=headers) as resp:
+            if resp.status != 200:
+                text = (await resp.content.read(500)).decode("utf-8", "replace").strip()
+                raise FetchError(f"{resp.status} {text.splitlines()[0] if text else ''}".strip())
+            if dest is None:
+                return await resp.content.read(1 << 20)
+            size = 0
+            with dest.open("wb") as fh:
+                async for chunk in resp.content.iter_chunked(256 << 10):
+                    size += len(chunk)
+                    if size > MAX_ZIP_BYTES:
+                        raise FetchError("the zip is larger than 500 MiB")
+                    fh.write(chunk)
+            return b""
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        raise FetchError(f"{type(exc).__name__}: {exc}".rstrip(": ")) from None
+
+
+@dataclass(slots=True)
+class Source:
+    """Where the files come from: base URLs tried in order (404/410 moves on)."""
+
+    session: aiohttp.ClientSession
+    bases: Callable[[str], list[str]]
+    headers: dict[str, str] = field(default_factory=dict)
+
+    async def fetch(self, module: str, version: str, ext: str, dest: Path | None = None) -> bytes:
+        last = FetchError("no upstream to ask")
+        for base in self.bases(module):
+            try:
+                return await _get(
+                    self.session, base + _file_path(module, version, ext), self.headers, dest
+                )
+            except FetchError as exc:
+                last = exc
+                if not str(exc).startswith(("404", "410")):
+                    break
+        raise last
+
+
+def gateway_headers(tenant: str | None, token: str | None) -> dict[str, str]:
+    """The credentials the gateway identifies a tenant by (as the go command sends them)."""
+    if token and tenant:
+        return {"Authorization": "Basic " + base64.b64encode(f"{tenant}:{token}".encode()).decode()}
+    if token:
+        return {"Authorization": f"Bearer {token}"}
+    return {"X-Tenant-ID": tenant} if tenant else {}
+
+
+def upstream_bases(rules: Rules, tenant: str | None) -> Callable[[str], list[str]]:
+    """The upstream URLs of the pool the rules route a module's .zip to, in pool order
+    (private upstreams only for the tenant's private modules)."""
+    router = Router.build(rules)
+    private = next((t.private for t in rules.tenants if t.id == tenant), ())
+
+    def bases(module: str) -> list[str]:
+        from router.core.modpath import match_prefix_patterns
+
+        decision = router.decide(Facts(tenant, "zip", module, None, {}))
+        ups = [rules.upstream(n) for n in rules.pool(decision.pool).upstreams]
+        if any(match_prefix_patterns(p, module) for p in private):
+            ups = [u for u in ups if not u.public]
+        return [u.url for u in ups]
+
+    return bases
+
+
+# ---------------------------------------------------------------------------
+# Judging
+# ---------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Row:
+    req: Requirement
+    verdict: pol.Verdict | None = None  # None: no policy applies
+    licences: tuple[str, ...] | None = None  # None: not checked
+    licence_note: str = ""
+    published: datetime | None = None
+    advisories: tuple[str, ...] = ()
+    notes: list[str] = field(default_factory=list)
+
+    def as_json(self, now: datetime) -> dict[str, Any]:
+        v = self.verdict
+        return {
+            "module": self.req.module,
+            "version": self.req.version,
+            "gomod_only": self.req.gomod_only,
+            "licences": list(self.licences) if self.licences is not None else None,
+            "licence_note": self.licence_note,
+            "published": self.published.isoformat() if self.published else None,
+            "age_days": round((now - self.published).total_seconds() / 86400, 1)
+            if self.published
+            else None,
+            "vulnerabilities": list(self.advisories),
+            "verdict": "no policy" if v is None else v.outcome.value,
+            "rule": v.rule if v else "",
+            "message": v.message if v else "",
+            "notes": self.notes,
+        }
+
+
+def _affecting(
+    advisories: Sequence[pol.Advisory] | pol.DatabaseUnavailable, version: str
+) -> tuple[str, ...]:
+    if isinstance(advisories, pol.DatabaseUnavailable):
+        return ()
+    return tuple(a.id for a in advisories if pol.affects(a, version)[0])
+
+
+async def judge(
+    req: Requirement,
+    policy: pol.Policy | None,
+    source: Source,
+    enforcer: PolicyEnforcer,
+    workdir: Path,
+) -> Row:
+    row = Row(req)
+    if policy is None:
+        return row
+    now = enforcer.clock()
+    try:
+        row.published = info_time(await source.fetch(req.module, req.version, "info"))
+    except FetchError as exc:
+        row.notes.append(f"the .info could not be fetched ({exc})")
+    advisories = enforcer.advisories(policy, req.module)
+    row.advisories = _affecting(advisories, req.version)
+    verdicts = [
+        pol.judge_vulnerabilities(policy, req.module, req.version, advisories),
+        pol.judge_age(policy, req.module, req.version, row.published, now),
+    ]
+    if policy.licenses is not None and not req.gomod_only:
+        verdicts.append(await _licence(req, policy, source, enforcer, workdir, row))
+    row.verdict = pol.combine(verdicts)
+    return row
+
+
+async def _licence(
+    req: Requirement,
+    policy: pol.Policy,
+    source: Source,
+    enforcer: PolicyEnforcer,
+    workdir: Path,
+    row: Row,
+) -> pol.Verdict:
+    fd, name = tempfile.mkstemp(dir=workdir, suffix=".zip")
+    os.close(fd)
+    dest = Path(name)
+    try:
+        try:
+            await source.fetch(req.module, req.version, "zip", dest)
+        except FetchError as exc:
+            findings = pol.LicenceFindings(problem=f"the zip could not be fetched ({exc})")
+        else:
+            findings = (await enforcer.licences(req.module, req.version, dest)).findings
+    finally:
+        dest.unlink(missing_ok=True)
+    row.licences = findings.ids
+    row.licence_note = findings.unknown
+    return pol.judge_licence(policy, req.module, req.version, findings)
+
+
+async def audit(
+    rules: Rules,
+    tenant: str | None,
+    reqs: Sequence[Requirement],
+    source: Source,
+    enforcer: PolicyEnforcer,
+    *,
+    jobs: int = 8,
+    progress: Callable[[int, int], None] = lambda done, total: None,
+) -> list[Row]:
+    """Every requirement judged, in input order, at most `jobs` at once."""
+    router = Router.build(rules)
+    slots = asyncio.Semaphore(jobs)
+    done = 0
+    with tempfile.TemporaryDirectory(prefix="goproxy-audit-") as tmp:
+
+        async def one(req: Requirement) -> Row:
+            nonlocal done
+            async with slots:
+                route = router.decide(Facts(tenant, "zip", req.module, None, {})).route
+                row = await judge(req, enforcer.policy(tenant, route), source, enforcer, Path(tmp))
+            done += 1
+            progress(done, len(reqs))
+            return row
+
+        return list(await asyncio.gather(*(one(r) for r in reqs)))
+
+
+# ---------------------------------------------------------------------------
+# Output
+# ---------------------------------------------------------------------------
+
+HEADER = ("MODULE", "VERSION", "LICENCE", "AGE", "VULNERABILITIES", "VERDICT")
+
+
+def _cells(row: Row, now: datetime) -> tuple[str, ...]:
+    if row.licences is None:
+        licence = "(go.mod only)" if row.req.gomod_only and row.verdict else "-"
+    else:
+        licence = ", ".join(row.licences) or "unknown"
+        if row.licences and row.licence_note:
+            licence += ", unknown"
+    age = "-"
+    if row.published is not None:
+        days = (now - row.published).total_seconds() / 86400
+        age = f"{days:.0f}d" if days >= 1 else f"{days * 24:.0f}h"
+    elif row.verdict is not None:
+        age = "unknown"
+    v = row.verdict
+    verdict = "no policy" if v is None else v.outcome.value + (f" ({v.rule})" if v.rule else "")
+    vulns = ", ".join(row.advisories) or "-"
+    return (row.req.module, row.req.version, licence, age, vulns, verdict)
+
+
+def render_table(rows: Sequence[Row], now: datetime) -> list[str]:
+    table = [HEADER, *(_cells(r, now) for r in rows)]
+    widths = [max(len(line[i]) for line in table) for i in range(len(HEADER))]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in table
+    ]
+    for row in rows:
+        if row.verdict is not None and row.verdict.message:
+            lines.append(row.verdict.message)
+        lines.extend(f"{row.req.module}@{row.req.version}: {note}" for note in row.notes)
+    return lines
+
+
+def summary(rows: Sequence[Row], tenant: str | None) -> str:
+    refused = sum(1 for r in rows if r.verdict is not None and r.verdict.refused)
+    warned = sum(1 for r in rows if r.verdict is not None and r.verdict.outcome is pol.Outcome.WARN)
+    who = f"tenant {tenant}" if tenant else "anonymous requests"
+    if all(r.verdict is None for r in rows):
+        return f"no policy applies to {who}: {len(rows)} module version(s) not checked"
+    text = f"{refused} of {len(rows)} module version(s) refused by the policy of {who}"
+    return text + (f", {warned} warned" if warned else "")
+
+
+class Progress:
+    """`audit: 12/240` on a terminal's stderr, rewritten in place; nothing elsewhere."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.on = stream.isatty()
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.on:
+            width = 30
+            filled = width * done // max(total, 1)
+            bar = "#" * filled + "." * (width - filled)
+            self.stream.write(f"\raudit [{bar}] {done}/{total}")
+            self.stream.flush()
+
+    def clear(self) -> None:
+        if self.on:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    tenant: str | None = None
+    token: str | None = None
+    gateway: str | None = None
+    as_json: bool = False
+    jobs: int = 8
+    timeout: float = 600.0
+
+
+async def run_audit(rules: Rules, reqs: Sequence[Requirement], opts: Options) -> list[Row]:
+    enforcer = PolicyEnforcer(rules, detector=IsolatedDetector(workers=min(2, os.cpu_count() or 1)))
+    await asyncio.to_thread(enforcer.databases.refresh_all)
+    progress = Progress(sys.stderr)
+    timeout = aiohttp.ClientTimeout(total=opts.timeout, sock_connect=10)
+    try:
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            if opts.gateway:
+                gateway = opts.gateway.rstrip("/")
+                source = Source(
+                    session, lambda _: [gateway], gateway_headers(opts.tenant, opts.token)
+                )
+            else:
+                source = Source(session, upstream_bases(rules, opts.tenant))
+            rows = await audit(
+                rules, opts.tenant, reqs, source, enforcer, jobs=opts.jobs, progress=progress
+            )
+    finally:
+        progress.clear()
+        enforcer.close()
+    return rows
+
+
+def report(rows: Sequence[Row], opts: Options, out: TextIO, now: datetime | None = None) -> int:
+    """Print the result; the exit code (1 when anything is refused)."""
+    now = now or datetime.now(UTC)
+    if opts.as_json:
+        doc = {
+            "tenant": opts.tenant,
+            "summary": summary(rows, opts.tenant),
+            "refused": sum(1 for r in rows if r.verdict is not None and r.verdict.refused),
+            "modules": [r.as_json(now) for r in rows],
+        }
+        out.write(json.dumps(doc, indent=2) + "\n")
+    else:
+        for line in [*render_table(rows, now), summary(rows, opts.tenant)]:
+            out.write(line + "\n")
+    return 1 if any(r.verdict is not None and r.verdict.refused for r in rows) else 0
+
+
+def read_input(name: str, stdin: TextIO) -> str:
+    if name == "-":
+        return stdin.read()
+    return Path(name).read_text(encoding="utf-8")
+
+
+def requirements_of(texts: Iterable[tuple[str, str]]) -> list[Requirement]:
+    seen: dict[tuple[str, str], Requirement] = {}
+    for name, text in texts:
+        for req in parse_requirements(text, name):
+            old = seen.get((req.module, req.version))
+            if old is None or (old.gomod_only and not req.gomod_only):
+                seen[(req.module, req.version)] = req
+    return sorted(seen.values())
