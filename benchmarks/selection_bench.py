@@ -59,7 +59,7 @@ from typing import Any, Literal
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR.parent))  # the router package, also without an install
 
-from router.config.model import Pool, Rules, Selection, Upstream  # noqa: E402
+from router.core.model import Pool, Rules, Selection, Upstream  # noqa: E402
 from router.state.local import SelectionState  # noqa: E402
 
 sys.path.insert(0, str(BENCH_DIR))

@@ -55,8 +55,8 @@ from typing import Any, Literal
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR.parent))  # the router package, also without an install
 
-from router.config.model import Pool, Rules, Selection, Upstream  # noqa: E402
-from router.config.model import Weights as RuleWeights  # noqa: E402
+from router.core.model import Pool, Rules, Selection, Upstream  # noqa: E402
+from router.core.model import Weights as RuleWeights  # noqa: E402
 from router.state.local import SelectionState  # noqa: E402
 
 HOUR = 3600.0

@@ -27,9 +27,9 @@ from router import tracing
 from router.cachesetup import build_cache
 from router.caching import AnswerCache, Job
 from router.checksums import ChecksumDatabase, ChecksumRegistry, Verification
-from router.config.model import Pool, Rules, Server
 from router.core.errors import ProtocolError
 from router.core.fallback import Outcome
+from router.core.model import Pool, Rules, Server
 from router.core.modpath import match_prefix_patterns
 from router.core.protocol import Kind, ModuleRequest, SumdbRequest, parse_request_target
 from router.core.routing import Facts, verifies_checksums

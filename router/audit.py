@@ -30,8 +30,8 @@ from typing import Any, TextIO
 
 import aiohttp
 
-from router.config.model import Rules
 from router.core import policy as pol
+from router.core.model import Rules
 from router.core.modpath import escape_path, escape_version
 from router.core.routing import Facts, Router
 from router.licenses import MAX_ZIP_BYTES, IsolatedDetector

@@ -13,7 +13,7 @@ from router.cache.memory import MemoryCache
 from router.cache.policy import CachePolicy, LRUKPolicy
 from router.cache.shared import Breaker, SharedTier, listen_for_purges
 from router.caching import AnswerCache
-from router.config.model import Cache
+from router.core.model import Cache
 from router.observability import Metrics
 from router.spooling import Spools
 from router.state.redis import connect

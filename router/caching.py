@@ -26,8 +26,8 @@ from router.cache.shared import SharedTier
 from router.cache.ttl import cache_key, lifetime
 from router.checksums import ChecksumUnavailable, Verification
 from router.comparing import Comparer
-from router.config.model import Cache, Pool
 from router.core.fallback import Attempt, Failure, Outcome
+from router.core.model import Cache, Pool
 from router.core.protocol import MAX_BYTES, Kind, ModuleRequest, SumdbRequest
 from router.gateway import (
     UPSTREAM_HEADER,

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from router.cache.disk import Spool
-from router.config.model import ChecksumDB, Rules, Upstream
 from router.core import sumdb
 from router.core.dirhash import hash_go_mod, hash_zip_file
+from router.core.model import ChecksumDB, Rules, Upstream
 from router.core.protocol import MAX_BYTES, Kind, SumdbRequest
 from router.gateway import Rejected, spool_body
 from router.observability import Metrics

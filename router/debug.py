@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from router.config.model import Admin
+from router.core.model import Admin
 
 if TYPE_CHECKING:
     from router.app import GatewayState

@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from router.config.model import Rules
 from router.core.errors import ProtocolError
+from router.core.model import Rules
 from router.core.policy import Policy, format_age, resolve
 from router.core.protocol import Kind, ModuleRequest
 from router.core.routing import Facts, Router, verifies_checksums

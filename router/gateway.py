@@ -16,7 +16,6 @@ from typing import Protocol
 
 from aiohttp import web
 
-from router.config.model import Pool
 from router.core.fallback import (
     Attempt,
     Failure,
@@ -26,6 +25,7 @@ from router.core.fallback import (
     final_failure,
     next_step,
 )
+from router.core.model import Pool
 from router.core.protocol import MAX_BYTES, Kind, ModuleRequest, SumdbRequest
 from router.tracing import TraceContext, Tracer
 from router.upstream import UpstreamAnswer, UpstreamClient, UpstreamError

@@ -129,13 +129,13 @@ def _prefixes(env: Mapping[str, str]) -> list[str]:
     # Split where sh splits (IFS: space, tab, newline), not on every Unicode space.
     prefixes = [p for p in configured.replace("\t", " ").replace("\n", " ").split(" ") if p]
     for prefix in prefixes:
+        if _has_control(prefix):  # first: a control character is never echoed
+            raise GoauthError("GOPROXY_ROUTER_URL holds a control character")
         if not (prefix.startswith("https://") and len(prefix) > len("https://")):
             raise GoauthError(
                 f"GOPROXY_ROUTER_URL: {prefix} is not an https:// URL "
                 "(GOAUTH headers go over https only)"
             )
-        if _has_control(prefix):
-            raise GoauthError("GOPROXY_ROUTER_URL holds a control character")
     return prefixes
 
 

@@ -23,8 +23,8 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from router.config.model import Limits, Rules
 from router.core.limits import Flag, Limit, Limiter, PullWindow
+from router.core.model import Limits, Rules
 from router.core.tenancy import Identity
 from router.observability import Metrics
 

@@ -29,8 +29,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
-from router.config.model import Rules
 from router.core import policy as pol
+from router.core.model import Rules
 from router.licenses import Detection, DetectionStore, IsolatedDetector
 from router.vulndb import VulnDatabases
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from router.config.model import Rules
+from router.core.model import Rules
 from router.core.protocol import Kind, ModuleRequest, SumdbRequest
 from router.core.rollout import STATES, RolloutTracker
 from router.observability import Metrics

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from router.config.model import Rules
+from router.core.model import Rules
 from router.core.routing import Router
 from router.core.tenancy import TenantIndex
 from router.upstream import UpstreamClient

@@ -15,7 +15,7 @@ from pathlib import Path
 from aiohttp import web
 
 from router.app import STATE, create_app
-from router.config.model import Rules
+from router.core.model import Rules
 from router.guard import Guard, GuardedSite, GuardLimits
 
 log = logging.getLogger("goproxy_router.serve")

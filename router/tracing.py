@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from router.config.model import Tracing
+from router.core.model import Tracing
 
 log = logging.getLogger("goproxy_router.tracing")
 

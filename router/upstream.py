@@ -30,7 +30,7 @@ import aiohttp
 from yarl import URL
 
 from router import __version__
-from router.config.model import Upstream
+from router.core.model import Upstream
 
 log = logging.getLogger("goproxy_router.upstream")
 

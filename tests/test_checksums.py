@@ -8,6 +8,7 @@ a liar with another key) are the server's own.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -28,8 +29,8 @@ from router.checksums import (
     Verification,
 )
 from router.config import load_or_raise
-from router.config.model import ChecksumDB, Rules, Upstream
 from router.core import sumdb
+from router.core.model import ChecksumDB, Rules, Upstream
 from router.core.protocol import Kind, SumdbRequest
 from router.gateway import Rejected
 from router.observability import Metrics
@@ -276,7 +277,9 @@ async def test_a_forked_log_fails_closed_and_raises_the_alarm(env: Env) -> None:
 
 async def test_a_liar_is_ejected_and_the_honest_source_answers(env: Env) -> None:
     honest_db = await env.sumdb()
-    liar_db = await env.sumdb(signer_key=sumdb.generate_key(NAME)[0])  # same name, other key
+    liar_db = await env.sumdb(
+        signer_key=sumdb.generate_key(NAME, os.urandom)[0]
+    )  # same name, other key
     m = module(1)
     for db in (honest_db, liar_db):
         publish(db, m)
@@ -397,7 +400,7 @@ async def test_registry_keeps_what_a_db_learned_across_reloads(env: Env, tmp_pat
     assert len(db.requests) == asked
 
     # another key is another database: nothing learned carries over
-    other_key = sumdb.generate_key(NAME)[0]
+    other_key = sumdb.generate_key(NAME, os.urandom)[0]
     other_vkey = sumdb.Signer.parse(other_key).verifier.vkey
     await registry.apply(rules(tmp_path, "c.yaml", checksum_dbs=[{**entry, "key": other_vkey}]))
     fresh = registry.get(NAME)

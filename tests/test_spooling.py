@@ -15,7 +15,7 @@ from support.smallfs import fill, small_fs
 
 from router.cache.disk import ArtifactStore, Spool, SpoolBudget
 from router.cache.health import StorageHealth
-from router.config.model import Upstream
+from router.core.model import Upstream
 from router.spooling import Spools, Tee, TeeBroken
 from router.upstream import UpstreamClient
 

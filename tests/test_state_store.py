@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from router.config.model import Pool, Rules, Upstream
+from router.core.model import Pool, Rules, Upstream
 from router.observability import Metrics
 from router.state.local import SelectionState
 from router.state.redis import PREFIX, RedisSync, connect, get_costs, set_cost

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from router.config.model import Cache
+from router.core.model import Cache
 from router.core.protocol import Kind, ModuleRequest, SumdbRequest
 
 Request = ModuleRequest | SumdbRequest

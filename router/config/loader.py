@@ -12,13 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from router.config import model as m
 from router.config.names import declare
 from router.config.schema import LIST_KEYS, MAP_KEYS, RULES
 from router.config.semantic import cross_check
 from router.config.source import LocatedDict, LocatedList, Problem, read_yaml
-from router.config.spec import Checker, Where
+from router.config.spec import Checker, where_of
+from router.core import model as m
 from router.core import policy as pol
+from router.core.model import Where
 
 
 class RulesError(Exception):
@@ -175,7 +176,7 @@ def _bucket(raw: Any) -> m.Bucket | None:
 def _where(raw: Any) -> Where:
     """Where an object was written, with the lines of its keys and items for later checks."""
     if isinstance(raw, LocatedDict):
-        return Where.of(raw)
+        return where_of(raw)
     return Where(getattr(raw, "file", "<rules>"), getattr(raw, "line", 0))
 
 

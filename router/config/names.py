@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from router.config.source import LocatedDict, LocatedList
-from router.config.spec import Checker, Where
+from router.config.spec import Checker
+from router.core.model import Where
 
 
 @dataclass(slots=True)

@@ -9,10 +9,11 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 
-from router.config import model as m
 from router.config.names import Declared
-from router.config.spec import Checker, Where
+from router.config.spec import Checker
+from router.core import model as m
 from router.core import sumdb
+from router.core.model import Where
 from router.core.policy import PolicyBlock, VulnerabilityRule
 from router.core.routing import shadowing
 

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from router.config.source import UNREADABLE, LocatedDict, LocatedList, Problem
 from router.config.units import parse_duration, parse_rate, parse_size
+from router.core.model import LinePath, Where
 
 _MISSING: Any = object()
 
@@ -35,37 +36,11 @@ class Checker:
         self.problems.append(Problem(file, line, message, warning=True))
 
 
-# The way to a key or list item inside a value: ("match", "tenant", 0).
-LinePath = tuple[str | int, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Where:
-    """The file and line a value came from, and the lines of what is written inside it."""
-
-    file: str
-    line: int
-    inner: Mapping[LinePath, int] = field(default_factory=dict, compare=False, repr=False)
-
-    @classmethod
-    def of(cls, value: LocatedDict) -> Where:
-        """Where a checked mapping was written, with the line of every key and item in it."""
-        lines: dict[LinePath, int] = {}
-        _collect_lines(value, (), lines)
-        return cls(value.file, value.line, lines)
-
-    def at(self, *path: str | int) -> Where:
-        """Where the key or list item at `path` was written, e.g. at("upstreams", 1).
-
-        A path that was not written (a default) falls back to the nearest key
-        around it that was, and at last to this value's own line.
-        """
-        while path:
-            line = self.inner.get(path)
-            if line is not None:
-                return Where(self.file, line)
-            path = path[:-1]
-        return Where(self.file, self.line)
+def where_of(value: LocatedDict) -> Where:
+    """Where a checked mapping was written, with the line of every key and item in it."""
+    lines: dict[LinePath, int] = {}
+    _collect_lines(value, (), lines)
+    return Where(value.file, value.line, lines)
 
 
 def _collect_lines(value: Any, path: LinePath, lines: dict[LinePath, int]) -> None:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+
+from router.core.model import Rate
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _DURATION_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -47,14 +48,6 @@ def parse_size(value: object) -> int:
     if match is None:
         raise ValueError(f"not a size: {value!r} (use e.g. 256MiB, 10GiB)")
     return int(float(match.group(1)) * _SIZE_BYTES[match.group(2)])
-
-
-@dataclass(frozen=True, slots=True)
-class Rate:
-    """A token rate: `per_second` tokens are added every second."""
-
-    per_second: float
-    text: str
 
 
 def parse_rate(value: object) -> Rate:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from router.config.units import Rate
+from router.core.model import Rate
 
 
 @dataclass(slots=True)

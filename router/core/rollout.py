@@ -14,7 +14,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
 
-from router.config.model import Rollout
+from router.core.model import Rollout
 
 State = Literal["comparing", "healthy", "rolled_back"]
 STATES: tuple[State, ...] = ("comparing", "healthy", "rolled_back")

@@ -8,7 +8,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from router.config.model import HeaderMatch, Route, Rules, Tenant
+from router.core.model import HeaderMatch, Route, Rules, Tenant
 from router.core.modpath import match_prefix_patterns
 from router.core.versions import GoVersion, GoVersionConstraint, parse_go_version
 

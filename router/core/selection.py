@@ -23,7 +23,7 @@ import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from router.config.model import Weights
+from router.core.model import Weights
 
 __all__ = [
     "Candidate",

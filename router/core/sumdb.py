@@ -23,20 +23,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-    Ed25519PrivateKey,
-    Ed25519PublicKey,
-)
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
-from router.core import modpath
+from router.core import ed25519, modpath
 
 __all__ = [
     "DEFAULT_TILE_HEIGHT",
@@ -350,13 +342,7 @@ class Verifier:
 
     def verify(self, msg: bytes, sig: bytes) -> bool:
         """True when ``sig`` is this key's Ed25519 signature of ``msg``."""
-        if len(sig) != 64:
-            return False
-        try:
-            Ed25519PublicKey.from_public_bytes(self.public_key).verify(sig, msg)
-        except (InvalidSignature, ValueError):
-            return False
-        return True
+        return ed25519.verify(self.public_key, msg, sig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -391,8 +377,7 @@ class Signer:
     @property
     def public_key(self) -> bytes:
         """The 32-byte Ed25519 public key derived from the seed."""
-        public = Ed25519PrivateKey.from_private_bytes(self.seed).public_key()
-        return public.public_bytes(Encoding.Raw, PublicFormat.Raw)
+        return ed25519.public_key(self.seed)
 
     @property
     def skey(self) -> str:
@@ -407,7 +392,7 @@ class Signer:
 
     def sign(self, msg: bytes) -> bytes:
         """The 64-byte Ed25519 signature of ``msg`` (deterministic)."""
-        return Ed25519PrivateKey.from_private_bytes(self.seed).sign(msg)
+        return ed25519.sign(self.seed, msg)
 
 
 def new_ed25519_verifier_key(name: str, public_key: bytes) -> str:
@@ -418,10 +403,11 @@ def new_ed25519_verifier_key(name: str, public_key: bytes) -> str:
     return f"{name}+{_key_hash(name, key):08x}+{_b64encode(key)}"
 
 
-def generate_key(name: str, rand: Callable[[int], bytes] = os.urandom) -> tuple[str, str]:
+def generate_key(name: str, rand: Callable[[int], bytes]) -> tuple[str, str]:
     """``note.GenerateKey``: a fresh ``(skey, vkey)`` pair for ``name``.
 
-    ``rand(32)`` supplies the Ed25519 seed (inject a fixed one for reproducible keys).
+    ``rand(32)`` supplies the Ed25519 seed (``os.urandom``, or a fixed one for
+    reproducible keys).
     """
     seed = rand(32)
     if len(seed) != 32:

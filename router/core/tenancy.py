@@ -18,7 +18,7 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from router.config.model import Rules, Tenant
+from router.core.model import Rules, Tenant
 from router.core.modpath import match_prefix_patterns
 
 REALM = "goproxy-router"

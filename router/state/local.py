@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from router.config.model import Rules, Selection, Upstream
+from router.core.model import Rules, Selection, Upstream
 from router.core.selection import (
     Candidate,
     EjectionPolicy,

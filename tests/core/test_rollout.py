@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from router.config.model import Rollout
+from router.core.model import Rollout
 from router.core.rollout import STATES, Fingerprint, RolloutTracker, info_fields
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from router.config.model import (
+from router.core.model import (
     Default,
     HeaderMatch,
     Pool,

@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from router.config.model import Default, Pool, Rules, Tenant, Upstream
+from router.core.model import Default, Pool, Rules, Tenant, Upstream
 from router.core.tenancy import Identity, Refusal, TenantIndex, identify, token_digest, visibility
 
 

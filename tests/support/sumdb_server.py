@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import os
 import re
 import socket
 import threading
@@ -119,7 +120,7 @@ class TestSumDB:
         base_path: str = "",
         data_tile_ids: bool = True,
     ) -> None:
-        skey = signer_key if signer_key is not None else sumdb.generate_key(name)[0]
+        skey = signer_key if signer_key is not None else sumdb.generate_key(name, os.urandom)[0]
         self.signer = sumdb.Signer.parse(skey)
         if self.signer.name != name:
             raise ValueError(f"signer key is for {self.signer.name!r}, not {name!r}")

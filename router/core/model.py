@@ -2,17 +2,51 @@
 
 Built by `router.config.loader` from a checked document; every object that
 an operator names (upstream, pool, tenant, route) remembers where it was
-defined so later checks can point at FILE:LINE.
+defined so later checks can point at FILE:LINE. Part of the pure core: the
+decisions in `router.core` take these values, and nothing here reads a file.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from router.config.spec import Where
-from router.config.units import Rate
 from router.core.policy import PolicyBlock
+
+# The way to a key or list item inside a value: ("match", "tenant", 0).
+LinePath = tuple[str | int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Where:
+    """The file and line a value came from, and the lines of what is written inside it."""
+
+    file: str
+    line: int
+    inner: Mapping[LinePath, int] = field(default_factory=dict, compare=False, repr=False)
+
+    def at(self, *path: str | int) -> Where:
+        """Where the key or list item at `path` was written, e.g. at("upstreams", 1).
+
+        A path that was not written (a default) falls back to the nearest key
+        around it that was, and at last to this value's own line.
+        """
+        while path:
+            line = self.inner.get(path)
+            if line is not None:
+                return Where(self.file, line)
+            path = path[:-1]
+        return Where(self.file, self.line)
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """A token rate: `per_second` tokens are added every second."""
+
+    per_second: float
+    text: str
+
 
 Tier = Literal["L0", "L1", "L2", "L3"]
 Fallback = Literal["not-found", "any-error"]

@@ -1,0 +1,79 @@
+"""The core is sealed: `router.core` imports only the standard library and itself, and
+reads neither the clock nor randomness except through its arguments."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+CORE = Path(__file__).resolve().parents[1] / "router" / "core"
+MODULES = sorted(f"router.core.{p.stem}" for p in CORE.glob("*.py") if p.stem != "__init__")
+FORBIDDEN_PACKAGES = ("aiohttp", "asyncio", "redis", "yaml", "uvloop", "prometheus_client")
+# Names that read the clock, randomness or the environment when called.
+IMPURE_CALLS = {
+    ("time", "*"),
+    ("random", "*"),
+    ("secrets", "*"),
+    ("uuid", "*"),
+    ("os", "urandom"),
+    ("os", "getenv"),
+    ("os", "environ"),
+    ("datetime", "now"),
+    ("datetime", "utcnow"),
+    ("datetime", "today"),
+    ("date", "today"),
+}
+ALLOWED = {("random", "Random")}  # the type of an injected generator
+
+
+def test_every_core_module_imports_alone_with_nothing_but_the_standard_library() -> None:
+    probe = (
+        "import importlib, json, sys\n"
+        "importlib.import_module(sys.argv[1])\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    for module in MODULES:
+        done = subprocess.run(
+            [sys.executable, "-c", probe, module], capture_output=True, text=True, check=False
+        )
+        assert done.returncode == 0, f"{module}: {done.stderr.strip().splitlines()[-1:]}"
+        loaded = json.loads(done.stdout)
+        outside = [m for m in loaded if m.startswith("router.") and not m.startswith("router.core")]
+        assert outside == [], f"{module} loads {outside}"
+        bad = [m for m in loaded if m.split(".")[0] in FORBIDDEN_PACKAGES]
+        assert bad == [], f"{module} loads {bad}"
+        third_party = [
+            m
+            for m in loaded
+            if "." not in m
+            and m not in sys.stdlib_module_names
+            and m not in ("router", "__main__")
+            and not m.startswith("_")
+        ]
+        assert third_party == [], f"{module} loads {third_party}"
+
+
+@pytest.mark.parametrize("path", sorted(CORE.glob("*.py")), ids=lambda p: p.name)
+def test_the_core_reads_no_clock_and_no_randomness(path: Path) -> None:
+    tree = ast.parse(path.read_text(), str(path))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            pair = (node.value.id, node.attr)
+            if pair not in ALLOWED and (pair in IMPURE_CALLS or (pair[0], "*") in IMPURE_CALLS):
+                found.append(f"{path.name}:{node.lineno}: {pair[0]}.{pair[1]}")
+        if isinstance(node, ast.ImportFrom) and node.module in ("time", "secrets", "uuid"):
+            found.append(f"{path.name}:{node.lineno}: from {node.module} import ...")
+        if isinstance(node, ast.ImportFrom) and node.module in ("random", "os", "datetime"):
+            for name in node.names:
+                alias = name.name
+                if (node.module, alias) in IMPURE_CALLS or alias in ("now", "urandom"):
+                    found.append(
+                        f"{path.name}:{node.lineno}: from {node.module} import {alias.name}"
+                    )
+    assert found == []
