@@ -182,3 +182,25 @@ async def test_errno_on_write_marks_the_spool_failed_not_raised(tmp_path: Path) 
     await spool.write(b"x")
     assert spool.failed and health.degraded() == {"spool": "write failed"}
     assert errno.ENOENT  # the cause is not one of the named ones
+
+
+async def test_spools_taking_room_while_others_are_committed_never_deadlock(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path / "store", 3 << 20)  # small: commits evict under the lock
+    store.open()
+    budget = SpoolBudget(2 << 20, store)
+
+    async def one(i: int) -> None:
+        reservation = None
+        while reservation is None:
+            reservation = budget.take(20_000)
+            await asyncio.sleep(0)
+        spool = store.spool(reservation)
+        await spool.write(os.urandom(20_000))
+        await store.commit(
+            spool, f"k{i}", content_type=None, upstream="u", module="m", expected_size=20_000
+        )
+
+    async with asyncio.timeout(60):
+        for n in range(20):
+            await asyncio.gather(*(one(n * 100 + i) for i in range(100)))
+    assert budget.used == 0 and store.reserved == 0

@@ -111,11 +111,14 @@ class Reservation:
         self._lock = threading.Lock()
 
     def grow(self, more: int) -> bool:
+        if self._released or not self._budget.reserve(more):
+            return False
         with self._lock:
-            if self._released or not self._budget.reserve(more):
-                return False
-            self.size += more
-            return True
+            if not self._released:
+                self.size += more
+                return True
+        self._budget.release(more)  # released meanwhile: the room goes back
+        return False
 
     def release(self) -> None:
         with self._lock:
@@ -140,10 +143,14 @@ class SpoolBudget:
         with self._lock:
             if size < 0 or self.used + size > self.limit:
                 return False
-            if self.store is not None and not self.store.reserve(size):
-                return False
             self.used += size
-            return True
+        # The store's lock is taken with ours released: a commit holds the store's lock
+        # and then gives its spool's room back here (one lock order, no deadlock).
+        if self.store is not None and not self.store.reserve(size):
+            with self._lock:
+                self.used -= size
+            return False
+        return True
 
     def release(self, size: int) -> None:
         with self._lock:
