@@ -427,10 +427,15 @@ def _observe(
         if i < len(served.attempts) - 1:
             m.fallbacks.labels(pool, attempt.upstream).inc()
         failed = attempt.outcome in _HEALTH_FAILURES
-        sel.observe(attempt.upstream, failed=failed, rtt=attempt.seconds)
+        # selection: RTT from small answers' first byte; zips teach bandwidth instead
+        rtt = attempt.seconds if request.kind is not Kind.ZIP else None
+        sel.observe(attempt.upstream, failed=failed, rtt=rtt)
     if served.upstream and served.upstream != "cache" and status == 200:
         m.selections.labels(pool, served.upstream).inc()
         sel.served(served.upstream, request.module, served.bytes)
+        if request.kind is Kind.ZIP and served.attempts:  # body time: all but the heads
+            heads = sum(a.seconds or 0.0 for a in served.attempts)
+            sel.transferred(served.upstream, served.bytes, seconds - heads)
         if served.bytes:
             m.upstream_bytes.labels(served.upstream).inc(served.bytes)
             m.upstream_spend.labels(served.upstream).inc(
