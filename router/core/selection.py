@@ -88,24 +88,33 @@ class DecayedMedian:
     upstream does not make the one that served it look slow); a lasting change
     does, as soon as the new samples outweigh the old ones: a few samples on a
     busy upstream, one fresh probe after `tau` seconds of silence. Weights only
-    depend on differences of sample times, so the value changes only on a sample."""
+    depend on differences of sample times, so the value changes only on a sample
+    (each sample's weight is fixed when it arrives, relative to an origin)."""
 
     tau: float = 10.0
     size: int = WINDOW_SAMPLES
     value: float | None = None
     stamp: float = 0.0
-    _window: deque[tuple[float, float]] = field(default_factory=deque)
+    _window: deque[tuple[float, float]] = field(default_factory=deque)  # (value, weight)
+    _origin: float = 0.0
 
     @property
     def samples(self) -> int:
         return len(self._window)
 
     def observe(self, sample: float, now: float) -> None:
-        self._window.append((now, sample))
+        tau = max(self.tau, 1e-9)
+        if not self._window:
+            self._origin = now
+        elif (now - self._origin) / tau > 500:  # keep weights finite: move the origin
+            shift = math.exp(-(now - self._origin) / tau)
+            self._window = deque((v, w * shift) for v, w in self._window)
+            self._origin = now
+        self._window.append((sample, math.exp(max(0.0, now - self._origin) / tau)))
         while len(self._window) > self.size:
             self._window.popleft()
         self.stamp = now
-        self.value = weighted_median(self._window, now, self.tau)
+        self.value = weighted_median(self._window)
 
     def reset(self) -> None:
         self._window.clear()
@@ -113,18 +122,16 @@ class DecayedMedian:
         self.stamp = 0.0
 
 
-def weighted_median(window: Iterable[tuple[float, float]], now: float, tau: float) -> float:
-    """The value below which half the weight lies; weights exp(-(now - stamp) / tau)."""
-    pairs = sorted(
-        (value, math.exp(-max(0.0, now - stamp) / max(tau, 1e-9))) for stamp, value in window
-    )
-    half = sum(w for _, w in pairs) / 2
+def weighted_median(pairs: Iterable[tuple[float, float]]) -> float:
+    """The value below which half the weight lies, of (value, weight) pairs."""
+    ordered = sorted(pairs)
+    half = sum(w for _, w in ordered) / 2
     seen = 0.0
-    for value, weight in pairs:
+    for value, weight in ordered:
         seen += weight
         if seen >= half:
             return value
-    return pairs[-1][0]
+    return ordered[-1][0]
 
 
 @dataclass(frozen=True, slots=True)

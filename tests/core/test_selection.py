@@ -80,6 +80,15 @@ def test_after_silence_one_fresh_sample_outweighs_the_old_ones() -> None:
     assert e.value == pytest.approx(0.001)
 
 
+def test_weights_stay_finite_over_a_long_run() -> None:
+    e = DecayedMedian(tau=1.0)
+    for k in range(5000):  # 5000 tau: exp(5000) would overflow without moving the origin
+        e.observe(0.020, float(k))
+    e.observe(0.300, 5000.0)
+    e.observe(0.300, 5000.1)
+    assert e.value == pytest.approx(0.300)  # the two newest outweigh fourteen older ones
+
+
 def test_the_estimate_keeps_a_bounded_window() -> None:
     e = DecayedMedian(tau=10.0, size=4)
     for i in range(100):
