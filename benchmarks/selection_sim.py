@@ -1,54 +1,59 @@
-"""Discrete-event simulation of the seed's "smart scheduling across clouds" scenario.
+"""Upstream selection under conditions that change: a scenario-driven simulation.
 
 The seed (docs section 2.5) claims, against static DNS routing: mean pull latency
 3210 ms -> 890 ms, cross-region bandwidth $12.7k -> $6.2k a month, hot cache hit
-rate 58 % -> 89 %. Its scenario is not described, so every parameter below is
-ours: only the direction and rough ratios can be compared, not the absolute values.
+rate 58 % -> 89 %. It does not describe its scenario, so every parameter below is
+ours: compare directions and rough ratios, never absolute values.
 
-What is simulated, on one simulated clock:
+Nothing here opens a socket. Time is one simulated clock; the gateway's real
+`router.state.local.SelectionState` (and through it the pure `router.core.selection`)
+ranks every request, fed the way the gateway feeds it: `observe` with the first-byte
+time of small answers, `transferred` with a zip's body time, `served` for heat, the
+probe loop's `probes_due`/`probed` every simulated second.
 
-* three upstreams in different "regions" (REGIONS): a time to first byte drawn
-  from a lognormal around a median, a miss penalty when the module is not in
-  that upstream's own LRU cache (the mirror fetches it from its origin first),
-  a transfer time from the module's size and the upstream's throughput, and a
-  bandwidth price per GB;
-* a Zipf(alpha) workload over a catalogue of modules with lognormal sizes,
-  Poisson arrivals, plus CI jobs that periodically pull a few hundred
-  uniformly-random modules (they churn the mirrors' caches);
-* policies: the gateway's real `router.state.local.SelectionState` (modes
-  `ordered`, `best`, `weighted`; RTT-only weights) driven by the simulated
-  clock and a seeded RNG, and a round-robin baseline. Observations reach the
-  selection state when the request completes, as in the gateway (each attempt's
-  time to first byte; a timed-out attempt reports the time waited; a refused
-  connection reports none); idle upstreams are probed every `probe_interval`,
-  as the gateway's probe loop does. One variant feeds RTT from probes only, as
-  the gateway did before commit a833dce, to show what passive RTT changes.
+The world:
 
-Every policy sees the same request trace and the same per-request latency noise
-(common random numbers), so differences come from the choices, not from luck.
+* three upstreams (UPSTREAMS): an in-zone mirror (fast, small cache, pricier
+  egress), a regional mirror (cheap, bigger cache), the far official proxy (slow,
+  has nearly everything). Each has its own LRU cache that fills with what is sent to
+  it (cache warmth follows the traffic, hence heat), a miss penalty (the mirror asks
+  its origin), a throughput, a price per GB, and a capacity: its times to first byte
+  grow as 1 / (1 - load / capacity) with the load sent to it (so herding hurts);
+* a pull is a `.info` (small) then a `.zip`, each ranked on its own;
+* Zipf(1.0) popularity over 20,000 modules, lognormal sizes, Poisson arrivals, and a
+  CI scan of 400 random modules every 30 minutes;
+* REPLICAS gateway replicas behind a round-robin balancer, each with its own
+  selection state, sharing heat, RTT, ejections and cost overrides the way
+  `router.state.redis.RedisSync` does (pushed every 250 ms, pulled every second,
+  heat every five);
+* a timeline (SCENARIO) of changes: the regional mirror degrades for ten minutes and
+  recovers, its region goes down for twenty, its price rises mid-run (set at run time,
+  as `goproxy-router cost set` does), and the popular modules change.
 
-A second run injects a slowdown and then an outage of one upstream and records
-per-upstream traffic share and latency over time (PNG, needs matplotlib).
+Policies: our selection (`weighted`, the default; and `best`), every fixed order of
+the three (the `ordered` pool: health still moves an ejected upstream last, failed
+attempts fall through), and round robin. All see the same requests and the same
+latency noise (common random numbers), so differences come from the choices.
 
-Run: .venv/bin/python benchmarks/selection_sim.py [--quick] [--seed N]
+Run: .venv/bin/python benchmarks/selection_sim.py [--quick] [--seed N] [--no-plot]
+Plots need matplotlib: pip install -e '.[bench]'.
 """
 
 from __future__ import annotations
 
 import argparse
 import bisect
+import functools
 import heapq
 import itertools
 import json
 import math
-import platform
 import random
 import sys
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -56,82 +61,74 @@ BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR.parent))  # the router package, also without an install
 
 from router.core.model import Pool, Rules, Selection, Upstream  # noqa: E402
-from router.core.model import Weights as RuleWeights  # noqa: E402
 from router.state.local import SelectionState  # noqa: E402
 
-HOUR = 3600.0
+MINUTE, HOUR = 60.0, 3600.0
 MONTH_HOURS = 30 * 24
-FIRST_BYTE_TIMEOUT = 10.0  # the gateway's default `timeouts.first_byte`
-REFUSED_SECONDS = 0.001  # a connection refused by a host that is down
-PROBE_INTERVAL = 10.0  # the gateway's default `selection.probe_interval`
-BIN_SECONDS = 120.0  # time-series resolution
+FIRST_BYTE_TIMEOUT = 10.0  # the gateway's default timeouts.first_byte
+REFUSED = 0.001  # a refused connection fails at once
+REPLICAS = 3
+PROBE_TICK = 1.0  # the simulated probe loop looks for due probes this often
+PROBE_INTERVAL = 10.0  # the default selection.probe_interval
+LOAD_TAU = 10.0  # seconds over which an upstream's load is averaged
+MAX_UTILISATION = 0.95
+BIN = 60.0  # time-series resolution, seconds
+SMALL_BYTES = 600  # a .info answer
 
-SEED_CLAIMS = {
-    "mean_ms": (3210.0, 890.0),
-    "monthly_cost_usd": (12_700.0, 6_200.0),
-    "hit_share_pct": (58.0, 89.0),
-}
+SEED_CLAIMS = {"mean_ms": (3210.0, 890.0), "cost": (12_700.0, 6_200.0), "hits": (58.0, 89.0)}
 
 
-# --------------------------------------------------------------------------- scenario
+# --------------------------------------------------------------------------- the world
 
 
 @dataclass(frozen=True, slots=True)
-class Region:
-    """One upstream as the simulation sees it."""
-
+class Spec:
     name: str
-    role: str
-    tier: Literal["L0", "L1", "L2", "L3"]
-    cost_per_gb: float  # USD per GB delivered to the gateway
-    ttfb_ms: float  # median time to first byte when the module is cached there
-    sigma: float  # lognormal spread of that time
-    mb_per_s: float  # transfer throughput to the gateway
-    miss_ms: float  # median extra time to first byte on a cache miss
-    miss_sigma: float
-    cache_modules: int | None  # LRU capacity in modules; None: unbounded
-    prewarm: float = 0.0  # share of the catalogue already cached at the start
+    tier: Literal["L0", "L1", "L2"]
+    cost_per_gb: float
+    ttfb_ms: float  # median first byte of a cached answer, unloaded
+    sigma: float
+    mb_per_s: float
+    miss_ms: float  # median extra first-byte time on a miss
+    cache_modules: int | None  # LRU size; None: unbounded
+    capacity: float  # requests per second at which its queue would grow without bound
+    prewarm: float = 0.0
 
 
-# Pool order = configuration order: the plain GOPROXY list "local,regional,official".
-REGIONS: tuple[Region, ...] = (
-    Region(
-        name="local",
-        role="in-zone mirror: fast, small cache, pricier egress",
-        tier="L2",
-        cost_per_gb=0.06,
-        ttfb_ms=20,
-        sigma=0.35,
-        mb_per_s=80,
-        miss_ms=700,
-        miss_sigma=0.6,
-        cache_modules=1_500,
-    ),
-    Region(
-        name="regional",
-        role="regional mirror: bigger cache, cheap peering",
-        tier="L1",
-        cost_per_gb=0.02,
-        ttfb_ms=80,
-        sigma=0.40,
-        mb_per_s=30,
-        miss_ms=600,
-        miss_sigma=0.6,
-        cache_modules=6_000,
-    ),
-    Region(
-        name="official",
-        role="far official proxy: slow, internet egress, has (almost) everything",
-        tier="L0",
-        cost_per_gb=0.09,
-        ttfb_ms=350,
-        sigma=0.60,
-        mb_per_s=6,
-        miss_ms=2_500,  # a fetch from the origin VCS
-        miss_sigma=0.7,
-        cache_modules=None,
-        prewarm=0.95,
-    ),
+# Pool order (configuration order) = the plain GOPROXY list "local,regional,official".
+UPSTREAMS = (
+    Spec("local", "L2", 0.06, 20, 0.35, 80, 700, 2_000, capacity=9.0),
+    Spec("regional", "L1", 0.02, 60, 0.40, 40, 600, 8_000, capacity=9.0),
+    Spec("official", "L0", 0.09, 350, 0.60, 8, 2_500, None, capacity=200.0, prewarm=0.95),
+)
+NAMES = tuple(s.name for s in UPSTREAMS)
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One scheduled change of the world."""
+
+    at: float
+    until: float
+    upstream: str
+    kind: Literal["slow", "down", "cost", "popularity"]
+    value: float = 1.0  # slow: times to first byte x value (and throughput / value); cost: USD/GB
+
+
+SCENARIO = (
+    Change(1.0 * HOUR, 1.0 * HOUR + 10 * MINUTE, "regional", "slow", 8.0),
+    Change(2.0 * HOUR, 2.0 * HOUR + 20 * MINUTE, "regional", "down"),
+    Change(3.0 * HOUR, 99 * HOUR, "regional", "cost", 0.11),
+    Change(4.0 * HOUR, 99 * HOUR, "", "popularity"),
+)
+PHASES = (  # labelled windows for the table over time
+    ("steady", 0.5 * HOUR, 1.0 * HOUR),
+    ("regional slow x8", 1.0 * HOUR, 1.0 * HOUR + 10 * MINUTE),
+    ("recovered", 1.0 * HOUR + 10 * MINUTE, 2.0 * HOUR),
+    ("regional down", 2.0 * HOUR, 2.0 * HOUR + 20 * MINUTE),
+    ("back up", 2.0 * HOUR + 20 * MINUTE, 3.0 * HOUR),
+    ("regional dearer", 3.0 * HOUR, 4.0 * HOUR),
+    ("new hot set", 4.0 * HOUR, 5.0 * HOUR),
 )
 
 
@@ -139,37 +136,26 @@ REGIONS: tuple[Region, ...] = (
 class Workload:
     modules: int = 20_000
     alpha: float = 1.0
-    rate: float = 3.0  # requests per second, developers and builds
-    hours: float = 7.0  # simulated, warm-up included
-    warmup_hours: float = 1.0  # not counted in the results (caches and estimates warm up)
-    scan_every: float = 1800.0  # a CI scan every ... seconds
-    scan_modules: int = 400  # ... pulling this many uniformly random modules
-    scan_seconds: float = 120.0  # ... within this many seconds
+    rate: float = 3.0  # pulls per second over all replicas
+    hours: float = 5.0
+    warmup: float = 0.5 * HOUR  # not counted
+    scan_every: float = 30 * MINUTE
+    scan_modules: int = 400
+    scan_seconds: float = 120.0
     size_median_kb: float = 250.0
     size_sigma: float = 1.5
     size_max_mb: float = 200.0
 
 
-@dataclass(frozen=True, slots=True)
-class Fault:
-    upstream: str
-    start: float
-    end: float
-    kind: Literal["slow", "down"]
-    factor: float = 1.0  # "slow": times to first byte are multiplied by this
-
-
 @dataclass(slots=True)
 class Trace:
-    """The request stream, identical for every policy."""
+    """The pulls, identical for every policy, with their latency noise."""
 
     times: list[float]
     modules: list[int]
-    scan: list[bool]
-    z_ttfb: list[float]  # standard-normal noise, shared by all policies (common random numbers)
-    z_miss: list[float]
-    names: list[str]  # module paths by id
-    sizes: list[int]  # bytes by id
+    noise: list[tuple[float, float, float, float]]  # z for small ttfb, small miss, zip, zip miss
+    sizes: list[int]
+    names: list[str]
 
 
 def make_trace(w: Workload, seed: int) -> Trace:
@@ -180,101 +166,176 @@ def make_trace(w: Workload, seed: int) -> Trace:
         min(cap, int(w.size_median_kb * 1e3 * math.exp(w.size_sigma * rng.gauss(0, 1))))
         for _ in range(w.modules)
     ]
-    cum = list(itertools.accumulate(1.0 / (rank + 1) ** w.alpha for rank in range(w.modules)))
+    cum = list(itertools.accumulate(1.0 / (r + 1) ** w.alpha for r in range(w.modules)))
+    shifted = list(range(w.modules))
+    random.Random(seed + 7).shuffle(shifted)  # the popularity ranks after the change
+    shift_at = next(c.at for c in SCENARIO if c.kind == "popularity")
     end = w.hours * HOUR
-    events: list[tuple[float, int, bool]] = []
+    events: list[tuple[float, int]] = []
     t = rng.expovariate(w.rate)
-    arrivals: list[float] = []
     while t < end:
-        arrivals.append(t)
+        r = rng.choices(range(w.modules), cum_weights=cum)[0]
+        events.append((t, shifted[r] if t >= shift_at else r))
         t += rng.expovariate(w.rate)
-    picks = rng.choices(range(w.modules), cum_weights=cum, k=len(arrivals))
-    events += [(t, m, False) for t, m in zip(arrivals, picks, strict=True)]
     start = w.scan_every
     while start < end:
         for _ in range(w.scan_modules):
-            events.append((start + rng.uniform(0, w.scan_seconds), rng.randrange(w.modules), True))
+            events.append((start + rng.uniform(0, w.scan_seconds), rng.randrange(w.modules)))
         start += w.scan_every
     events.sort()
-    n = len(events)
+    noise = [tuple(rng.gauss(0, 1) for _ in range(4)) for _ in events]
     return Trace(
-        times=[e[0] for e in events],
-        modules=[e[1] for e in events],
-        scan=[e[2] for e in events],
-        z_ttfb=[rng.gauss(0, 1) for _ in range(n)],
-        z_miss=[rng.gauss(0, 1) for _ in range(n)],
-        names=names,
-        sizes=sizes,
+        [e[0] for e in events],
+        [e[1] for e in events],
+        noise,  # type: ignore[arg-type]
+        sizes,
+        names,
     )
 
 
-# --------------------------------------------------------------------------- upstreams
-
-
 class SimUpstream:
-    """An upstream with its own LRU cache and the faults scheduled for it."""
+    """One upstream: its cache, its load, and what the scenario does to it."""
 
-    def __init__(self, region: Region, modules: int, faults: Sequence[Fault], seed: int) -> None:
-        self.region = region
-        self.faults = [f for f in faults if f.upstream == region.name]
+    def __init__(self, spec: Spec, modules: int, seed: int) -> None:
+        self.spec = spec
         self.cache: OrderedDict[int, None] = OrderedDict()
-        if region.prewarm:
-            rng = random.Random(seed)
-            for m in rng.sample(range(modules), int(modules * region.prewarm)):
+        if spec.prewarm:
+            for m in random.Random(seed).sample(range(modules), int(modules * spec.prewarm)):
                 self.cache[m] = None
+        self._load = 0.0  # exponentially decayed request count
+        self._stamp = 0.0
+        self.changes = [c for c in SCENARIO if c.upstream == spec.name]
 
-    def fault(self, now: float) -> Fault | None:
-        for f in self.faults:
-            if f.start <= now < f.end:
-                return f
+    def change(self, kind: str, now: float) -> Change | None:
+        for c in self.changes:
+            if c.kind == kind and c.at <= now < c.until:
+                return c
         return None
 
+    def load(self, now: float) -> float:
+        """Requests per second recently sent to it."""
+        return self._load * math.exp(-(now - self._stamp) / LOAD_TAU) / LOAD_TAU
+
+    def _count(self, now: float) -> None:
+        self._load = self._load * math.exp(-(now - self._stamp) / LOAD_TAU) + 1.0
+        self._stamp = now
+
+    def queueing(self, now: float) -> float:
+        rho = min(MAX_UTILISATION, self.load(now) / self.spec.capacity)
+        return 1.0 / (1.0 - rho)
+
     def fetch(self, module: int) -> bool:
-        """The upstream serves `module`: True when it was already cached."""
-        cache = self.cache
-        if module in cache:
-            cache.move_to_end(module)
+        """Serve `module`: True when it was cached here (it is cached afterwards)."""
+        if module in self.cache:
+            self.cache.move_to_end(module)
             return True
-        cache[module] = None
-        cap = self.region.cache_modules
-        if cap is not None and len(cache) > cap:
-            cache.popitem(last=False)
+        self.cache[module] = None
+        cap = self.spec.cache_modules
+        if cap is not None and len(self.cache) > cap:
+            self.cache.popitem(last=False)
         return False
 
-    def probe_ttfb(self, z: float) -> float:
-        r = self.region
-        return r.ttfb_ms * math.exp(r.sigma * z) / 1e3
+    def probe(self, now: float, z: float) -> float | None:
+        if self.change("down", now):
+            return None
+        slow = self.change("slow", now)
+        factor = slow.value if slow else 1.0
+        s = self.spec
+        return s.ttfb_ms * math.exp(s.sigma * z) * factor * self.queueing(now) / 1e3
 
 
 @dataclass(frozen=True, slots=True)
 class Attempt:
     upstream: str
     ok: bool
-    rtt: float | None  # time to first byte, when there was an answer
-    seconds: float  # time spent on this attempt
-    hit: bool = False
+    ttfb: float | None  # first byte, when there was an answer (or the time waited)
+    body: float  # seconds of body transfer
+    hit: bool
+
+    @property
+    def seconds(self) -> float:
+        return (self.ttfb or REFUSED) + self.body
 
 
-def attempt(up: SimUpstream, module: int, size: int, now: float, z1: float, z2: float) -> Attempt:
-    r = up.region
-    fault = up.fault(now)
-    if fault is not None and fault.kind == "down":
-        return Attempt(r.name, False, None, REFUSED_SECONDS)
-    factor = fault.factor if fault is not None else 1.0
+def attempt(
+    up: SimUpstream, module: int, nbytes: int, now: float, z: float, zmiss: float
+) -> Attempt:
+    s = up.spec
+    if up.change("down", now):
+        return Attempt(s.name, False, None, 0.0, False)
+    up._count(now)
+    slow = up.change("slow", now)
+    factor = slow.value if slow else 1.0
     hit = up.fetch(module)
-    ttfb = r.ttfb_ms * math.exp(r.sigma * z1)
+    ttfb = s.ttfb_ms * math.exp(s.sigma * z)
     if not hit:
-        ttfb += r.miss_ms * math.exp(r.miss_sigma * z2)
-    ttfb = ttfb * factor / 1e3
-    if ttfb > FIRST_BYTE_TIMEOUT:  # the gateway counts the time waited as the RTT sample
-        return Attempt(r.name, False, FIRST_BYTE_TIMEOUT, FIRST_BYTE_TIMEOUT, hit)
-    return Attempt(r.name, True, ttfb, ttfb + size / (r.mb_per_s * 1e6), hit)
+        ttfb += s.miss_ms * math.exp(0.6 * zmiss)
+    ttfb = ttfb * factor * up.queueing(now) / 1e3
+    if ttfb > FIRST_BYTE_TIMEOUT:
+        return Attempt(s.name, False, FIRST_BYTE_TIMEOUT, 0.0, hit)
+    return Attempt(s.name, True, ttfb, nbytes / (s.mb_per_s * 1e6 / factor), hit)
+
+
+# --------------------------------------------------------------------------- sharing
+
+
+class SharedStore:
+    """What Redis holds for the fleet, with RedisSync's semantics (heat buckets, the
+    other replicas' RTT as a mean of fresh estimates, ejections, cost overrides)."""
+
+    def __init__(self, states: Sequence[SelectionState], *, heat: bool = True) -> None:
+        self.states = states
+        self.share_heat = heat  # an ordered pool ranks without heat: nothing to share
+        self.heat: dict[tuple[str, int], Counter[str]] = {}
+        self.rtt: dict[str, dict[int, tuple[float, float]]] = {n: {} for n in NAMES}
+        self.eject: dict[str, float] = {}
+        self.costs: dict[str, float] = {}
+        self.dirty: set[tuple[str, int]] = set()  # heat buckets changed since the last pull
+        for s in states:
+            s.shared = heat
+
+    def flush(self, now: float) -> None:
+        for i, s in enumerate(self.states):
+            heat, s.pending_heat = s.pending_heat, {}
+            for (up, bucket, module), n in heat.items():
+                self.heat.setdefault((up, bucket), Counter())[module] += n
+                self.dirty.add((up, bucket))
+            for name, until in s.pending_ejections.items():
+                self.eject[name] = max(until, self.eject.get(name, 0.0))
+            s.pending_ejections = {}
+            for name in NAMES:
+                value = s.live(name).rtt.value
+                if value is not None:
+                    self.rtt[name][i] = (value, now)
+
+    def refresh(self, now: float) -> None:
+        for i, s in enumerate(self.states):
+            s.cost_overrides = dict(self.costs)
+            for name in NAMES:
+                fresh = [v for j, (v, t) in self.rtt[name].items() if j != i and now - t <= 30]
+                live = s.live(name)
+                live.shared_rtt = sum(fresh) / len(fresh) if fresh else None
+                if name in self.eject:
+                    live.health.eject_until(self.eject[name])
+
+    def refresh_heat(self, now: float) -> None:
+        """Every replica adopts the buckets that changed (unchanged ones it has already)."""
+        for s in self.states:
+            current = s.heat.bucket_of(now)
+            for up, bucket in self.dirty:
+                if current - s.heat.buckets < bucket <= current:
+                    counts = self.heat[(up, bucket)].most_common(s.heat.top_n)
+                    s.heat.replace(up, bucket, dict(counts))
+        self.dirty.clear()
+        oldest = self.states[0].heat.bucket_of(now) - self.states[0].heat.buckets
+        for key in [k for k in self.heat if k[1] <= oldest]:
+            del self.heat[key]
 
 
 # --------------------------------------------------------------------------- policies
 
 
-class SimClock:
+class Clock:
     def __init__(self) -> None:
         self.now = 0.0
 
@@ -286,86 +347,69 @@ class SimClock:
 class PolicySpec:
     key: str
     title: str
-    kind: Literal["state", "round-robin"]
+    kind: Literal["selection", "round-robin"]
     mode: Literal["ordered", "best", "weighted"] = "weighted"
-    weights: tuple[float, float, float] = (0.40, 0.35, 0.25)
-    first: str | None = None  # ordered: the upstream moved to the front of the pool
-    # False: requests do not feed RTT, only probes do (the gateway before commit a833dce)
-    passive_rtt: bool = True
+    order: tuple[str, ...] = NAMES
+    shared: bool = True  # replicas share state through the store
 
 
-POLICIES: tuple[PolicySpec, ...] = (
-    PolicySpec("static-local", "static: local first (pool order)", "state", "ordered"),
-    PolicySpec("static-regional", "static: regional first", "state", "ordered", first="regional"),
-    PolicySpec("static-official", "static: official first", "state", "ordered", first="official"),
-    PolicySpec("round-robin", "round-robin", "round-robin"),
-    PolicySpec("rtt-only", "RTT only (best, 1/0/0)", "state", "best", weights=(1.0, 0.0, 0.0)),
-    PolicySpec("best", "selection: best", "state", "best"),
-    PolicySpec("weighted", "selection: weighted", "state", "weighted"),
-    PolicySpec(
-        "weighted-probe-rtt",
-        "selection: weighted, RTT from probes only",
-        "state",
-        "weighted",
-        passive_rtt=False,
-    ),
-)
-OUTAGE_POLICIES = (
-    "static-local",
-    "static-regional",
-    "round-robin",
-    "best",
-    "weighted",
-    "weighted-probe-rtt",
-)
+def policies() -> list[PolicySpec]:
+    out = [
+        PolicySpec("weighted", "ours: weighted (default)", "selection", "weighted"),
+        PolicySpec("best", "ours: best", "selection", "best"),
+        PolicySpec(
+            "weighted-alone", "ours: weighted, replicas not sharing", "selection", shared=False
+        ),
+    ]
+    for perm in itertools.permutations(NAMES):
+        key = "fixed:" + ",".join(perm)
+        out.append(PolicySpec(key, f"fixed {' > '.join(perm)}", "selection", "ordered", perm))
+    out.append(PolicySpec("round-robin", "round robin", "round-robin"))
+    return out
 
 
-def make_rules(order: Sequence[Region], spec: PolicySpec) -> Rules:
+def make_rules(spec: PolicySpec) -> Rules:
+    by = {u.name: u for u in UPSTREAMS}
     ups = tuple(
-        Upstream(
-            name=r.name, url=f"http://{r.name}.invalid", tier=r.tier, cost_per_gb=r.cost_per_gb
-        )
-        for r in order
+        Upstream(name=n, url=f"http://{n}.invalid", tier=by[n].tier, cost_per_gb=by[n].cost_per_gb)
+        for n in spec.order
     )
-    rtt, cost, heat = spec.weights
     return Rules(
         upstreams=ups,
-        pools=(Pool(name="main", upstreams=tuple(u.name for u in ups), fallback="any-error"),),
-        selection=Selection(weights=RuleWeights(rtt=rtt, cost=cost, heat=heat), mode=spec.mode),
+        pools=(Pool("main", spec.order, fallback="any-error"),),
+        selection=Selection(mode=spec.mode, probe_interval=PROBE_INTERVAL),
     )
 
 
-class Policy:
-    """Ranks the upstreams for a request and learns from completed requests."""
+class Replica:
+    """One gateway replica: its selection state (or a round-robin counter)."""
 
-    def __init__(self, spec: PolicySpec, clock: SimClock, seed: int) -> None:
+    def __init__(self, spec: PolicySpec, clock: Clock, seed: int) -> None:
         self.spec = spec
-        order = list(REGIONS)
-        if spec.first is not None:
-            order.sort(key=lambda r: r.name != spec.first)  # stable: the rest keep pool order
-        self.names = [r.name for r in order]
         self.state: SelectionState | None = None
         self._next = 0
-        if spec.kind == "state":
-            rules = make_rules(order, spec)
+        if spec.kind == "selection":
+            rules = make_rules(spec)
             self.state = SelectionState(rules, clock=clock, rng=random.Random(seed))
-            self._pool = [rules.upstream(n) for n in self.names]
+            self.pool = list(rules.upstreams)
 
-    def rank(self, module: str) -> list[str]:
-        if self.state is None:  # round-robin: rotate the first, keep the rest in pool order
+    def rank(self, module: str, zip_: bool) -> list[str]:
+        if self.state is None:
             i = self._next
-            self._next = (i + 1) % len(self.names)
-            return self.names[i:] + self.names[:i]
-        return [s.candidate.name for s in self.state.order(self._pool, module)]
+            self._next = (i + 1) % len(NAMES)
+            return list(NAMES[i:] + NAMES[:i])
+        return [s.candidate.name for s in self.state.order(self.pool, module, transfer=zip_)]
 
-    def learn(self, attempts: Sequence[Attempt], module: str, nbytes: int) -> None:
+    def learn(self, attempts: Sequence[Attempt], module: str, zip_: bool, nbytes: int) -> None:
         if self.state is None:
             return
-        for a in attempts:
-            rtt = a.rtt if self.spec.passive_rtt else None
-            self.state.observe(a.upstream, failed=not a.ok, rtt=rtt)
-        if attempts and attempts[-1].ok:
-            self.state.served(attempts[-1].upstream, module, nbytes)
+        for a in attempts:  # as app._observe: RTT from small answers, bandwidth from zips
+            self.state.observe(a.upstream, failed=not a.ok, rtt=None if zip_ else a.ttfb)
+        last = attempts[-1]
+        if last.ok:
+            self.state.served(last.upstream, module, nbytes)
+            if zip_:
+                self.state.transferred(last.upstream, nbytes, last.body)
 
 
 # --------------------------------------------------------------------------- running
@@ -373,483 +417,393 @@ class Policy:
 
 @dataclass(slots=True)
 class Series:
-    """Per time bin: requests served by each upstream, latency sum, failures."""
-
     served: dict[str, list[int]]
-    latency_sum: list[float]
-    requests: list[int]
-    failures: list[int]
+    latency: list[float]
+    pulls: list[int]
+    failed: list[int]
 
     @classmethod
     def empty(cls, bins: int) -> Series:
-        return cls({r.name: [0] * bins for r in REGIONS}, [0.0] * bins, [0] * bins, [0] * bins)
+        return cls({n: [0] * bins for n in NAMES}, [0.0] * bins, [0] * bins, [0] * bins)
 
 
 @dataclass(slots=True)
 class Tally:
     latencies: list[float] = field(default_factory=list)
-    cost_usd: float = 0.0
-    bytes: int = 0
+    cost: float = 0.0
+    answers: int = 0
     hits: int = 0
-    served_by: Counter[str] = field(default_factory=Counter)
     failed: int = 0
-    fallbacks: int = 0
+    served: Counter[str] = field(default_factory=Counter)
 
 
 @dataclass(frozen=True, slots=True)
-class PolicyResult:
+class Result:
     key: str
     title: str
-    requests: int
+    pulls: int
     mean_ms: float
-    p50_ms: float
     p95_ms: float
-    p99_ms: float
-    monthly_cost_usd: float
-    hit_share_pct: float
-    share_pct: dict[str, float]
+    monthly_cost: float
+    hit_pct: float
     failed: int
-    fallback_pct: float
-    wall_seconds: float
+    share: dict[str, float]
+    flips_per_hour: float  # changes of the upstream serving most, bin to bin, in steady time
+    wall_s: float
 
 
 def percentile(ordered: Sequence[float], q: float) -> float:
     if not ordered:
-        return math.nan
+        return 0.0
     return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
 
 
-def simulate(
-    spec: PolicySpec,
-    trace: Trace,
-    w: Workload,
-    faults: Sequence[Fault],
-    seed: int,
-    hours: float,
-) -> tuple[PolicyResult, Series]:
+def set_cost(states: Sequence[SelectionState], name: str, value: float) -> None:
+    for state in states:
+        state.cost_overrides[name] = value
+
+
+def simulate(spec: PolicySpec, trace: Trace, w: Workload, seed: int) -> tuple[Result, Series]:
     started = time.perf_counter()
-    clock = SimClock()
-    policy = Policy(spec, clock, seed + 1)
-    ups = {r.name: SimUpstream(r, w.modules, faults, seed + 2) for r in REGIONS}
-    noise = random.Random(seed + 3)  # fallback attempts and probes
-    end = hours * HOUR
-    warm = w.warmup_hours * HOUR
-    bins = math.ceil(end / BIN_SECONDS)
-    series = Series.empty(bins)
+    clock = Clock()
+    replicas = [Replica(spec, clock, seed + 11 * i) for i in range(REPLICAS)]
+    states = [r.state for r in replicas if r.state is not None]
+    store = SharedStore(states, heat=spec.mode != "ordered") if spec.shared and states else None
+    ups = {s.name: SimUpstream(s, w.modules, seed + 2) for s in UPSTREAMS}
+    extra = random.Random(seed + 3)  # noise for fallback attempts and probes
+    end = w.hours * HOUR
+    series = Series.empty(math.ceil(end / BIN))
     tally = Tally()
-    # Completions and probes, by time: (time, seq, attempts, module, bytes); probes: attempts None.
-    pending: list[tuple[float, int, list[Attempt] | None, str, int]] = []
+    # (time, seq, callback): completions, probe ticks and store syncs, in time order
+    agenda: list[tuple[float, int, Callable[[], None]]] = []
     seq = itertools.count()
-    if policy.state is not None:
-        heapq.heappush(pending, (PROBE_INTERVAL, next(seq), None, "", 0))
 
-    def drain(until: float) -> None:
-        while pending and pending[0][0] <= until:
-            at, _, attempts, module, nbytes = heapq.heappop(pending)
-            clock.now = at
-            if attempts is not None:
-                policy.learn(attempts, module, nbytes)
-                continue
-            state = policy.state
-            assert state is not None
-            for name, up in ups.items():
-                if state.idle(name, PROBE_INTERVAL):
-                    down = (f := up.fault(at)) is not None and f.kind == "down"
-                    rtt = None if down else up.probe_ttfb(noise.gauss(0, 1))
-                    state.observe(name, failed=down, rtt=rtt)
-            heapq.heappush(pending, (at + PROBE_INTERVAL, next(seq), None, "", 0))
+    def at(t: float, fn: Callable[[], None]) -> None:
+        heapq.heappush(agenda, (t, next(seq), fn))
 
-    stop = bisect.bisect_left(trace.times, end)
-    for i in range(stop):
-        now = trace.times[i]
-        drain(now)
-        clock.now = now
-        module = trace.modules[i]
+    def probe_tick() -> None:
+        for state in states:
+            for name, count in state.probes_due(PROBE_INTERVAL).items():
+                for _ in range(count):
+                    rtt = ups[name].probe(clock.now, extra.gauss(0, 1))
+                    state.probed(name, ok=rtt is not None, rtt=rtt)
+        at(clock.now + PROBE_TICK, probe_tick)
+
+    def sync(kind: str, every: float) -> Callable[[], None]:
+        def run() -> None:
+            assert store is not None
+            getattr(store, kind)(clock.now)
+            at(clock.now + every, run)
+
+        return run
+
+    at(0.0, probe_tick)
+    if store is not None:
+        at(0.25, sync("flush", 0.25))
+        at(1.0, sync("refresh", 1.0))
+        if store.share_heat:
+            at(5.0, sync("refresh_heat", 5.0))
+    for c in SCENARIO:  # `goproxy-router cost set`: every replica has it within a second
+        if c.kind == "cost" and store is not None:
+            at(c.at, functools.partial(store.costs.__setitem__, c.upstream, c.value))
+        elif c.kind == "cost" and states:
+            at(c.at, functools.partial(set_cost, states, c.upstream, c.value))
+
+    def price(name: str, now: float) -> float:
+        changed = ups[name].change("cost", now)
+        return changed.value if changed else ups[name].spec.cost_per_gb
+
+    def fetch(
+        replica: Replica, module: int, now: float, zip_: bool, z: float, zm: float
+    ) -> tuple[list[Attempt], float]:
+        """One request (the .info or the zip) walked over the ranked upstreams."""
         name = trace.names[module]
-        size = trace.sizes[module]
+        nbytes = trace.sizes[module] if zip_ else SMALL_BYTES
         attempts: list[Attempt] = []
         elapsed = 0.0
-        for k, up_name in enumerate(policy.rank(name)):
-            if k == 0:
-                z1, z2 = trace.z_ttfb[i], trace.z_miss[i]
-            else:
-                z1, z2 = noise.gauss(0, 1), noise.gauss(0, 1)
-            a = attempt(ups[up_name], module, size, now + elapsed, z1, z2)
+        for k, up in enumerate(replica.rank(name, zip_)):
+            if k:  # the first attempt's noise is common to all policies; fallbacks draw theirs
+                z, zm = extra.gauss(0, 1), extra.gauss(0, 1)
+            a = attempt(ups[up], module, nbytes, now + elapsed, z, zm)
             attempts.append(a)
             elapsed += a.seconds
             if a.ok:
                 break
-        ok = attempts[-1].ok
-        heapq.heappush(pending, (now + elapsed, next(seq), attempts, name, size if ok else 0))
-        b = int(now // BIN_SECONDS)
-        series.requests[b] += 1
+        done = now + elapsed
+        at(done, lambda: replica.learn(attempts, name, zip_, nbytes))
+        return attempts, elapsed
+
+    stop = bisect.bisect_left(trace.times, end)
+    for i in range(stop):
+        now = trace.times[i]
+        while agenda and agenda[0][0] <= now:
+            t, _, fn = heapq.heappop(agenda)
+            clock.now = t
+            fn()
+        clock.now = now
+        replica = replicas[i % REPLICAS]
+        module = trace.modules[i]
+        z1, z2, z3, z4 = trace.noise[i]
+        small, t_small = fetch(replica, module, now, False, z1, z2)
+        ok = small[-1].ok
+        big: list[Attempt] = []
+        t_zip = 0.0
         if ok:
-            series.served[attempts[-1].upstream][b] += 1
-            series.latency_sum[b] += elapsed
+            big, t_zip = fetch(replica, module, now + t_small, True, z3, z4)
+            ok = big[-1].ok
+        b = int(now // BIN)
+        series.pulls[b] += 1
+        if not ok:
+            series.failed[b] += 1
         else:
-            series.failures[b] += 1
-        if now < warm:
+            series.served[big[-1].upstream][b] += 1
+            series.latency[b] += t_small + t_zip
+        if now < w.warmup:
             continue
-        if len(attempts) > 1:
-            tally.fallbacks += 1
         if not ok:
             tally.failed += 1
             continue
-        last = attempts[-1]
-        tally.latencies.append(elapsed)
-        tally.bytes += size
-        tally.cost_usd += size / 1e9 * ups[last.upstream].region.cost_per_gb
-        tally.hits += last.hit
-        tally.served_by[last.upstream] += 1
+        tally.latencies.append(t_small + t_zip)
+        for last, nbytes in ((small[-1], SMALL_BYTES), (big[-1], trace.sizes[module])):
+            tally.cost += nbytes / 1e9 * price(last.upstream, now)
+            tally.answers += 1
+            tally.hits += last.hit
+        tally.served[big[-1].upstream] += 1
     lat = sorted(tally.latencies)
     n = len(lat)
-    measured_hours = hours - w.warmup_hours
-    result = PolicyResult(
+    hours = (end - w.warmup) / HOUR
+    result = Result(
         key=spec.key,
         title=spec.title,
-        requests=n + tally.failed,
+        pulls=n + tally.failed,
         mean_ms=round(1e3 * sum(lat) / max(1, n), 1),
-        p50_ms=round(1e3 * percentile(lat, 50), 1),
         p95_ms=round(1e3 * percentile(lat, 95), 1),
-        p99_ms=round(1e3 * percentile(lat, 99), 1),
-        monthly_cost_usd=round(tally.cost_usd * MONTH_HOURS / measured_hours, 0),
-        hit_share_pct=round(100 * tally.hits / max(1, n), 1),
-        share_pct={r.name: round(100 * tally.served_by[r.name] / max(1, n), 1) for r in REGIONS},
+        monthly_cost=round(tally.cost * MONTH_HOURS / hours, 0),
+        hit_pct=round(100 * tally.hits / max(1, tally.answers), 1),
         failed=tally.failed,
-        fallback_pct=round(100 * tally.fallbacks / max(1, n + tally.failed), 2),
-        wall_seconds=round(time.perf_counter() - started, 2),
+        share={u: round(100 * tally.served[u] / max(1, n), 1) for u in NAMES},
+        flips_per_hour=flips(series, w),
+        wall_s=round(time.perf_counter() - started, 1),
     )
     return result, series
 
 
-# --------------------------------------------------------------------------- outage run
-
-
-@dataclass(frozen=True, slots=True)
-class Window:
-    label: str
-    start: float
-    end: float
-
-
-def outage_plan(upstream: str, quick: bool) -> tuple[list[Fault], list[Window], float]:
-    """Slow (x20) for 30 min, healthy 30 min, down for 20 min, then recovered."""
-    h = HOUR
-    if quick:
-        faults = [
-            Fault(upstream, 1.25 * h, 1.5 * h, "slow", 20.0),
-            Fault(upstream, 1.75 * h, 2.0 * h, "down"),
-        ]
-        windows = [
-            Window("before", 1.0 * h, 1.25 * h),
-            Window("slow x20", 1.25 * h, 1.5 * h),
-            Window("between", 1.5 * h, 1.75 * h),
-            Window("down", 1.75 * h, 2.0 * h),
-            Window("after", 2.0 * h, 2.5 * h),
-        ]
-        return faults, windows, 2.5
-    faults = [
-        Fault(upstream, 1.5 * h, 2.0 * h, "slow", 20.0),
-        Fault(upstream, 2.5 * h, 2.0 * h + 50 * 60, "down"),
-    ]
-    windows = [
-        Window("before", 1.0 * h, 1.5 * h),
-        Window("slow x20", 1.5 * h, 2.0 * h),
-        Window("between", 2.0 * h, 2.5 * h),
-        Window("down", 2.5 * h, 2.0 * h + 50 * 60),
-        Window("after, first 10 min", 2.0 * h + 50 * 60, 3.0 * h),
-        Window("after, next 30 min", 3.0 * h, 3.5 * h),
-    ]
-    return faults, windows, 3.5
-
-
-def window_stats(series: Series, windows: Sequence[Window], upstream: str) -> list[dict[str, Any]]:
+def steady_bins(w: Workload) -> list[int]:
+    """Bins at least five minutes away from any change of the world."""
+    edges = [c.at for c in SCENARIO] + [c.until for c in SCENARIO if c.until < w.hours * HOUR]
     out = []
-    for win in windows:
-        lo, hi = int(win.start // BIN_SECONDS), int(win.end // BIN_SECONDS)
-        served = sum(sum(series.served[r.name][lo:hi]) for r in REGIONS)
-        out.append(
-            {
-                "window": win.label,
-                "mean_ms": round(1e3 * sum(series.latency_sum[lo:hi]) / max(1, served), 1),
-                "faulty_share_pct": round(
-                    100 * sum(series.served[upstream][lo:hi]) / max(1, served), 1
-                ),
-                "failed": sum(series.failures[lo:hi]),
-            }
-        )
+    for b in range(int(w.warmup // BIN), int(w.hours * HOUR // BIN)):
+        t = b * BIN
+        if all(not (e - 5 * MINUTE <= t <= e + 5 * MINUTE) for e in edges):
+            out.append(b)
     return out
 
 
-def recovery_minutes(
-    series: Series, upstream: str, before: Window, after: float, end: float
-) -> float | None:
-    """Minutes after `after` until `upstream` serves at least half its `before` share
-    (in one bin); None when it had no share before or never got it back."""
+def flips(series: Series, w: Workload) -> float:
+    """How often, per steady hour, the upstream serving the most pulls changes from one
+    minute to the next: herding replicas that chase each other show here."""
+    bins = steady_bins(w)
+    count = 0
+    prev: str | None = None
+    for b in bins:
+        top = max(NAMES, key=lambda n: series.served[n][b])
+        if prev is not None and top != prev and series.served[top][b] > 0:
+            count += 1
+        prev = top
+    return round(count / max(1e-9, len(bins) * BIN / HOUR), 2)
 
-    def share(b: int) -> float:
-        total = sum(series.served[r.name][b] for r in REGIONS)
-        return series.served[upstream][b] / total if total else 0.0
 
-    lo, hi = int(before.start // BIN_SECONDS), int(before.end // BIN_SECONDS)
-    base = sum(share(b) for b in range(lo, hi)) / max(1, hi - lo)
-    if base < 0.05:
-        return None
-    for b in range(int(after // BIN_SECONDS), int(end // BIN_SECONDS)):
-        if share(b) >= base / 2:
-            return round(((b + 1) * BIN_SECONDS - after) / 60, 1)
-    return None
+def phase_stats(series: Series) -> dict[str, tuple[float, float]]:
+    """Per labelled phase: mean pull latency (ms) and the regional mirror's share (%)."""
+    out = {}
+    for label, start, stop in PHASES:
+        lo, hi = int(start // BIN), int(stop // BIN)
+        served = sum(sum(series.served[n][lo:hi]) for n in NAMES)
+        mean = 1e3 * sum(series.latency[lo:hi]) / max(1, served)
+        share = 100 * sum(series.served["regional"][lo:hi]) / max(1, served)
+        out[label] = (round(mean, 0), round(share, 0))
+    return out
 
 
 # --------------------------------------------------------------------------- output
 
 
-def fmt_money(v: float) -> str:
+def money(v: float) -> str:
     return f"${v:,.0f}"
 
 
-def results_table(results: Sequence[PolicyResult]) -> str:
-    names = [r.name for r in REGIONS]
-    head = (
-        "| policy | mean ms | P50 ms | P95 ms | P99 ms | cost / month | cache-hit share | "
-        + " | ".join(f"{n} share" for n in names)
-        + " | fallbacks |"
-    )
-    lines = [head, "|" + "---|" * (8 + len(names))]
+def results_table(results: Sequence[Result]) -> str:
+    head = "| policy | mean ms | P95 ms | cost / month | upstream cache hits | failed pulls | "
+    head += " | ".join(f"{n} share" for n in NAMES) + " | top-upstream flips / h |"
+    lines = [head, "|---|" + "---:|" * (6 + len(NAMES))]
     for r in results:
-        shares = " | ".join(f"{r.share_pct[n]:.1f} %" for n in names)
+        shares = " | ".join(f"{r.share[n]:.0f} %" for n in NAMES)
         lines.append(
-            f"| {r.title} | {r.mean_ms:,.0f} | {r.p50_ms:,.0f} | {r.p95_ms:,.0f} | "
-            f"{r.p99_ms:,.0f} | {fmt_money(r.monthly_cost_usd)} | {r.hit_share_pct:.1f} % | "
-            f"{shares} | {r.fallback_pct:.2f} % |"
+            f"| {r.title} | {r.mean_ms:,.0f} | {r.p95_ms:,.0f} | {money(r.monthly_cost)} | "
+            f"{r.hit_pct:.1f} % | {r.failed} | {shares} | {r.flips_per_hour:g} |"
         )
     return "\n".join(lines)
 
 
-def ratio(a: float, b: float) -> str:
-    return f"x{b / a:.2f}" if a else "-"
-
-
-def seed_table(by_key: dict[str, PolicyResult]) -> str:
-    ours = by_key["weighted"]
-    bases = [("static-local", "static: local first"), ("static-official", "static: official")]
+def phase_table(phases: dict[str, dict[str, tuple[float, float]]], titles: dict[str, str]) -> str:
+    labels = [p[0] for p in PHASES]
     lines = [
-        "| metric | seed: static DNS -> smart | seed ratio | "
-        + " | ".join(f"ours: {t} -> weighted | ratio" for _, t in bases)
-        + " |",
-        "|---|---|---|" + "---|---|" * len(bases),
+        "| policy | " + " | ".join(labels) + " |",
+        "|---|" + "---|" * len(labels),
     ]
-    labels = {
-        "mean_ms": ("mean pull latency", lambda v: f"{v:,.0f} ms"),
-        "monthly_cost_usd": ("bandwidth cost / month", fmt_money),
-        "hit_share_pct": ("cache-hit share", lambda v: f"{v:.1f} %"),
-    }
-    for metric, (label, fmt) in labels.items():
-        before, after = SEED_CLAIMS[metric]
-        cells = [f"{label}", f"{fmt(before)} -> {fmt(after)}", ratio(before, after)]
-        for key, _ in bases:
-            base = getattr(by_key[key], metric)
-            cells += [
-                f"{fmt(base)} -> {fmt(getattr(ours, metric))}",
-                ratio(base, getattr(ours, metric)),
-            ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def outage_table(
-    outage: dict[str, list[dict[str, Any]]],
-    titles: dict[str, str],
-    recovery: dict[str, float | None],
-) -> str:
-    windows = [w["window"] for w in next(iter(outage.values()))]
-    lines = [
-        "| policy | " + " | ".join(windows) + " | back to half its share after |",
-        "|---|" + "---|" * (len(windows) + 1),
-    ]
-    for key, stats in outage.items():
-        cells = [
-            f"{s['mean_ms']:,.0f} ms, {s['faulty_share_pct']:.0f} %"
-            + (f", {s['failed']} failed" if s["failed"] else "")
-            for s in stats
-        ]
-        back = recovery.get(key)
-        cells.append("-" if back is None else f"{back:g} min")
+    for key, stats in phases.items():
+        cells = [f"{stats[x][0]:,.0f} ms, {stats[x][1]:.0f} %" for x in labels]
         lines.append(f"| {titles[key]} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def plot(
-    series: dict[str, Series],
-    titles: dict[str, str],
-    faults: Sequence[Fault],
-    hours: float,
-    path: Path,
-) -> bool:
+def seed_table(ours: Result, best_fixed: Result, pool_order: Result) -> str:
+    def ratio(a: float, b: float) -> str:
+        return f"x{b / a:.2f}" if a else "-"
+
+    rows = [
+        ("mean pull latency", "mean_ms", lambda v: f"{v:,.0f} ms"),
+        ("bandwidth cost / month", "cost", money),
+        ("cache-hit share", "hits", lambda v: f"{v:.0f} %"),
+    ]
+    attr = {"mean_ms": "mean_ms", "cost": "monthly_cost", "hits": "hit_pct"}
+    lines = [
+        "| metric | seed: static DNS -> smart | ratio | ours: best fixed order -> "
+        "weighted | ratio | ours: pool order -> weighted | ratio |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for label, key, fmt in rows:
+        a, b = SEED_CLAIMS[key]
+        cells = [label, f"{fmt(a)} -> {fmt(b)}", ratio(a, b)]
+        for base in (best_fixed, pool_order):
+            x, y = getattr(base, attr[key]), getattr(ours, attr[key])
+            cells += [f"{fmt(x)} -> {fmt(y)}", ratio(x, y)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(series: dict[str, Series], titles: dict[str, str], w: Workload, out: Path) -> list[Path]:
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print(
-            "matplotlib is missing: no plot. Install it with: .venv/bin/pip install matplotlib",
-            file=sys.stderr,
-        )
-        return False
-    share_keys = [k for k in ("weighted", "weighted-probe-rtt") if k in series]
-    fig, axes = plt.subplots(
-        len(share_keys) + 1, 1, figsize=(13, 3.2 * (len(share_keys) + 1)), sharex=True
-    )
-    lo = 1.0  # hours: the warm-up is not shown
-    first, last = int(lo * HOUR // BIN_SECONDS), int(hours * HOUR // BIN_SECONDS)
-    x = [(b + 0.5) * BIN_SECONDS / HOUR for b in range(first, last)]
+        print("matplotlib is missing (pip install -e '.[bench]'): no plots", file=sys.stderr)
+        return []
+    first, last = int(w.warmup // BIN), int(w.hours * HOUR // BIN)
+    x = [(b + 0.5) * BIN / HOUR for b in range(first, last)]
     colors = {"local": "tab:green", "regional": "tab:blue", "official": "tab:red"}
-    for ax, key in zip(axes, share_keys, strict=False):
+
+    def marks(ax: Any) -> None:
+        for k, (label, start, _) in enumerate(PHASES[1:]):
+            ax.axvline(start / HOUR, color="black", linewidth=0.6, linestyle=":")
+            y = 1.0 + 0.06 * (k % 2)  # alternate heights: neighbouring labels do not overlap
+            ax.text(start / HOUR, y, " " + label, transform=ax.get_xaxis_transform(), fontsize=7)
+
+    share_keys = [k for k in ("weighted", "best", "weighted-alone") if k in series]
+    fig, axes = plt.subplots(len(share_keys), 1, figsize=(12, 2.9 * len(share_keys)), sharex=True)
+    for ax, key in zip(axes, share_keys, strict=True):
         s = series[key]
-        totals = [max(1, sum(s.served[r.name][b] for r in REGIONS)) for b in range(first, last)]
+        totals = [max(1, sum(s.served[n][b] for n in NAMES)) for b in range(first, last)]
         shares = [
-            [100 * s.served[r.name][b] / t for b, t in zip(range(first, last), totals, strict=True)]
-            for r in REGIONS
+            [100 * s.served[n][b] / t for b, t in zip(range(first, last), totals, strict=True)]
+            for n in NAMES
         ]
-        ax.stackplot(
-            x, *shares, labels=[r.name for r in REGIONS], colors=[colors[r.name] for r in REGIONS]
-        )
-        ax.set_ylabel("traffic share %")
+        ax.stackplot(x, *shares, labels=NAMES, colors=[colors[n] for n in NAMES])
         ax.set_ylim(0, 100)
-        ax.set_title(f"{titles[key]}: share of requests served by each upstream")
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
-    ax = axes[-1]
+        ax.set_ylabel("% of pulls")
+        ax.set_title(f"{titles[key]}: share of pulls per upstream, per minute", fontsize=9, pad=18)
+        marks(ax)
+    axes[0].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    axes[-1].set_xlabel("simulated hours")
+    fig.tight_layout()
+    share_png = out / "selection_share.png"
+    fig.savefig(share_png, dpi=100)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(1, 1, figsize=(12, 4.2))
+    smooth = 5  # bins
     for key, s in series.items():
-        y = [
-            1e3 * s.latency_sum[b] / max(1, sum(s.served[r.name][b] for r in REGIONS))
-            for b in range(first, last)
-        ]
-        ax.plot(x, y, label=titles[key], linewidth=1.2)
+        ys = []
+        for b in range(first, last):
+            lo = max(first, b - smooth + 1)
+            served = sum(sum(s.served[n][lo : b + 1]) for n in NAMES)
+            ys.append(1e3 * sum(s.latency[lo : b + 1]) / max(1, served))
+        style = "-" if key in ("weighted", "best") else "--"
+        ax.plot(x, ys, style, label=titles[key], linewidth=1.3 if style == "-" else 0.9)
     ax.set_yscale("log")
     ax.set_ylabel("mean pull latency, ms (log)")
     ax.set_xlabel("simulated hours")
-    ax.set_title(f"mean latency per {BIN_SECONDS / 60:.0f}-minute bin")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
-    for a in axes:
-        for f in faults:
-            a.axvspan(
-                f.start / HOUR,
-                f.end / HOUR,
-                facecolor="none",
-                edgecolor="black",
-                hatch="//" if f.kind == "slow" else "xx",
-                linewidth=0.8,
-            )
-    fault_text = "; ".join(
-        f"{f.upstream} {f.kind}{f' x{f.factor:g}' if f.kind == 'slow' else ''} "
-        f"{f.start / HOUR:.2f}-{f.end / HOUR:.2f} h"
-        for f in faults
-    )
-    fig.suptitle(f"Outage run (hatched: // slow, xx down): {fault_text}", fontsize=10)
+    ax.set_title("mean pull latency, 5-minute moving window", fontsize=9, pad=18)
+    marks(ax)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    latency_png = out / "selection_latency.png"
+    fig.savefig(latency_png, dpi=100)
     plt.close(fig)
-    return True
+    return [share_png, latency_png]
 
 
 # --------------------------------------------------------------------------- main
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--seed", type=int, default=20240611)
-    p.add_argument("--quick", action="store_true", help="shorter runs (smoke test)")
-    p.add_argument(
-        "--fault-upstream",
-        default="auto",
-        choices=["auto", *(r.name for r in REGIONS)],
-        help="the upstream slowed and then taken down (auto: weighted mode's favourite)",
-    )
-    p.add_argument("--json", type=Path, default=BENCH_DIR / "out" / "selection_sim.json")
-    p.add_argument("--png", type=Path, default=BENCH_DIR / "selection_sim.png")
+    p.add_argument("--quick", action="store_true", help="a third of the traffic (smoke test)")
     p.add_argument("--no-plot", action="store_true")
-    return p.parse_args(argv)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+    p.add_argument("--json", type=Path, default=BENCH_DIR / "out" / "selection_sim.json")
+    args = p.parse_args(argv)
     started = time.perf_counter()
-    w = Workload(hours=3.0) if args.quick else Workload()
+    w = Workload(rate=1.0, scan_modules=130) if args.quick else Workload()
     trace = make_trace(w, args.seed)
-    titles = {s.key: s.title for s in POLICIES}
     print(
-        f"trace: {len(trace.times):,} requests over {w.hours:g} simulated hours "
-        f"({w.warmup_hours:g} h warm-up not counted), {w.modules:,} modules, "
-        f"Zipf alpha {w.alpha:g}, seed {args.seed}",
+        f"trace: {len(trace.times):,} pulls over {w.hours:g} simulated hours "
+        f"({w.warmup / HOUR:g} h warm-up not counted), {REPLICAS} replicas, seed {args.seed}",
         file=sys.stderr,
     )
-    results: list[PolicyResult] = []
-    for spec in POLICIES:
-        result, _ = simulate(spec, trace, w, (), args.seed, w.hours)
-        results.append(result)
-        print(f"  {spec.key}: {result.wall_seconds:.1f}s", file=sys.stderr)
-    by_key = {r.key: r for r in results}
+    specs = policies()
+    titles = {s.key: s.title for s in specs}
+    results: dict[str, Result] = {}
+    series: dict[str, Series] = {}
+    for spec in specs:
+        results[spec.key], series[spec.key] = simulate(spec, trace, w, args.seed)
+        print(f"  {spec.key}: {results[spec.key].wall_s:.1f}s", file=sys.stderr)
+    fixed = [r for k, r in results.items() if k.startswith("fixed:")]
+    best_fixed = min(fixed, key=lambda r: r.mean_ms)
+    pool_order = results["fixed:" + ",".join(NAMES)]
+    ours = results["weighted"]
 
-    victim = args.fault_upstream
-    if victim == "auto":
-        victim = max(by_key["weighted"].share_pct.items(), key=lambda kv: kv[1])[0]
-    faults, windows, outage_hours = outage_plan(victim, args.quick)
-    outage: dict[str, list[dict[str, Any]]] = {}
-    outage_series: dict[str, Series] = {}
-    outage_results: dict[str, PolicyResult] = {}
-    recovery: dict[str, float | None] = {}
-    down_end = max(f.end for f in faults if f.kind == "down")
-    for spec in POLICIES:
-        if spec.key not in OUTAGE_POLICIES:
-            continue
-        result, series = simulate(spec, trace, w, faults, args.seed, outage_hours)
-        outage_series[spec.key] = series
-        outage_results[spec.key] = result
-        outage[spec.key] = window_stats(series, windows, victim)
-        recovery[spec.key] = recovery_minutes(
-            series, victim, windows[0], down_end, outage_hours * HOUR
-        )
-        print(f"  outage {spec.key}: {result.wall_seconds:.1f}s", file=sys.stderr)
-
-    plotted = False if args.no_plot else plot(outage_series, titles, faults, outage_hours, args.png)
-
-    print("## Steady state (no faults)\n")
-    print(results_table(results))
-    print("\n## Beside the seed's claims (scenario parameters are ours: compare directions)\n")
-    print(seed_table(by_key))
-    print(f"\n## Outage of `{victim}`: mean latency, its traffic share, failures\n")
-    print(outage_table(outage, titles, recovery))
-    print()
-    print(results_table(list(outage_results.values())))
-    if plotted:
-        print(f"\nplot: {args.png}")
-
+    print("## Whole run (after the warm-up)\n")
+    print(results_table(list(results.values())))
+    print(
+        f"\nBest fixed order by latency: {best_fixed.title}. Ours (weighted) against it: "
+        f"latency x{ours.mean_ms / best_fixed.mean_ms:.2f}, "
+        f"cost x{ours.monthly_cost / best_fixed.monthly_cost:.2f}."
+    )
+    print("\n## Beside the seed's claims\n")
+    print(seed_table(ours, best_fixed, pool_order))
+    shown = ["weighted", "best", "weighted-alone", best_fixed.key, pool_order.key, "round-robin"]
+    shown = list(dict.fromkeys(shown))
+    print("\n## Over time: mean pull latency, the regional mirror's share\n")
+    print(phase_table({k: phase_stats(series[k]) for k in shown}, titles))
+    pngs = [] if args.no_plot else plot({k: series[k] for k in shown}, titles, w, BENCH_DIR)
+    for png in pngs:
+        print(f"\nplot: {png.relative_to(BENCH_DIR.parent)}")
     doc = {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "python": platform.python_version(),
         "seed": args.seed,
         "workload": asdict(w),
-        "regions": [asdict(r) for r in REGIONS],
-        "first_byte_timeout_s": FIRST_BYTE_TIMEOUT,
-        "probe_interval_s": PROBE_INTERVAL,
-        "requests_in_trace": len(trace.times),
-        "seed_claims": {k: {"static": a, "smart": b} for k, (a, b) in SEED_CLAIMS.items()},
-        "steady": [asdict(r) for r in results],
-        "outage": {
-            "upstream": victim,
-            "faults": [asdict(f) for f in faults],
-            "windows": outage,
-            "recovery_minutes_after_down": recovery,
-            "results": [asdict(r) for r in outage_results.values()],
-            "bin_seconds": BIN_SECONDS,
-            "series": {k: asdict(s) for k, s in outage_series.items()},
-        },
+        "upstreams": [asdict(u) for u in UPSTREAMS],
+        "scenario": [asdict(c) for c in SCENARIO],
+        "replicas": REPLICAS,
+        "results": [asdict(r) for r in results.values()],
+        "phases": {k: phase_stats(series[k]) for k in results},
         "wall_seconds": round(time.perf_counter() - started, 1),
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(doc, indent=1))
-    print(f"json: {args.json}  (total {doc['wall_seconds']}s)", file=sys.stderr)
+    print(f"json: {args.json} (total {doc['wall_seconds']}s)", file=sys.stderr)
     return 0
 
 

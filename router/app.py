@@ -414,7 +414,11 @@ async def _decide_and_serve(
     else:
         with state.tracer.span(served.trace, "selection", {"goproxy.pool": pool.name}):
             ranked = state.selection.order(
-                [c.config for c in candidates], module, prefer_fresh=fresh, mode=pool.mode
+                [c.config for c in candidates],
+                module,
+                prefer_fresh=fresh,
+                mode=pool.mode,
+                transfer=request.kind is Kind.ZIP,
             )
         by_name = {c.name: c for c in candidates}
         ordered = [by_name[s.candidate.name] for s in ranked]
@@ -486,10 +490,14 @@ def _observe(
         if i < len(served.attempts) - 1:
             m.fallbacks.labels(pool, attempt.upstream).inc()
         failed = attempt.outcome in _HEALTH_FAILURES
-        sel.observe(attempt.upstream, failed=failed, rtt=attempt.seconds)
+        # selection: RTT from small answers' first byte; zips teach bandwidth instead
+        rtt = attempt.seconds if request.kind is not Kind.ZIP else None
+        sel.observe(attempt.upstream, failed=failed, rtt=rtt)
     if served.upstream and served.upstream != "cache" and status == 200:
         m.selections.labels(pool, served.upstream).inc()
         sel.served(served.upstream, request.module, served.bytes)
+        if served.transfer is not None:  # a zip spooled at the upstream's own pace
+            sel.transferred(served.upstream, *served.transfer)
         if served.bytes:
             m.upstream_bytes.labels(served.upstream).inc(served.bytes)
             m.upstream_spend.labels(served.upstream).inc(

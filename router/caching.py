@@ -545,6 +545,8 @@ class AnswerCache:
             on_bytes=sent,
             on_stall=self.metrics.stalled_clients.inc,
         )
+        if served.cache in (None, "miss") and tee.upstream_paced and tee.fill_seconds:
+            served.transfer = (tee.written, tee.fill_seconds)
         if tee.error is not None and tee.cause != "cancelled":
             served.status = 502
             if served.cache in (None, "miss"):  # the leader: the upstream broke mid-body

@@ -50,7 +50,9 @@ def upstreams_view(state: GatewayState, module: str | None) -> dict[str, Any]:
             "tier": up.tier,
             "public": up.public,
             "rtt_seconds": live.rtt.value,
+            "rtt_samples": live.rtt.samples,
             "shared_rtt_seconds": live.shared_rtt,
+            "bandwidth_bytes_per_second": live.bandwidth.value,
             "cost_per_gb": sel.cost(up.name),
             "cost_per_gb_rules": up.cost_per_gb,
             "cost_overridden": up.name in sel.cost_overrides,
@@ -67,11 +69,12 @@ def upstreams_view(state: GatewayState, module: str | None) -> dict[str, Any]:
             ups[name]["rollout"] = rollout
     pools = {}
     for pool in rules.pools:
-        order = sel.order([rules.upstream(n) for n in pool.upstreams], module, mode=pool.mode)
+        ranking = sel.ranking([rules.upstream(n) for n in pool.upstreams], module, mode=pool.mode)
         pools[pool.name] = {
             "fallback": pool.fallback,
             "mode": pool.mode or sel.mode,
-            "candidates": [s.as_dict() for s in order],
+            "reason": ranking.reason,
+            "candidates": [s.as_dict() for s in ranking.order],
         }
     weights = {"rtt": sel.weights.rtt, "cost": sel.weights.cost, "heat": sel.weights.heat}
     redis = state.redis_sync

@@ -174,13 +174,14 @@ def _candidates(
     fresh: bool,
 ) -> dict[str, Any]:
     """Every candidate with its score components, as a fresh gateway would see them:
-    RTT unmeasured (neutral), costs from the rules, no heat yet. In `weighted` mode
+    RTT not measured yet (left out: "cold"), costs from the rules, no heat yet. In `weighted` mode
     the order shown is by score; the live gateway draws the first among near-best."""
     state = SelectionState(rules, rng=random.Random(0))
     ups = [rules.upstream(n) for n in names]
     allowed = [u for u in ups if not (private and u.public)]
     shown_mode = "ordered" if mode == "ordered" else "best"
-    ranked = state.order(allowed, module, prefer_fresh=fresh, mode=shown_mode)
+    ranking = state.ranking(allowed, module, prefer_fresh=fresh, mode=shown_mode)
+    ranked = ranking.order
     rows: list[dict[str, Any]] = []
     for position, (up, scored) in enumerate(zip(ups, state.scored(ups, module), strict=True), 1):
         row = scored.as_dict()
@@ -189,7 +190,11 @@ def _candidates(
         if private and up.public:
             row["excluded"] = "public upstream: a private module is never sent to it"
         rows.append(row)
-    out: dict[str, Any] = {"candidates": rows, "order": [s.candidate.name for s in ranked]}
+    out: dict[str, Any] = {
+        "candidates": rows,
+        "order": [s.candidate.name for s in ranked],
+        "reason": ranking.reason,
+    }
     if private and not allowed:
         out["answer"] = {"status": 404, "reason": "private module and no private upstream in pool"}
     return out

@@ -55,6 +55,7 @@ class Served:
     route: str | None = None
     deadline: float = 600.0
     cache: str | None = None  # hit, stale, miss, coalesced
+    transfer: tuple[int, float] | None = None  # (bytes, seconds) of a zip at upstream pace
     trace: TraceContext | None = None
 
 

@@ -3,30 +3,64 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from router.app import GatewayState
+    from router.upstream import UpstreamClient
 
 log = logging.getLogger("goproxy_router.live")
 
 
+# Probes running at once, over all upstreams (each upstream has at most one series running).
+PROBE_CONCURRENCY = 8
+# How often the loop looks for upstreams due a probe (new ones are probed within this).
+PROBE_TICK = 0.2
+
+
 async def probe_loop(state: GatewayState) -> None:
-    """Probe idle or half-open upstreams so a recovered or unused one gets measured."""
-    while True:
-        interval = state.current.rules.selection.probe_interval
-        await asyncio.sleep(interval)
-        rt = state.current
-        due = [c for name, c in rt.clients.items() if state.selection.idle(name, interval)]
-        results = await asyncio.gather(*(c.probe() for c in due), return_exceptions=True)
-        for client, result in zip(due, results, strict=True):
-            if isinstance(result, BaseException):
-                log.warning("probe of %s failed: %r", client.name, result)
-                continue
-            ok, seconds = result
-            state.selection.observe(client.name, failed=not ok, rtt=seconds)
-            state.metrics.probes.labels(client.name, "ok" if ok else "failed").inc()
+    """Probe what selection cannot measure from requests: every upstream at once at start
+    and when a reload adds or changes one (FIRST_PROBES in a row, before RTT may rank it),
+    then any upstream that has had no sample for `probe_interval` (one not chosen) and
+    half-open ones. Upstreams are probed concurrently, at most PROBE_CONCURRENCY at once."""
+    limit = asyncio.Semaphore(PROBE_CONCURRENCY)
+    running: dict[str, asyncio.Task[None]] = {}
+    try:
+        while True:
+            rt = state.current
+            interval = rt.rules.selection.probe_interval
+            for name, count in state.selection.probes_due(interval).items():
+                client = rt.clients.get(name)
+                if client is None or name in running:
+                    continue
+                task = state.tasks.spawn(_probe(state, client, count, limit), name=f"probe-{name}")
+                running[name] = task
+                task.add_done_callback(functools.partial(_forget, running, name))
+            await asyncio.sleep(min(PROBE_TICK, interval))
+    finally:
+        for task in list(running.values()):
+            task.cancel()
+
+
+def _forget(running: dict[str, asyncio.Task[None]], name: str, _task: object) -> None:
+    running.pop(name, None)
+
+
+async def _probe(
+    state: GatewayState, client: UpstreamClient, count: int, limit: asyncio.Semaphore
+) -> None:
+    """`count` probes of one upstream in a row, each reported to selection as it ends."""
+    for _ in range(count):
+        async with limit:
+            try:
+                ok, seconds = await client.probe()
+            except Exception as exc:  # a probe must never end the series or the loop
+                log.warning("probe of %s failed: %r", client.name, exc)
+                ok, seconds = False, None
+        state.selection.probed(client.name, ok=ok, rtt=seconds)
+        state.metrics.probes.labels(client.name, "ok" if ok else "failed").inc()
 
 
 async def gauge_loop(state: GatewayState, interval: float = 1.0) -> None:

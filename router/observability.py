@@ -167,7 +167,7 @@ class Metrics:
         )
         self.upstream_rtt = Gauge(
             PREFIX + "upstream_rtt_seconds",
-            "Live peak-EWMA time to first byte.",
+            "Live RTT estimate (decayed median time to first byte).",
             ("upstream",),
             registry=r,
             multiprocess_mode="livemax",

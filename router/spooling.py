@@ -21,6 +21,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable
@@ -130,6 +131,7 @@ class Tee:
         self.cause = ""  # why it broke, as an upstream error cause (timeout, truncated...)
         self.kept = False  # the file now belongs to the artifact store
         self.unreadable = False  # its file no longer reads back whole
+        self.fill_seconds: float | None = None  # how long the upstream took to send it
         self.checked = asyncio.Event()  # set once the zip was checked (or cannot be)
         self.problem: ZipProblem | None = None  # why it breaks Go's rules, once checked
         self.on_close: Callable[[], None] | None = None
@@ -182,6 +184,7 @@ class Tee:
 
     async def fill(self, answer: UpstreamAnswer, limit: int, deadline: float) -> None:
         """Copy `answer`'s body in, to its end (or until nobody could use the rest)."""
+        began = time.monotonic()
         try:
             async with asyncio.timeout(deadline):
                 async for chunk in answer.iter_body(limit):
@@ -192,6 +195,7 @@ class Tee:
                 raise TeeBroken("body shorter than announced")
             answer.release()
             self.done = True
+            self.fill_seconds = time.monotonic() - began
         except TimeoutError:
             self._broken(answer, f"transfer exceeded {deadline:g}s", "timeout")
         except UpstreamError as exc:
@@ -309,6 +313,12 @@ class Tee:
     def _keepable(self) -> bool:
         spool = self.spool
         return spool is not None and not spool.failed and self.file_end == self.written
+
+    @property
+    def upstream_paced(self) -> bool:
+        """Whether the body came at the upstream's pace (spooled whole), not a client's:
+        only then does its transfer time say how fast the upstream is."""
+        return self.done and self._keepable
 
     @property
     def whole_on_disk(self) -> bool:

@@ -47,30 +47,103 @@ async def _share(http: aiohttp.ClientSession, url: str, n: int = 60) -> Counter[
     return got
 
 
-async def test_slowed_upstream_loses_traffic_and_wins_it_back(tmp_path: Path) -> None:
-    a, b = FixtureProxy(ModuleSet(MODULES), name="a"), FixtureProxy(ModuleSet(MODULES), name="b")
-    async with a, b:
+# The acceptance tests below count who served what in wide time windows, far from the
+# edges where a decision changes (what they check takes about a second; the windows
+# allow five or more). Every request is of a file never asked before, so heat from one
+# phase cannot carry into the next, and every delay is 100 ms or more.
+DISTINCT = [simple_module(f"example.com/d{i}", "v1.0.0") for i in range(400)]
+
+
+class Pacer:
+    """Sequential requests of distinct immutable files (a module's .info, then its .mod),
+    one every `every` seconds at most, each noted with its start time since `t0`."""
+
+    def __init__(self, http: aiohttp.ClientSession, url: str, every: float = 0.02) -> None:
+        self.http, self.url, self.every = http, url, every
+        self.t0 = time.monotonic()
+        self.seen: list[tuple[float, str]] = []
+        self.files = (f"{m.path}/@v/v1.0.0.{ext}" for m in DISTINCT for ext in ("info", "mod"))
+
+    def now(self) -> float:
+        return time.monotonic() - self.t0
+
+    async def run(self, *, n: int | None = None, until: float | None = None) -> None:
+        done = 0
+        while (n is None or done < n) and (until is None or self.now() < until):
+            began = self.now()
+            async with self.http.get(f"{self.url}/{next(self.files)}") as resp:
+                assert resp.status == 200
+                self.seen.append((began, resp.headers["X-Router-Upstream"]))
+            done += 1
+            await asyncio.sleep(max(0.0, began + self.every - self.now()))
+
+    def served(self, start: float, end: float) -> Counter[str]:
+        return Counter(who for t, who in self.seen if start <= t < end)
+
+
+def _acceptance_rules(path: Path, urls: dict[str, str]) -> Path:
+    return _rules(
+        path, urls, mode="best", probe_interval="1s", rtt_decay="1s", weights=DEFAULT_WEIGHTS
+    )
+
+
+DEFAULT_WEIGHTS = {"rtt": 0.40, "cost": 0.35, "heat": 0.25}
+
+
+async def test_cold_start_the_fast_upstream_serves_after_the_first_two_seconds(
+    tmp_path: Path,
+) -> None:
+    # The slow upstream is first in the pool: a gateway that guessed would start there.
+    slow = FixtureProxy(ModuleSet(DISTINCT), name="slow")
+    fast = FixtureProxy(ModuleSet(DISTINCT), name="fast")
+    slow.add_fault(Fault(delay=0.12))
+    async with slow, fast:
+        urls = {"slow": slow.url, "fast": fast.url}  # the defaults, but for the mode
         rules = _rules(
-            tmp_path / "r.yaml",
-            {"a": a.url, "b": b.url},
-            weights={"rtt": 0.6, "cost": 0.4, "heat": 0.0},
+            tmp_path / "r.yaml", urls, mode="best", probe_interval="10s", rtt_decay="10s"
         )
         async with gateway_in_process(rules) as gw, aiohttp.ClientSession() as http:
-            before = await _share(http, gw.url)
-            assert before["a"] > 10 and before["b"] > 10, before  # spread, no herding
+            pace = Pacer(http, gw.url, every=0.05)
+            await pace.run(n=90)
+    late = pace.served(2.0, float("inf"))
+    assert late.total() >= 20, pace.seen  # 90 requests at 50 ms: about 50 after 2 s
+    assert late["fast"] >= 0.9 * late.total(), late
+
+
+async def test_an_upstream_slowed_by_100ms_loses_its_traffic_within_5s(tmp_path: Path) -> None:
+    a, b = FixtureProxy(ModuleSet(DISTINCT), name="a"), FixtureProxy(ModuleSet(DISTINCT), name="b")
+    async with a, b:
+        rules = _acceptance_rules(tmp_path / "r.yaml", {"a": a.url, "b": b.url})
+        async with gateway_in_process(rules) as gw, aiohttp.ClientSession() as http:
+            pace = Pacer(http, gw.url)
+            await pace.run(until=3.0)
+            before = pace.served(1.0, 3.0)  # comparable upstreams: the pool's order, a first
+            assert before["a"] >= 0.8 * before.total(), before
+            slowed = pace.now()
             a.add_fault(Fault(delay=0.1))
-            await _share(http, gw.url, 20)  # it learns within a few requests
-            during = await _share(http, gw.url)
-            assert during["a"] <= 6, during
+            await pace.run(until=slowed + 8.0)
+    after = pace.served(slowed + 5.0, slowed + 8.0)
+    assert after.total() >= 15, pace.seen
+    share_before = before["a"] / before.total()
+    assert after["a"] <= 0.2 * share_before * after.total(), after
+
+
+async def test_a_recovered_upstream_wins_its_traffic_back_within_30s(tmp_path: Path) -> None:
+    a, b = FixtureProxy(ModuleSet(DISTINCT), name="a"), FixtureProxy(ModuleSet(DISTINCT), name="b")
+    async with a, b:
+        rules = _acceptance_rules(tmp_path / "r.yaml", {"a": a.url, "b": b.url})
+        async with gateway_in_process(rules) as gw, aiohttp.ClientSession() as http:
+            pace = Pacer(http, gw.url)
+            await pace.run(until=2.0)
+            a.add_fault(Fault(delay=0.1))
+            await pace.run(until=6.0)
+            assert pace.served(4.0, 6.0)["a"] <= 5, pace.served(4.0, 6.0)  # it had lost
             a.clear_faults()
-            deadline = time.monotonic() + 8
-            after: Counter[str] = Counter()
-            while time.monotonic() < deadline:
-                after = await _share(http, gw.url, 40)
-                if after["a"] >= 10:
-                    break
-                await asyncio.sleep(0.3)
-            assert after["a"] >= 10, after
+            recovered = pace.now()
+            await pace.run(until=recovered + 9.0)
+    back = pace.served(recovered + 6.0, recovered + 9.0)
+    assert back.total() >= 30, pace.seen
+    assert back["a"] >= 0.8 * back.total(), back
 
 
 async def test_failing_upstream_is_ejected_probed_and_readmitted(tmp_path: Path) -> None:

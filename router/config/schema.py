@@ -178,9 +178,9 @@ SELECTION = Obj(
         ),
         "mode": Field(Str(choices=("best", "weighted", "ordered")), default="weighted"),
         "probe_interval": Field(
-            DURATION, default=10.0, description="active probe of idle upstreams"
+            DURATION, default=10.0, description="probe upstreams with no sample for this long"
         ),
-        "rtt_decay": Field(DURATION, default=10.0, description="peak-EWMA decay time"),
+        "rtt_decay": Field(DURATION, default=10.0, description="how fast RTT estimates forget"),
         "heat_window": Field(DURATION, default=3600.0, description="how long heat is remembered"),
         "ejection": Field(
             Obj(

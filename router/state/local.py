@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from router.core.model import Rules, Selection, Upstream
 from router.core.selection import (
     Candidate,
+    DecayedMedian,
     EjectionPolicy,
     Health,
     HeatWindow,
-    PeakEwma,
+    Ranking,
     Scored,
     rank,
     score,
@@ -26,17 +27,30 @@ from router.core.selection import (
 
 MAX_PENDING = 50_000
 SHARED_RTT_FRESH = 30.0
+# Probes of an upstream that was just added (at start, or by a reload): a first estimate
+# from several samples, so one slow answer does not decide.
+FIRST_PROBES = 3
+# While an upstream has its first probes (at most this long after it was added), RTT is
+# left out of the rankings it is in: the first probe to come back must not decide.
+PENDING_SECONDS = 1.0
+# A zip smaller than this says more about round trips than about bandwidth.
+MIN_TRANSFER_BYTES = 64 << 10
 
 
 @dataclass(slots=True)
 class UpstreamLive:
     """Live facts about one upstream."""
 
-    rtt: PeakEwma
+    rtt: DecayedMedian
+    bandwidth: DecayedMedian = field(default_factory=DecayedMedian)
     health: Health = field(default_factory=Health)
     last_sample: float = 0.0
+    last_probe: float = float("-inf")
+    probes_owed: int = FIRST_PROBES  # first measurement still to do
+    added: float = 0.0
     shared_rtt: float | None = None
     bytes: int = 0
+    url: str = ""
 
 
 class SelectionState:
@@ -72,12 +86,15 @@ class SelectionState:
         if self.heat.window != sel.heat_window:
             self.heat = HeatWindow(window=sel.heat_window)
         self._upstreams = {u.name: u for u in rules.upstreams}
-        for name in self._upstreams:
+        for gone in set(self._live) - set(self._upstreams):
+            del self._live[gone]
+        for name, up in self._upstreams.items():
             live = self._live.get(name)
-            if live is None:
-                self._live[name] = UpstreamLive(PeakEwma(tau=sel.rtt_decay))
-            else:
-                live.rtt.tau = sel.rtt_decay
+            if live is None or live.url != up.url:  # new, or another server now: measure it
+                live = UpstreamLive(DecayedMedian(tau=sel.rtt_decay), url=up.url, added=self.now())
+                live.bandwidth.tau = sel.rtt_decay
+                self._live[name] = live
+            live.rtt.tau = live.bandwidth.tau = sel.rtt_decay
 
     def now(self) -> float:
         return self._clock()
@@ -102,22 +119,42 @@ class SelectionState:
         live = self._live[up.name]
         heat = self.heat.heat(up.name, module, now) if module else 0.0
         return Candidate(
-            up.name, self.rtt(up.name), self.cost(up.name), heat, live.health.state(now), up.tier
+            up.name,
+            self.rtt(up.name),
+            self.cost(up.name),
+            heat,
+            live.health.state(now),
+            up.tier,
+            samples=live.rtt.samples,
+            bandwidth=live.bandwidth.value,
+            failures=live.health.consecutive_failures,
+            pending=self._pending(up.name, now),
         )
 
-    def scored(self, upstreams: Sequence[Upstream], module: str | None) -> list[Scored]:
-        now = self.now()
-        return score([self.candidate(u, module, now) for u in upstreams], self.weights)
+    def _pending(self, name: str, now: float) -> bool:
+        live = self._live[name]
+        return (
+            live.probes_owed > 0 and now - live.added < PENDING_SECONDS and self.rtt(name) is None
+        )
 
-    def order(
+    def scored(
+        self, upstreams: Sequence[Upstream], module: str | None, *, transfer: bool = False
+    ) -> list[Scored]:
+        now = self.now()
+        cands = [self.candidate(u, module, now) for u in upstreams]
+        return score(cands, self.weights, transfer=transfer)
+
+    def ranking(
         self,
         upstreams: Sequence[Upstream],
         module: str | None,
         *,
         prefer_fresh: bool = False,
         mode: str | None = None,
-    ) -> list[Scored]:
-        """The order to try `upstreams` in for this request (`mode`: the pool's override)."""
+        transfer: bool = False,
+    ) -> Ranking:
+        """The order to try `upstreams` in for this request and why (`mode`: the pool's
+        override; `transfer`: a zip, where bandwidth counts as well as RTT)."""
         fresh = ("L0", "L1") if prefer_fresh else ()
         mode = mode or self.mode
         if mode == "ordered":  # no scoring needed to keep the pool's order
@@ -128,23 +165,46 @@ class SelectionState:
                 rng=self._rng,
                 fresh_tiers=fresh,
             )
-        return rank(self.scored(upstreams, module), mode=mode, rng=self._rng, fresh_tiers=fresh)
+        scored = self.scored(upstreams, module, transfer=transfer)
+        return rank(scored, mode=mode, rng=self._rng, fresh_tiers=fresh)
+
+    def order(
+        self,
+        upstreams: Sequence[Upstream],
+        module: str | None,
+        *,
+        prefer_fresh: bool = False,
+        mode: str | None = None,
+        transfer: bool = False,
+    ) -> list[Scored]:
+        """`ranking(...).order`: the candidates in the order to try them."""
+        return self.ranking(
+            upstreams, module, prefer_fresh=prefer_fresh, mode=mode, transfer=transfer
+        ).order
 
     def _plain(self, up: Upstream, now: float) -> Candidate:
-        health = self._live[up.name].health.state(now)
-        return Candidate(up.name, self.rtt(up.name), self.cost(up.name), 0.0, health, up.tier)
+        live = self._live[up.name]
+        health = live.health.state(now)
+        return Candidate(
+            up.name, self.rtt(up.name), self.cost(up.name), 0.0, health, up.tier, live.rtt.samples
+        )
 
     # ------------------------------------------------------------------ learning
 
     def observe(self, name: str, *, failed: bool, rtt: float | None) -> None:
-        """One finished attempt: `rtt` is its time to first byte (None without an answer)."""
+        """One finished attempt or probe. `rtt`: its time to first byte, for small answers
+        only (info, mod, list, latest, probes; None for zips and without an answer). A
+        failed attempt's time counts only when it is slower than the estimate (a timeout
+        shows slowness; a quick 5xx is no evidence of speed)."""
         live = self._live.get(name)
         if live is None:
             return
         now = self.now()
-        if rtt is not None:
-            live.rtt.observe(rtt, now)
-            live.last_sample = now
+        if rtt is not None and rtt >= 0:
+            current = live.rtt.value
+            if not failed or (current is not None and rtt > current):
+                live.rtt.observe(rtt, now)
+                live.last_sample = now
         if failed:
             if live.health.failure(now, self.policy) and self.shared:
                 self.pending_ejections[name] = live.health.ejected_until
@@ -183,11 +243,45 @@ class SelectionState:
             else:
                 self.dropped += 1
 
-    def idle(self, name: str, interval: float) -> bool:
-        """True when `name` had no sample for `interval` seconds or awaits a half-open probe."""
-        live = self._live[name]
+    def transferred(self, name: str, nbytes: int, seconds: float) -> None:
+        """A zip body of `nbytes` came from `name` in `seconds` (after its first byte):
+        a bandwidth sample. Small bodies teach nothing about bandwidth and are ignored."""
+        live = self._live.get(name)
+        if live is None or nbytes < MIN_TRANSFER_BYTES or seconds <= 0:
+            return
+        live.bandwidth.observe(nbytes / seconds, self.now())
+
+    def probes_due(self, interval: float) -> dict[str, int]:
+        """Upstreams to probe now, with how many probes in a row: FIRST_PROBES for one
+        never measured since it was added (at start or by a reload); one for an upstream
+        with neither a sample nor a probe for `interval` seconds (not chosen, so not
+        measured by requests), and for a half-open one not probed since its ejection."""
         now = self.now()
-        return now - live.last_sample >= interval or live.health.state(now) == "half-open"
+        due: dict[str, int] = {}
+        for name, live in self._live.items():
+            if live.probes_owed:
+                due[name] = live.probes_owed
+                continue
+            health = live.health.state(now)
+            if health == "ejected":
+                continue
+            quiet = now - max(live.last_sample, live.last_probe) >= interval
+            if quiet or (health == "half-open" and live.last_probe < live.health.ejected_until):
+                due[name] = 1
+        return due
+
+    def probed(self, name: str, *, ok: bool, rtt: float | None) -> None:
+        """One probe's result: alive or not, and its time to first byte."""
+        live = self._live.get(name)
+        if live is None:
+            return
+        live.probes_owed = max(0, live.probes_owed - 1)
+        live.last_probe = self.now()
+        self.observe(name, failed=not ok, rtt=rtt if ok else None)
+
+    def unmeasured(self) -> list[str]:
+        """Upstreams without an RTT estimate of their own yet."""
+        return [n for n, live in self._live.items() if live.rtt.value is None]
 
     def names(self) -> list[str]:
         return list(self._upstreams)

@@ -17,7 +17,8 @@ It answers ``MODULE/@v/list``, ``@v/VERSION.info|.mod|.zip`` and ``MODULE/@lates
 ``!``-escaped paths (raw or percent-encoded as ``%21``), ``/sumdb/NAME/supported`` for the names
 in ``sumdb`` and canned ``/sumdb/...`` bodies from ``proxy.sumdb_responses``. Anything else is a
 404 with a one-line ``text/plain; charset=utf-8`` body. Faults (:class:`Fault`) change answers at
-run time; every request is recorded in ``proxy.requests`` before any fault applies.
+run time; every request is recorded in ``proxy.requests`` (a probe of the base URL in
+``proxy.probes``) before any fault applies.
 """
 
 from __future__ import annotations
@@ -175,8 +176,9 @@ class FixtureProxy:
     directory removed on stop by default).
 
     Attributes tests use: ``modules`` (the live :class:`ModuleSet`; add versions mid-test),
-    ``requests`` (every :class:`RecordedRequest`, in arrival order), ``sumdb_responses`` (canned
-    bodies keyed by the full decoded request path, e.g.
+    ``requests`` (every :class:`RecordedRequest`, in arrival order, but for the gateway's probes:
+    GETs of the base URL itself, which go to ``probes``; faults apply to both),
+    ``sumdb_responses`` (canned bodies keyed by the full decoded request path, e.g.
     ``"/sumdb/sum.golang.org/lookup/rsc.io/quote@v1.5.2"``) and ``bytes_served`` (body bytes
     sent for GET requests, for cost accounting checks).
     """
@@ -197,6 +199,7 @@ class FixtureProxy:
         self.sumdb = set(sumdb)
         self.sumdb_responses: dict[str, bytes] = {}
         self.requests: list[RecordedRequest] = []
+        self.probes: list[RecordedRequest] = []
         self.bytes_served = 0
         self.base_path = base_path.rstrip("/")
         self._zip_dir = zip_dir
@@ -336,7 +339,12 @@ class FixtureProxy:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         raw = request.raw_path
         decoded = unquote(raw.split("?", 1)[0])
-        self.requests.append(RecordedRequest(request.method, raw, dict(request.headers), decoded))
+        recorded = RecordedRequest(request.method, raw, dict(request.headers), decoded)
+        root = ("/", self.base_path, self.base_path + "/")
+        if request.method == "GET" and "?" not in raw and decoded in root:
+            self.probes.append(recorded)  # the gateway's health/RTT probe of the base URL
+        else:
+            self.requests.append(recorded)
         if request.method not in ("GET", "HEAD"):
             return self._send(request, _Answer(405, CT_TEXT, b"method not allowed\n"))
         for name, value in self.required_headers.items():
