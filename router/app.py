@@ -10,7 +10,6 @@ X-Router-Upstream. The request flow is parse -> identify -> decide -> fetch
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import logging
 import re
@@ -30,19 +29,24 @@ from router.checksums import ChecksumDatabase, ChecksumRegistry, Verification
 from router.core.errors import ProtocolError
 from router.core.fallback import Outcome
 from router.core.model import Pool, Rules, Server
-from router.core.modpath import match_prefix_patterns
+from router.core.plan import Asked, Plan, Ranked, Refused, decide, rank
 from router.core.protocol import Kind, ModuleRequest, SumdbRequest, parse_request_target
-from router.core.routing import Facts, verifies_checksums
-from router.core.tenancy import REALM, Identity, Refusal, identify, visibility
-from router.debug import debug_abuse, debug_purge, debug_rollout_reset, debug_upstreams
-from router.gateway import UPSTREAM_HEADER, Served, candidates_for, serve, text_response
+from router.core.tenancy import REALM, Identity, Refusal, identify
+from router.debug import (
+    debug_abuse,
+    debug_explain,
+    debug_purge,
+    debug_rollout_reset,
+    debug_upstreams,
+)
+from router.gateway import UPSTREAM_HEADER, Served, serve, text_response
 from router.limiting import LimitSync, RequestLimits, StreamSlots, limit_loop
 from router.live import gauge_loop, probe_loop
 from router.logs import AccessLog
 from router.observability import Metrics, status_class
 from router.padding import NotFoundTimer
 from router.reload import Reloader
-from router.rollouts import Rollouts
+from router.rollouts import RolloutPick, Rollouts
 from router.runtime import Runtime, build_runtime
 from router.sending import abort
 from router.state.local import SelectionState
@@ -214,10 +218,6 @@ def _refusal_response(refusal: Refusal) -> web.Response:
     return resp
 
 
-def _module_of(request: ModuleRequest | SumdbRequest) -> str | None:
-    return request.module
-
-
 async def goproxy(http: web.Request) -> web.StreamResponse:
     """Every GOPROXY and checksum-database request: parse, identify, decide, fetch."""
     state = http.app[STATE]
@@ -358,85 +358,74 @@ async def _decide_and_serve(
     request: ModuleRequest | SumdbRequest,
     served: Served,
 ) -> web.StreamResponse:
+    """Execute the plan `router.core.plan` makes for this request: decisions are all
+    there; this only looks up caches, fetches and answers."""
     state = http.app[STATE]
-    tenant_label = who.tenant_id or "anonymous"
-    module = _module_of(request)
-    seen = visibility(rt.tenants, who, module)
-    if not seen.allowed:
-        state.metrics.access_denied.labels(tenant_label).inc()
-        return text_response(403, f"forbidden: {seen.reason}")
-    if seen.hidden:
-        state.metrics.private_blocked.labels(tenant_label).inc()
-        await asyncio.sleep(state.not_found_timer.sample())
-        return text_response(404, f"not found: {module}")
-    facts = Facts(
-        tenant=who.tenant_id,
-        kind=request.kind.value,
-        module=module,
-        go_version=http.headers.get("X-Go-Version"),
-        headers=http.headers,  # case-insensitive already
-    )
-    decision = rt.router.decide(facts)
-    pool = rt.rules.pool(decision.pool)
-    served.pool = pool.name
-    served.route = decision.route
-    candidates = candidates_for(request, pool, rt.clients)
-    check = None
-    if isinstance(request, SumdbRequest):
-        if request.module is not None:
-            blocked = _sumdb_blocked(rt, request.module, seen.private)
-            if blocked:
-                return text_response(404, blocked)
-        db = state.checksums.get(request.db)
-        if db is not None:
-            candidates = db.sources(candidates)  # its url too; liars ejected
-            check = functools.partial(db.check_proxied, request)
-        pool = dataclasses.replace(pool, fallback="any-error")  # every copy is checkable
-    if seen.private:
-        candidates = [c for c in candidates if not c.config.public]
-        if not candidates:
-            state.metrics.private_blocked.labels(tenant_label).inc()
-            return text_response(
-                404, f"not found: {module} is private and pool {pool.name} has no private upstream"
-            )
-    verify = http.method == "GET" and verifies_checksums(
-        rt.rules, decision, who.tenant, request.kind.value, module, seen.private
-    )
+    decided = decide(rt.compiled, request, who, Asked(http.method, http.headers))
+    if isinstance(decided, Refused):
+        return await _refused(state, who, decided)
+    served.pool, served.route = decided.pool.name, decided.route.route
     answers = state.answers
     if answers is not None:
-        hit = answers.fast_hit(request, pool.name, seen.private, served, verify)
+        hit = answers.fast_hit(request, decided.key, served)
         if hit is not None:
             return hit  # a fresh cache hit needs no upstream ranking
-    candidates = state.rollouts.usable(candidates)
-    fresh = decision.prefer_fresh and request.kind in (Kind.LIST, Kind.LATEST)
-    if len(candidates) < 2 or isinstance(request, SumdbRequest):
-        ordered = candidates  # nothing to rank (checksum DB mirrors: the pool's order)
-    else:
-        with state.tracer.span(served.trace, "selection", {"goproxy.pool": pool.name}):
-            ranked = state.selection.order(
-                [c.config for c in candidates],
-                module,
-                prefer_fresh=fresh,
-                mode=pool.mode,
-                transfer=request.kind is Kind.ZIP,
-            )
-        by_name = {c.name: c for c in candidates}
-        ordered = [by_name[s.candidate.name] for s in ranked]
+    sel = state.selection
+    with state.tracer.span(served.trace, "selection", {"goproxy.pool": decided.pool.name}):
+        ranked = rank(decided, sel, state.rollouts.trackers, sel.rng, sel.now())
+    return await _fetch(http, state, rt, decided, ranked, served)
+
+
+async def _refused(state: GatewayState, who: Identity, refused: Refused) -> web.Response:
+    tenant = who.tenant_id or "anonymous"
+    if refused.counted == "access_denied":
+        state.metrics.access_denied.labels(tenant).inc()
+    elif refused.counted == "private_blocked":
+        state.metrics.private_blocked.labels(tenant).inc()
+    if refused.padded:  # timed like a real not-found: it must not tell them apart
+        await asyncio.sleep(state.not_found_timer.sample())
+    return text_response(refused.status, refused.reason)
+
+
+async def _fetch(
+    http: web.Request,
+    state: GatewayState,
+    rt: Runtime,
+    plan: Plan,
+    ranked: Ranked,
+    served: Served,
+) -> web.StreamResponse:
+    request = plan.request
+    ordered = [rt.clients[n] for n in ranked.names if n in rt.clients]
+    check = None
+    if isinstance(request, SumdbRequest):
+        db = state.checksums.get(request.db) if plan.sumdb_checked else None
+        if db is not None:
+            ordered = db.sources(ordered)  # its url too; liars ejected
+            check = functools.partial(db.check_proxied, request)
     headers = {REQUEST_ID_HEADER: http[REQUEST_ID]}
-    rollout = None
-    if not verify:
-        rollout = state.rollouts.pick(
-            request, http.method, ordered, rt.clients, private=seen.private
-        )
-    plain = not verify and rollout is None and check is None
-    streamed = request.kind is Kind.ZIP and http.method == "GET"  # always through a tee
-    if answers is None or (plain and answers.keeps_nothing and not streamed):
-        return await serve(http, request, pool, ordered, served, headers, state.tracer)
-    job = Job(request, pool, ordered, served, headers, seen.private, check=check, rollout=rollout)
-    if verify and state.checksums.primary is not None:
+    rollout = _rollout_pick(state, rt, ranked)
+    answers = state.answers
+    plain = not plan.verify and rollout is None and check is None
+    if answers is None or (plain and answers.keeps_nothing and not plan.transfer):
+        return await serve(http, request, plan.pool, ordered, served, headers, state.tracer)
+    job = Job(request, plan.pool, ordered, served, headers, plan.private, check=check)
+    job.rollout = rollout
+    if plan.verify and state.checksums.primary is not None:
         assert isinstance(request, ModuleRequest) and request.version is not None
-        job.verification = _verification(state, rt, pool, request, state.checksums.primary)
+        job.verification = _verification(state, rt, plan.pool, request, state.checksums.primary)
     return await answers.serve(http, job)
+
+
+def _rollout_pick(state: GatewayState, rt: Runtime, ranked: Ranked) -> RolloutPick | None:
+    if ranked.rollout is None:
+        return None
+    candidate, baseline = ranked.rollout
+    tracker = state.rollouts.trackers.get(candidate)
+    cand, base = rt.clients.get(candidate), rt.clients.get(baseline)
+    if tracker is None or cand is None or base is None:
+        return None
+    return RolloutPick(tracker, cand, base)
 
 
 def _verification(
@@ -453,16 +442,6 @@ def _verification(
         metrics=state.metrics,
         tasks=state.tasks,
     )
-
-
-def _sumdb_blocked(rt: Runtime, module: str, private: bool) -> str | None:
-    """Checksum-DB lookups for private or nosumdb paths are never forwarded anywhere."""
-    if private or any(match_prefix_patterns(p, module) for p in rt.rules.nosumdb):
-        return (
-            f"not found: {module} is private here; its checksum is not looked up "
-            "(set GOPRIVATE or GONOSUMDB for it)"
-        )
-    return None
 
 
 def _observe(
@@ -560,6 +539,7 @@ def create_app(
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/debug/upstreams", debug_upstreams)
     app.router.add_post("/debug/purge", debug_purge)
+    app.router.add_post("/debug/explain", debug_explain)
     app.router.add_get("/debug/abuse", debug_abuse)
     app.router.add_post("/debug/rollouts/reset", debug_rollout_reset)
     # Any path at all, line breaks included: aiohttp matches routes on the decoded path,

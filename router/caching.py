@@ -23,10 +23,10 @@ from router.cache.disk import ArtifactStore, Spool, SpoolBudget, check_module_zi
 from router.cache.health import StorageHealth
 from router.cache.memory import Entry, MemoryCache
 from router.cache.shared import SharedTier
-from router.cache.ttl import cache_key, lifetime
 from router.checksums import ChecksumUnavailable, Verification
 from router.comparing import Comparer
 from router.core.fallback import Attempt, Failure, Outcome
+from router.core.lifetimes import cache_key, lifetime
 from router.core.model import Cache, Pool
 from router.core.protocol import MAX_BYTES, Kind, ModuleRequest, SumdbRequest
 from router.gateway import (
@@ -121,17 +121,11 @@ class AnswerCache:
     # ------------------------------------------------------------------ entry point
 
     def fast_hit(
-        self,
-        request: ModuleRequest | SumdbRequest,
-        pool: str,
-        private: bool,
-        served: Served,
-        verified: bool = False,
+        self, request: ModuleRequest | SumdbRequest, key: str, served: Served
     ) -> web.Response | None:
         """A fresh memory hit, answered before any upstream ranking (None otherwise)."""
         if self.memory is None:
             return None
-        key = cache_key(request, pool, private=private, verified=verified)
         now = self._clock()
         entry = self.memory.get_fresh(key, now)
         if entry is None:

@@ -163,8 +163,18 @@ def _cost_parsers(cost: argparse.ArgumentParser) -> None:
 
 
 def _explain_parser(exp: argparse.ArgumentParser) -> None:
-    exp.add_argument("target", metavar="MODULE[@VERSION]")
+    exp.add_argument(
+        "target",
+        metavar="MODULE[@VERSION]",
+        help="a module, or a request target as a client sends it (/sumdb/NAME/lookup/M@V, "
+        "/M/@v/V.info ...)",
+    )
     exp.add_argument("--rules", type=Path, default=DEFAULT_RULES, help=RULES_HELP)
+    exp.add_argument(
+        "--gateway",
+        help="ask this running gateway (admin; Bearer ROUTER_ADMIN_TOKEN): its plan against "
+        "its live RTT, health, heat and rollouts (default: a fresh state, from the rules)",
+    )
     exp.add_argument(
         "--tenant", help="tenant id (X-Tenant-ID, or Basic user with --token) (default: anonymous)"
     )
@@ -233,7 +243,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
             print(f"explain: --header wants K=V, got {item!r}", file=sys.stderr)
             return 2
         headers[key] = value
-    module, _, version = args.target.partition("@")
+    module, _, version = (
+        (args.target, "", "") if args.target.startswith("/") else args.target.partition("@")
+    )
     question = Question(
         module=module,
         version=version or None,
@@ -244,6 +256,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
         headers=headers,
         peer=args.peer,
     )
+    if args.gateway:
+        from router.explain import question_doc
+
+        body = json.dumps(question_doc(question)).encode()
+        return _post_admin(args.gateway, "/debug/explain", {}, "explain", body=body)
     print(json.dumps(explain(rules, question), indent=2))
     return 0
 
@@ -388,14 +405,18 @@ def cmd_purge(args: argparse.Namespace) -> int:
     return _post_admin(args.gateway, "/debug/purge", {"module": module}, "purge")
 
 
-def _post_admin(gateway: str, path: str, query: dict[str, str], what: str) -> int:
+def _post_admin(
+    gateway: str, path: str, query: dict[str, str], what: str, *, body: bytes | None = None
+) -> int:
     """POST to a gateway's admin endpoint (Bearer ROUTER_ADMIN_TOKEN when set); print it."""
     import urllib.error
     import urllib.parse
     import urllib.request
 
     url = f"{gateway.rstrip('/')}{path}?{urllib.parse.urlencode(query)}"
-    req = urllib.request.Request(url, method="POST")
+    req = urllib.request.Request(url, data=body, method="POST")
+    if body is not None:
+        req.add_header("Content-Type", "application/json")
     token = os.environ.get("ROUTER_ADMIN_TOKEN")
     if token:
         req.add_header("Authorization", f"Bearer {token}")

@@ -99,6 +99,27 @@ async def debug_upstreams(http: web.Request) -> web.StreamResponse:
     return web.json_response(upstreams_view(state, module))
 
 
+async def debug_explain(http: web.Request) -> web.StreamResponse:
+    """POST /debug/explain with a JSON question (what `goproxy-router explain` takes):
+    the plan this gateway would execute for it, against its live selection state. The
+    question may hold a token, so it travels in the body, never in the URL."""
+    from router.app import STATE
+    from router.explain import NoDraw, explain, question_from
+
+    state = http.app[STATE]
+    if not is_admin(state.current.rules.admin, http.remote, http.headers.get("Authorization")):
+        return web.Response(status=403, text="forbidden: /debug is for admin networks or tokens\n")
+    try:
+        question = question_from(await http.json())
+    except (ValueError, TypeError, KeyError) as exc:
+        return web.Response(status=400, text=f"bad question: {exc}\n")
+    rules = state.current.rules
+    view = explain(
+        rules, question, view=state.selection, rollouts=state.rollouts.trackers, rng=NoDraw()
+    )
+    return web.json_response(view)
+
+
 async def debug_purge(http: web.Request) -> web.StreamResponse:
     """POST /debug/purge?module=PATH: drop the module's list/@latest/negative entries here
     (and, with Redis, on every replica)."""

@@ -1,7 +1,8 @@
-"""`goproxy-router explain`: the decision the gateway would take, as plain data.
+"""`goproxy-router explain`: the plan the gateway would execute, as plain data.
 
-Runs the same pure steps as a request (identify, visibility, route, pool,
-candidates) without a server, network or Redis. Never includes a token.
+The same pure `router.core.plan` a request goes through (identify, then decide and
+rank), without a server, network or Redis: against a fresh selection state, or a live
+gateway's (`/debug/explain`, `explain --gateway URL`). Never includes a token.
 """
 
 from __future__ import annotations
@@ -12,12 +13,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from multidict import CIMultiDict
+
 from router.core.errors import ProtocolError
 from router.core.model import Rules
-from router.core.policy import Policy, format_age, resolve
-from router.core.protocol import Kind, ModuleRequest
-from router.core.routing import Facts, Router, verifies_checksums
-from router.core.tenancy import Refusal, TenantIndex, identify, visibility
+from router.core.plan import Asked, Compiled, Plan, Ranked, Refused, decide, rank
+from router.core.policy import format_age
+from router.core.protocol import ModuleRequest, SumdbRequest, parse_request_target
+from router.core.rollout import RolloutTracker
+from router.core.tenancy import Refusal, identify, visibility
 from router.state.local import SelectionState
 
 
@@ -33,10 +37,36 @@ class Question:
     peer: str | None = None
 
 
-def _request(q: Question) -> ModuleRequest:
+def question_from(doc: Any) -> Question:
+    """A question from its JSON form (the body of `/debug/explain`)."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("module"), str):
+        raise ValueError("a JSON object with at least a 'module' string")
+    fields = ("version", "kind", "tenant", "token", "go_version", "peer")
+    extra = {k: doc[k] for k in fields if isinstance(doc.get(k), str)}
+    headers = doc.get("headers") or {}
+    if not isinstance(headers, dict):
+        raise ValueError("'headers' must be an object")
+    return Question(
+        module=doc["module"], headers={str(k): str(v) for k, v in headers.items()}, **extra
+    )
+
+
+def question_doc(q: Question) -> dict[str, Any]:
+    """The JSON form of a question."""
+    doc: dict[str, Any] = {"module": q.module, "headers": dict(q.headers or {})}
+    for name in ("version", "kind", "tenant", "token", "go_version", "peer"):
+        value = getattr(q, name)
+        if value is not None:
+            doc[name] = value
+    return doc
+
+
+def _request(q: Question) -> ModuleRequest | SumdbRequest:
     from router.core import modpath
     from router.core.protocol import parse_module_path
 
+    if q.module.startswith("/"):  # a request target as a client sends it (sumdb too)
+        return parse_request_target(q.module)
     kind = q.kind or ("zip" if q.version else "list")
     escaped = modpath.escape_path(q.module)
     if kind == "list":
@@ -57,23 +87,27 @@ def _authorization(q: Question) -> str | None:
     return f"Bearer {q.token}"
 
 
-def explain(rules: Rules, q: Question) -> dict[str, Any]:
-    """The decision for one question, as JSON-ready data."""
+def explain(
+    rules: Rules,
+    q: Question,
+    *,
+    view: SelectionState | None = None,
+    rollouts: Mapping[str, RolloutTracker] | None = None,
+    rng: random.Random | None = None,
+) -> dict[str, Any]:
+    """The plan for one question, as JSON-ready data: the decision of `router.core.plan`,
+    against `view` (a live gateway's selection state) or, by default, a fresh one."""
     try:
         request = _request(q)
     except ProtocolError as exc:
         return {"answer": {"status": exc.status, "reason": exc.reason}}
-    out: dict[str, Any] = {
-        "request": {
-            "module": request.module,
-            "version": request.version,
-            "kind": request.kind.value,
-        }
-    }
-    headers = {k.lower(): v for k, v in (q.headers or {}).items()}
-    index = TenantIndex.build(rules)
+    out: dict[str, Any] = {"request": _request_view(request)}
+    headers = CIMultiDict({k: v for k, v in (q.headers or {}).items()})
+    if q.go_version:
+        headers["X-Go-Version"] = q.go_version
+    compiled = Compiled.build(rules)
     who = identify(
-        index,
+        compiled.tenants,
         authorization=_authorization(q),
         tenant_header=q.tenant if q.token is None else headers.get("x-tenant-id"),
         peer=q.peer,
@@ -82,48 +116,85 @@ def explain(rules: Rules, q: Question) -> dict[str, Any]:
         out["answer"] = {"status": who.status, "reason": who.reason}
         return out
     out["tenant"] = {"id": who.tenant_id, "identified_by": who.method}
-    seen = visibility(index, who, request.module)
-    out["access"] = {"allowed": seen.allowed, "private": seen.private, "reason": seen.reason}
-    if not seen.allowed:
-        out["answer"] = {"status": 403, "reason": f"forbidden: {seen.reason}"}
+    decided = decide(compiled, request, who, Asked("GET", headers), explain=True)
+    if isinstance(decided, Refused):
+        seen = visibility(compiled.tenants, who, request.module)
+        out["access"] = {"allowed": seen.allowed, "private": seen.private, "reason": seen.reason}
+        out["answer"] = {"status": decided.status, "reason": decided.reason}
         return out
-    if seen.hidden:
-        out["answer"] = {"status": 404, "reason": "another tenant's private module: not found"}
-        return out
-    facts = Facts(
-        tenant=who.tenant_id,
-        kind=request.kind.value,
-        module=request.module,
-        go_version=q.go_version,
-        headers=headers,
-    )
-    decision = Router.build(rules).decide(facts, explain=True)
-    out["route"] = {
-        "matched": decision.route,
-        "pool_from": decision.source,
-        "not_matched": [{"route": name, "why": why} for name, why in decision.skipped],
-    }
-    pool = rules.pool(decision.pool)
-    mode = pool.mode or rules.selection.mode
-    out["pool"] = {"name": pool.name, "fallback": pool.fallback, "mode": mode}
-    kind = request.kind.value
-    out["verify_checksums"] = verifies_checksums(
-        rules, decision, who.tenant, kind, request.module, seen.private
-    )
-    out["policy"] = _policy(rules, who.tenant_id, decision.route, kind)
-    rollouts = {r.upstream: r.compare_with for r in rules.rollouts if r.upstream in pool.upstreams}
-    if rollouts:
-        out["rollouts"] = [{"candidate": c, "compare_with": b} for c, b in rollouts.items()]
-    fresh = decision.prefer_fresh and request.kind in (Kind.LIST, Kind.LATEST)
-    out.update(_candidates(rules, pool.upstreams, seen.private, request.module, mode, fresh))
+    state = view or SelectionState(rules)
+    ranked = rank(decided, state, rollouts or {}, rng or NoDraw(), state.now())
+    out.update(_plan_view(rules, decided, ranked))
     return out
 
 
-def policy_for(rules: Rules, tenant: str | None, route: str | None) -> Policy | None:
-    """The policy a request of `tenant` matched by `route` is under (None: no gate)."""
-    tenant_block = next((t.policy for t in rules.tenants if t.id == tenant), None)
-    route_block = next((r.policy for r in rules.routes if r.name == route), None)
-    return resolve(tenant, tenant_block, route, route_block)
+class NoDraw(random.Random):
+    """The draws of a plan made without luck: no exploration, no rollout sample, and in
+    `weighted` mode the best score first (a live gateway draws among the near-best)."""
+
+    def random(self) -> float:
+        return 1.0 - 1e-12
+
+    def choices(self, population: Any, weights: Any = None, **_: Any) -> list[Any]:
+        return [population[0]]
+
+
+def _request_view(request: ModuleRequest | SumdbRequest) -> dict[str, Any]:
+    if isinstance(request, SumdbRequest):
+        return {
+            "sumdb": request.db,
+            "path": request.rest,
+            "module": request.module,
+            "kind": "sumdb",
+        }
+    return {"module": request.module, "version": request.version, "kind": request.kind.value}
+
+
+def _plan_view(rules: Rules, plan: Plan, ranked: Ranked) -> dict[str, Any]:
+    seen = plan.access
+    route = plan.route
+    out: dict[str, Any] = {
+        "access": {"allowed": seen.allowed, "private": seen.private, "reason": seen.reason},
+        "route": {
+            "matched": route.route,
+            "pool_from": route.source,
+            "not_matched": [{"route": name, "why": why} for name, why in route.skipped],
+        },
+        "pool": {"name": plan.pool.name, "fallback": plan.pool.fallback, "mode": plan.mode},
+        "verify_checksums": plan.verify,
+        "policy": _policy(plan, plan.request.kind.value),
+        "cache_key": plan.key,
+    }
+    if isinstance(plan.request, SumdbRequest):
+        out["sumdb"] = {"name": plan.request.db, "answers_proven": plan.sumdb_checked}
+    compared = {r.upstream: r.compare_with for r in rules.rollouts}
+    in_pool = [(c, b) for c, b in compared.items() if c in plan.pool.upstreams]
+    if in_pool:
+        out["rollouts"] = [{"candidate": c, "compare_with": b} for c, b in in_pool]
+    if ranked.rollout is not None:
+        out["compared"] = {"candidate": ranked.rollout[0], "baseline": ranked.rollout[1]}
+    out.update(_candidates(rules, plan, ranked))
+    return out
+
+
+def _candidates(rules: Rules, plan: Plan, ranked: Ranked) -> dict[str, Any]:
+    """Every upstream of the pool, in the pool's order, with its score components or why
+    it is not asked; then the order they would be tried in and why the first is first."""
+    scored = {s.candidate.name: s for s in ranked.order}
+    excluded = dict(plan.excluded)
+    rows: list[dict[str, Any]] = []
+    for position, name in enumerate(plan.pool.upstreams, 1):
+        up = rules.upstream(name)
+        found = scored.get(name)
+        row: dict[str, Any] = found.as_dict() if found is not None else {"upstream": name}
+        row["public"] = up.public
+        row["position"] = position
+        if name in excluded:
+            row["excluded"] = excluded[name]
+        elif name in ranked.rolled_back:
+            row["excluded"] = "rollout candidate rolled back: not used until reset"
+        rows.append(row)
+    return {"candidates": rows, "order": ranked.names, "reason": ranked.reason}
 
 
 # Which gates a request of each kind meets: licences need the zip; list and @latest
@@ -137,10 +208,8 @@ _GATES_BY_KIND = {
 }
 
 
-def _policy(
-    rules: Rules, tenant: str | None, route: str | None, kind: str
-) -> dict[str, Any] | None:
-    policy = policy_for(rules, tenant, route)
+def _policy(plan: Plan, kind: str) -> dict[str, Any] | None:
+    policy = plan.policy
     if policy is None:
         return None
     out: dict[str, Any] = {"mode": policy.mode}
@@ -162,39 +231,4 @@ def _policy(
         vulns = policy.vulnerabilities
         out["vulnerabilities"] = {"db": vulns.db, "allow": list(vulns.allow), "from": vulns.origin}
     out["checked_for_this_request"] = [g for g in _GATES_BY_KIND.get(kind, ()) if g in policy.gates]
-    return out
-
-
-def _candidates(
-    rules: Rules,
-    names: tuple[str, ...],
-    private: bool,
-    module: str,
-    mode: str,
-    fresh: bool,
-) -> dict[str, Any]:
-    """Every candidate with its score components, as a fresh gateway would see them:
-    RTT not measured yet (left out: "cold"), costs from the rules, no heat yet. In `weighted` mode
-    the order shown is by score; the live gateway draws the first among near-best."""
-    state = SelectionState(rules, rng=random.Random(0))
-    ups = [rules.upstream(n) for n in names]
-    allowed = [u for u in ups if not (private and u.public)]
-    shown_mode = "ordered" if mode == "ordered" else "best"
-    ranking = state.ranking(allowed, module, prefer_fresh=fresh, mode=shown_mode)
-    ranked = ranking.order
-    rows: list[dict[str, Any]] = []
-    for position, (up, scored) in enumerate(zip(ups, state.scored(ups, module), strict=True), 1):
-        row = scored.as_dict()
-        row["public"] = up.public
-        row["position"] = position
-        if private and up.public:
-            row["excluded"] = "public upstream: a private module is never sent to it"
-        rows.append(row)
-    out: dict[str, Any] = {
-        "candidates": rows,
-        "order": [s.candidate.name for s in ranked],
-        "reason": ranking.reason,
-    }
-    if private and not allowed:
-        out["answer"] = {"status": 404, "reason": "private module and no private upstream in pool"}
     return out

@@ -80,16 +80,6 @@ def text_response(status: int, reason: str, *, upstream: str | None = None) -> w
     return resp
 
 
-def candidates_for(
-    request: ModuleRequest | SumdbRequest, pool: Pool, clients: Mapping[str, UpstreamClient]
-) -> list[UpstreamClient]:
-    """The pool's upstreams in order; for checksum-DB requests only those proxying the DB."""
-    ordered = [clients[name] for name in pool.upstreams if name in clients]
-    if isinstance(request, SumdbRequest):
-        ordered = [c for c in ordered if request.db in c.config.sumdb]
-    return ordered
-
-
 async def serve(
     http: web.Request,
     request: ModuleRequest | SumdbRequest,

@@ -15,14 +15,14 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from redis.exceptions import RedisError
 
 from router.core.model import Rules
-from router.core.protocol import Kind, ModuleRequest, SumdbRequest
+from router.core.protocol import Kind
 from router.core.rollout import STATES, RolloutTracker
 from router.observability import Metrics
 from router.upstream import UpstreamClient
@@ -78,44 +78,11 @@ class Rollouts:
         self.update_gauges()
 
     # ------------------------------------------------------------------ the request path
-
-    def usable(self, ordered: list[UpstreamClient]) -> list[UpstreamClient]:
-        """`ordered` without rolled-back candidates (unless nothing else is left); the
-        same list when there is no rollout at all (the common case, on every request)."""
-        if not self.trackers:
-            return ordered
-        kept = [c for c in ordered if not self.rolled_back(c.name)]
-        return kept or ordered
+    # (which requests are compared is decided by router.core.plan.rank)
 
     def rolled_back(self, name: str) -> bool:
         tracker = self.trackers.get(name)
         return tracker is not None and tracker.rolled_back_at is not None
-
-    def pick(
-        self,
-        request: ModuleRequest | SumdbRequest,
-        method: str,
-        ordered: Sequence[UpstreamClient],
-        clients: Mapping[str, UpstreamClient],
-        *,
-        private: bool = False,
-    ) -> RolloutPick | None:
-        """Whether this request is compared: an immutable GET whose first upstream is a
-        rollout candidate, drawn with the rollout's `sample` probability. A private
-        module is never compared with a public baseline (its name would leak)."""
-        if not self.trackers or not ordered or method != "GET":
-            return None
-        if not isinstance(request, ModuleRequest) or request.kind not in _COMPARED_KINDS:
-            return None
-        if not request.immutable:
-            return None
-        tracker = self.trackers.get(ordered[0].name)
-        if tracker is None or not tracker.sampled(self._rng.random()):
-            return None
-        baseline = clients.get(tracker.config.compare_with)
-        if baseline is None or (private and baseline.config.public):
-            return None
-        return RolloutPick(tracker, ordered[0], baseline)
 
     def record(self, tracker: RolloutTracker, mismatch: bool, what: str) -> None:
         """One finished comparison."""

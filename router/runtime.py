@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from router.core.model import Rules
-from router.core.routing import Router
+from router.core.plan import Compiled
 from router.core.tenancy import TenantIndex
 from router.upstream import UpstreamClient
 
@@ -20,11 +20,17 @@ class Runtime:
     """A request takes the current runtime when it starts and keeps it to the end,
     so a reload never changes the rules under a request in flight."""
 
-    rules: Rules
-    tenants: TenantIndex
-    router: Router
+    compiled: Compiled
     clients: Mapping[str, UpstreamClient]
     generation: int
+
+    @property
+    def rules(self) -> Rules:
+        return self.compiled.rules
+
+    @property
+    def tenants(self) -> TenantIndex:
+        return self.compiled.tenants
 
 
 async def build_runtime(
@@ -48,13 +54,7 @@ async def build_runtime(
         client = UpstreamClient(up, on_connection)
         await client.start()
         clients[up.name] = client
-    runtime = Runtime(
-        rules=rules,
-        tenants=TenantIndex.build(rules),
-        router=Router.build(rules),
-        clients=clients,
-        generation=generation,
-    )
+    runtime = Runtime(compiled=Compiled.build(rules), clients=clients, generation=generation)
     return runtime, list(old.values())
 
 

@@ -11,6 +11,7 @@ import pytest
 
 REPO = Path(__file__).parents[1]
 EXAMPLES = REPO / "rules" / "examples"
+_EXPLAIN = [sys.executable, "-m", "router", "explain"]
 
 
 def explain(*args: str, rules: Path = EXAMPLES) -> dict[str, object]:
@@ -125,3 +126,49 @@ def test_explain_says_when_answers_are_verified_against_the_checksum_db(tmp_path
     plain = ask("example.com/m@v1.0.0", "--kind", "zip")
     assert not plain["verify_checksums"]
     assert plain["rollouts"] == [{"candidate": "a", "compare_with": "b"}]
+
+
+def test_explain_covers_checksum_db_requests_like_the_gateway() -> None:
+    private = explain(
+        "--tenant",
+        "finance",
+        "--token",
+        "finance-example-token",
+        "/sumdb/sum.golang.org/lookup/corp.example.com/finance/ledger@v1.0.0",
+    )
+    assert private["answer"] == {
+        "status": 404,
+        "reason": "not found: corp.example.com/finance/ledger is private here; its checksum is "
+        "not looked up (set GOPRIVATE or GONOSUMDB for it)",
+    }
+    public = explain("/sumdb/sum.golang.org/lookup/golang.org/x/mod@v0.20.0")
+    assert public["request"]["kind"] == "sumdb"
+    assert public["pool"]["fallback"] == "any-error"
+    assert all(
+        row.get("excluded") == "does not proxy checksum database sum.golang.org"
+        for row in public["candidates"]  # type: ignore[union-attr]
+        if row["upstream"] not in public["order"]  # type: ignore[index,operator]
+    )
+
+
+async def test_explain_asks_a_running_gateway_for_its_live_plan(tmp_path: Path) -> None:
+    import asyncio
+
+    from support.gateway import gateway_in_process, one_pool_rules
+    from support.goproxy_server import FixtureProxy
+
+    async with FixtureProxy([], name="a") as a, FixtureProxy([], name="b") as b:
+        rules = one_pool_rules(tmp_path / "r.yaml", {"a": a.url, "b": b.url}, mode="best")
+        async with gateway_in_process(rules) as gw:
+            done = await asyncio.to_thread(
+                subprocess.run,
+                [*_EXPLAIN, "--rules", str(rules), "--gateway", gw.url, "example.com/m@v1.0.0"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                cwd=REPO,
+            )
+    assert done.returncode == 0, done.stderr
+    plan = json.loads(done.stdout)
+    assert plan["pool"]["name"] == "main" and set(plan["order"]) == {"a", "b"}
+    assert all(row["rtt_samples"] >= 1 for row in plan["candidates"])  # probed at start

@@ -64,7 +64,7 @@ class SelectionState:
         rng: random.Random | None = None,
     ) -> None:
         self._clock = clock
-        self._rng = rng or random.Random()
+        self.rng = rng or random.Random()
         self._live: dict[str, UpstreamLive] = {}
         self.cost_overrides: dict[str, float] = {}
         self.pending_heat: dict[tuple[str, int, str], float] = {}
@@ -162,11 +162,11 @@ class SelectionState:
             return rank(
                 [Scored(self._plain(u, now), 1.0, 1.0, 0.0, 1.0) for u in upstreams],
                 mode=mode,
-                rng=self._rng,
+                rng=self.rng,
                 fresh_tiers=fresh,
             )
         scored = self.scored(upstreams, module, transfer=transfer)
-        return rank(scored, mode=mode, rng=self._rng, fresh_tiers=fresh)
+        return rank(scored, mode=mode, rng=self.rng, fresh_tiers=fresh)
 
     def order(
         self,
