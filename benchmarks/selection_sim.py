@@ -24,7 +24,7 @@ The world:
   CI scan of 400 random modules every 30 minutes;
 * REPLICAS gateway replicas behind a round-robin balancer, each with its own
   selection state, sharing heat, RTT, ejections and cost overrides the way
-  `router.state.redis.RedisSync` does (pushed every 250 ms, pulled every second,
+  `router.fleet.selection.RedisSync` does (pushed every 250 ms, pulled every second,
   heat every five);
 * a timeline (SCENARIO) of changes: the regional mirror degrades for ten minutes and
   recovers, its region goes down for twenty, its price rises mid-run (set at run time,

@@ -39,8 +39,12 @@ from router.debug import (
     debug_rollout_reset,
     debug_upstreams,
 )
+from router.fleet.client import connect
+from router.fleet.limits import LimitSync
+from router.fleet.rollouts import sync_loop as rollout_sync
+from router.fleet.selection import RedisSync
 from router.gateway import UPSTREAM_HEADER, Served, serve, text_response
-from router.limiting import LimitSync, RequestLimits, StreamSlots, limit_loop
+from router.limiting import RequestLimits, StreamSlots
 from router.live import gauge_loop, probe_loop
 from router.logs import AccessLog
 from router.observability import Metrics, status_class
@@ -50,7 +54,6 @@ from router.rollouts import RolloutPick, Rollouts
 from router.runtime import Runtime, build_runtime
 from router.sending import abort
 from router.state.local import SelectionState
-from router.state.redis import RedisSync, connect
 from router.tasks import TaskGroup
 from router.tracing import Tracer, make_tracer
 
@@ -500,8 +503,8 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
         state.redis_sync = RedisSync(redis_client, state.selection, state.metrics)
         state.tasks.spawn(state.redis_sync.run(), name="redis-sync")
         limit_sync = LimitSync(redis_client, state.limits, state.redis_sync.replica)
-        state.tasks.spawn(limit_loop(limit_sync, state.metrics), name="limit-sync")
-        state.tasks.spawn(state.rollouts.sync_loop(redis_client), name="rollout-sync")
+        state.tasks.spawn(limit_sync.run(state.metrics), name="limit-sync")
+        state.tasks.spawn(rollout_sync(state.rollouts, redis_client), name="rollout-sync")
     state.answers = await build_cache(state, redis_client)
     state.tracer = make_tracer(state.initial_rules.tracing)
     state.answers.tracer = state.tracer

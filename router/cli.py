@@ -304,7 +304,9 @@ def cmd_cost(args: argparse.Namespace) -> int:
 
     from redis.exceptions import RedisError
 
-    from router.state.redis import connect, get_costs, set_cost
+    from router.fleet import keys
+    from router.fleet.client import connect
+    from router.fleet.selection import get_costs, set_cost
 
     rules = _rules_or_report(args.rules)
     if rules is None:
@@ -335,7 +337,7 @@ def cmd_cost(args: argparse.Namespace) -> int:
                 await set_cost(client, name or "", args.usd_per_gb)
                 return [f"{name}: {args.usd_per_gb:g} USD/GB (every replica within 2 s)"]
             if args.cost_command == "clear":
-                await client.hdel("goproxy-router:cost", name)
+                await client.hdel(keys.COST, name)
                 return [f"{name}: back to the rules' cost"]
             overrides = await get_costs(client)
             lines = []
@@ -366,10 +368,10 @@ def cmd_purge(args: argparse.Namespace) -> int:
 
     from redis.exceptions import RedisError
 
-    from router.cache.shared import purge
     from router.core.errors import ModuleError
     from router.core.modpath import check_path
-    from router.state.redis import connect
+    from router.fleet.client import connect
+    from router.fleet.purge import purge
 
     module = args.target.partition("@")[0]
     try:
@@ -446,8 +448,8 @@ def cmd_rollout_reset(args: argparse.Namespace) -> int:
 
     from redis.exceptions import RedisError
 
-    from router.rollouts import publish_reset
-    from router.state.redis import connect
+    from router.fleet.client import connect
+    from router.fleet.rollouts import publish_reset
 
     rules = load_rules([args.rules]).rules if args.rules.exists() else None
     if rules is not None and not args.gateway:

@@ -124,9 +124,9 @@ async def debug_purge(http: web.Request) -> web.StreamResponse:
     """POST /debug/purge?module=PATH: drop the module's list/@latest/negative entries here
     (and, with Redis, on every replica)."""
     from router.app import STATE
-    from router.cache.shared import purge as shared_purge
     from router.core.errors import ModuleError
     from router.core.modpath import check_path
+    from router.fleet.purge import purge as shared_purge
 
     state = http.app[STATE]
     if not is_admin(state.current.rules.admin, http.remote, http.headers.get("Authorization")):

@@ -1,7 +1,7 @@
 """Rate limits and abusive-pull detection for the request flow, shared through Redis.
 
 No Redis round trip on a request: each replica decides on its local buckets
-and windows; `LimitSync` sends what it allowed and counted every 250 ms and
+and windows; `router.fleet.limits.LimitSync` sends what it allowed and counted every 250 ms and
 charges in what the other replicas did. So the fleet-wide overshoot of a limit
 is at most about what the other replicas allow in one sync period (plus their
 bursts); it is documented in docs/security.md. With Redis unreachable each
@@ -21,15 +21,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from router.core.limits import Flag, Limit, Limiter, PullWindow
 from router.core.model import Limits, Rules
 from router.core.tenancy import Identity
 from router.observability import Metrics
 
 log = logging.getLogger("goproxy_router.limits")
-PREFIX = "goproxy-router:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,90 +221,3 @@ def _flag_view(flag: Flag, described: str, now: float) -> dict[str, Any]:
         "flagged_for_seconds": round(now - flag.since, 1),
         "cooldown_left_seconds": round(flag.until - now, 1),
     }
-
-
-class LimitSync:
-    """Shares limiter consumption and pull counts through Redis every 250 ms."""
-
-    def __init__(self, client: Any, limits: RequestLimits, replica: str) -> None:
-        self.client = client
-        self.limits = limits
-        self.replica = replica
-        self._seen_others: dict[str, int] = {}
-        self.replicas = 1
-
-    async def step(self) -> None:
-        lim = self.limits
-        now = lim.clock()
-        pending, lim.limiter.pending = lim.limiter.pending, {}
-        pulls = lim.pulls
-        pull_pending: dict[tuple[str, int], int] = {}
-        if pulls is not None:
-            pull_pending, pulls.pending = pulls.pending, {}
-        pipe = self.client.pipeline(transaction=False)
-        pipe.zadd(PREFIX + "replicas", {self.replica: now})
-        pipe.zremrangebyscore(PREFIX + "replicas", 0, now - 10)
-        pipe.zcard(PREFIX + "replicas")
-        keys = list(pending)
-        for key in keys:
-            name = f"{PREFIX}rl:{{{key}}}"
-            pipe.hincrby(name, self.replica, pending[key])
-            pipe.expire(name, 120)
-            pipe.hgetall(name)
-        pull_keys: list[str] = []
-        if pulls is not None:
-            for (key, slot), n in pull_pending.items():
-                pipe.incrby(f"{PREFIX}pulls:{{{key}}}:{slot}", n)
-                pipe.expire(f"{PREFIX}pulls:{{{key}}}:{slot}", int(pulls.window) + 60)
-            pull_keys = pulls.keys()[-2000:]
-            current = pulls.slot_of(now)
-            for key in pull_keys:
-                pipe.mget(
-                    [
-                        f"{PREFIX}pulls:{{{key}}}:{s}"
-                        for s in range(current - pulls.slots + 1, current + 1)
-                    ]
-                )
-        try:
-            results = await pipe.execute()
-        except (RedisError, OSError, TimeoutError):
-            for key, n in pending.items():  # keep, for the next attempt
-                lim.limiter.pending[key] = lim.limiter.pending.get(key, 0) + n
-            lim.limiter.share = 1.0 / max(1, self.replicas)
-            raise
-        lim.limiter.share = 1.0
-        self.replicas = int(results[2]) or 1
-        self._charge(keys, results[3:], now)
-        if pulls is not None:
-            offset = 3 + 3 * len(keys) + 2 * len(pull_pending)
-            for key, counts in zip(pull_keys, results[offset:], strict=False):
-                fleet = sum(int(c) for c in counts if c is not None)
-                pulls.remote[key] = max(0, fleet - pulls.local(key, now))
-
-    def _charge(self, keys: list[str], rows: list[Any], now: float) -> None:
-        for i, key in enumerate(keys):
-            hashed = rows[3 * i + 2] or {}
-            others = sum(
-                int(v)
-                for k, v in hashed.items()
-                if (k.decode() if isinstance(k, bytes) else k) != self.replica
-            )
-            before = self._seen_others.get(key)
-            self._seen_others[key] = others
-            if before is not None and others > before:
-                self.limits.limiter.charge(key, others - before, now)
-        if len(self._seen_others) > 200_000:
-            self._seen_others.clear()
-
-
-async def limit_loop(sync: LimitSync, metrics: Metrics, interval: float = 0.25) -> None:
-    """Run `sync.step` every `interval`; on Redis errors, back off (local fair share)."""
-    backoff = 0.0
-    while True:
-        await asyncio.sleep(backoff or interval)
-        try:
-            await sync.step()
-            backoff = 0.0
-        except (RedisError, OSError, TimeoutError):
-            metrics.redis_errors.labels("limits").inc()
-            backoff = min(max(0.25, backoff * 2), 5.0)

@@ -15,12 +15,20 @@ Tests use such a name for an upstream whose host does not resolve.
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
+
+# Property tests draw the same examples on every run, so a CI result repeats; set
+# HYPOTHESIS_PROFILE=explore to search new examples while working on a property.
+settings.register_profile("repeatable", derandomize=True, database=None)
+settings.register_profile("explore", max_examples=500)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 _real_connect = socket.socket.connect
 _real_connect_ex = socket.socket.connect_ex

@@ -13,9 +13,11 @@ from typing import Any
 import pytest
 
 from router.core.model import Pool, Rules, Upstream
+from router.fleet.client import connect
+from router.fleet.keys import PREFIX
+from router.fleet.selection import RedisSync, get_costs, set_cost
 from router.observability import Metrics
 from router.state.local import SelectionState
-from router.state.redis import PREFIX, RedisSync, connect, get_costs, set_cost
 
 RULES = Rules(
     upstreams=(

@@ -7,19 +7,13 @@ exchange the tier stops asking Redis on the request path altogether (a circuit
 breaker) until a background ping gets an answer again, so a hung Redis costs each
 request nothing, not a timeout or two.
 
-Keys (hash tags keep a key's entry and lock in one Cluster slot):
-- `goproxy-router:meta:{<sha256 of key>}`: header line (JSON) + body; expires
-  when the entry's stale time ends
-- `goproxy-router:lock:{<sha256 of key>}`: who is fetching it; expires in 5 s
-- `goproxy-router:modkeys:<module>`: the meta keys of a module (for purge)
-- channel `goproxy-router:purge`: modules to purge on every replica
+Its keys (`meta:*`, `lock:*`, `modkeys:*`) are in `router.fleet.keys`; purges are
+`router.fleet.purge`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
 import json
 import logging
 from collections.abc import Callable
@@ -28,17 +22,12 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from router.cache.memory import Entry
+from router.fleet import keys
 
 log = logging.getLogger("goproxy_router.shared")
 
-PREFIX = "goproxy-router:"
-PURGE_CHANNEL = PREFIX + "purge"
 LOCK_MS = 5000
 _ERRORS = (RedisError, OSError, TimeoutError, ValueError)
-
-
-def _tag(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
 def encode(entry: Entry) -> bytes:
@@ -119,7 +108,7 @@ class SharedTier:
             return None
         try:
             async with asyncio.timeout(self.timeout):
-                raw = await self.client.get(f"{PREFIX}meta:{{{_tag(key)}}}")
+                raw = await self.client.get(keys.meta(key))
             return decode(raw) if raw else None
         except _ERRORS:
             self._failed("meta_get")
@@ -128,15 +117,15 @@ class SharedTier:
     async def put(self, key: str, entry: Entry, ttl: float) -> None:
         if ttl <= 0 or self.breaker.open:
             return
-        name = f"{PREFIX}meta:{{{_tag(key)}}}"
+        name = keys.meta(key)
         ms = int(min(ttl, 30 * 86400) * 1000)
         try:
             async with asyncio.timeout(self.timeout * 5):
                 pipe = self.client.pipeline(transaction=False)
                 pipe.set(name, encode(entry), px=ms)
                 if entry.module is not None and entry.mutable:
-                    pipe.sadd(f"{PREFIX}modkeys:{entry.module}", name)
-                    pipe.pexpire(f"{PREFIX}modkeys:{entry.module}", ms)
+                    pipe.sadd(keys.modkeys(entry.module), name)
+                    pipe.pexpire(keys.modkeys(entry.module), ms)
                 await pipe.execute()
         except _ERRORS:
             self._failed("meta_put")
@@ -148,9 +137,7 @@ class SharedTier:
             return True
         try:
             async with asyncio.timeout(self.timeout):
-                got = await self.client.set(
-                    f"{PREFIX}lock:{{{_tag(key)}}}", owner, nx=True, px=LOCK_MS
-                )
+                got = await self.client.set(keys.lock(key), owner, nx=True, px=LOCK_MS)
             return bool(got)
         except _ERRORS:
             self._failed("lock")
@@ -161,7 +148,7 @@ class SharedTier:
             return  # the lock expires by itself
         try:
             async with asyncio.timeout(self.timeout):
-                await self.client.delete(f"{PREFIX}lock:{{{_tag(key)}}}")
+                await self.client.delete(keys.lock(key))
         except _ERRORS:
             self._failed("unlock")
 
@@ -175,34 +162,3 @@ class SharedTier:
             if entry is not None:
                 return entry
         return None
-
-
-async def purge(client: Any, module: str) -> int:
-    """Drop a module's shared mutable entries and tell every replica to drop theirs."""
-    index = f"{PREFIX}modkeys:{module}"
-    names = await client.smembers(index)
-    if names:
-        await client.delete(*names)
-    await client.delete(index)
-    receivers: int = await client.publish(PURGE_CHANNEL, module)
-    return receivers
-
-
-async def listen_for_purges(client: Any, apply: Callable[[str], None]) -> None:
-    """Apply purges broadcast by `goproxy-router purge` (reconnecting with backoff)."""
-    backoff = 0.5
-    while True:
-        pubsub = client.pubsub()
-        try:
-            await pubsub.subscribe(PURGE_CHANNEL)
-            backoff = 0.5
-            async for message in pubsub.listen():
-                if message.get("type") == "message":
-                    data = message.get("data")
-                    apply(data.decode() if isinstance(data, bytes) else str(data))
-        except _ERRORS:
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 10.0)
-        finally:
-            with contextlib.suppress(*_ERRORS):
-                await pubsub.aclose()

@@ -1,7 +1,7 @@
 """What this process knows about its upstreams, used to rank them on every request.
 
 Everything here is in memory and synchronous, so ranking never waits on I/O.
-With Redis configured, `router.state.redis.RedisSync` pushes this process's
+With Redis configured, `router.fleet.selection.RedisSync` pushes this process's
 observations out in batches and pulls the fleet's view in, in the background.
 """
 

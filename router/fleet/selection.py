@@ -7,72 +7,30 @@ one pipeline, and heat every five seconds. A slow or dead Redis only delays
 sharing: requests keep being ranked on local state, errors are counted, and
 the loop reconnects with backoff.
 
-Keys (prefix `goproxy-router:`):
-
-- `cost` (hash): upstream -> USD per GB override (`goproxy-router cost set`)
-- `rtt:<upstream>` (hash): replica id -> `seconds@unix time`; expires after 5 min idle
-- `eject:<upstream>` (string): unix time the ejection ends; expires then
-- `heat:<upstream>:<bucket>` (sorted set): module -> requests served in that
-  time bucket; the top 1024 kept; expires after the heat window
+Its keys (`cost`, `rtt:*`, `eject:*`, `heat:*`) are in `router.fleet.keys`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-import os
-import socket
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import urlsplit
 
-import redis.asyncio as aioredis
-from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.sentinel import Sentinel
-from redis.exceptions import RedisError
-
+from router.fleet import keys
+from router.fleet.client import replica_id
+from router.fleet.loop import FAILURES, every
 from router.observability import Metrics
 from router.state.local import MAX_PENDING, SHARED_RTT_FRESH, SelectionState
 
 log = logging.getLogger("goproxy_router.redis")
 
-PREFIX = "goproxy-router:"
 FLUSH_SECONDS = 0.25
 REFRESH_SECONDS = 1.0
 HEAT_REFRESH_SECONDS = 5.0
 HEAT_KEEP = 1024
 RTT_TTL = 300
-
-
-def connect(url: str, *, socket_timeout: float | None = 0.5) -> Any:
-    """A redis-py asyncio client for a standalone, Sentinel or Cluster URL.
-
-    `redis://`, `rediss://`, `unix://`: one server. `redis+cluster://host:port`:
-    a cluster. `redis+sentinel://host:port[,host:port]/SERVICE[/DB]`: the
-    master named SERVICE, found through the sentinels."""
-    opts: dict[str, Any] = {"socket_timeout": socket_timeout, "socket_connect_timeout": 0.5}
-    scheme = urlsplit(url).scheme
-    if scheme in ("redis+cluster", "rediss+cluster"):
-        return RedisCluster.from_url(url.replace("+cluster", "", 1), **opts)
-    if scheme in ("redis+sentinel", "rediss+sentinel"):
-        parts = urlsplit(url)
-        hosts = []
-        for item in parts.netloc.rsplit("@", 1)[-1].split(","):
-            host, _, port = item.rpartition(":")
-            hosts.append((host or item, int(port) if port.isdigit() else 26379))
-        path = [p for p in parts.path.split("/") if p]
-        service = path[0] if path else "mymaster"
-        db = int(path[1]) if len(path) > 1 else 0
-        sentinel = Sentinel(hosts, **opts)  # type: ignore[no-untyped-call]
-        return sentinel.master_for(service, db=db, **opts)
-    return aioredis.from_url(url, **opts)
-
-
-def replica_id() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
 class RedisSync:
@@ -98,17 +56,7 @@ class RedisSync:
         self.healthy = False
 
     async def run(self) -> None:
-        backoff = 0.0
-        while True:
-            await asyncio.sleep(backoff or FLUSH_SECONDS)
-            try:
-                await self.step()
-                backoff = 0.0
-                self._set_health(True)
-            except (RedisError, OSError, TimeoutError) as exc:
-                self._set_health(False)
-                backoff = min(max(0.25, backoff * 2), 5.0)
-                log.warning("redis unavailable (%s); serving on local state", type(exc).__name__)
+        await every(FLUSH_SECONDS, self.step, what="selection sync", on_result=self._set_health)
 
     def _set_health(self, ok: bool) -> None:
         self.healthy = ok
@@ -129,7 +77,7 @@ class RedisSync:
         started = time.monotonic()
         try:
             await fn()
-        except (RedisError, OSError, TimeoutError):
+        except FAILURES:
             self.metrics.redis_errors.labels(op).inc()
             raise
         finally:
@@ -145,7 +93,7 @@ class RedisSync:
         pipe = self.client.pipeline(transaction=False)
         touched: set[str] = set()
         for (upstream, bucket, module), n in heat.items():
-            key = f"{PREFIX}heat:{upstream}:{bucket}"
+            key = keys.heat(upstream, bucket)
             pipe.zincrby(key, n, module)
             touched.add(key)
         for key in touched:
@@ -154,12 +102,12 @@ class RedisSync:
         for name in state.names():
             value = state.live(name).rtt.value
             if value is not None:
-                pipe.hset(f"{PREFIX}rtt:{name}", self.replica, f"{value:.6f}@{now:.3f}")
-                pipe.expire(f"{PREFIX}rtt:{name}", RTT_TTL)
+                pipe.hset(keys.rtt(name), self.replica, f"{value:.6f}@{now:.3f}")
+                pipe.expire(keys.rtt(name), RTT_TTL)
         for name, until in ejections.items():
             ttl_ms = int((until - now) * 1000)
             if ttl_ms > 0:
-                pipe.set(f"{PREFIX}eject:{name}", f"{until:.3f}", px=ttl_ms)
+                pipe.set(keys.eject(name), f"{until:.3f}", px=ttl_ms)
         try:
             await pipe.execute()
         except BaseException:
@@ -183,10 +131,10 @@ class RedisSync:
         """Pull cost overrides, other replicas' RTT and fleet ejections."""
         names = self.state.names()
         pipe = self.client.pipeline(transaction=False)
-        pipe.hgetall(f"{PREFIX}cost")
+        pipe.hgetall(keys.COST)
         for name in names:
-            pipe.hgetall(f"{PREFIX}rtt:{name}")
-            pipe.get(f"{PREFIX}eject:{name}")
+            pipe.hgetall(keys.rtt(name))
+            pipe.get(keys.eject(name))
         results = await pipe.execute()
         self.state.cost_overrides = _costs(results[0], names)
         now = self._clock()
@@ -208,7 +156,7 @@ class RedisSync:
         pipe = self.client.pipeline(transaction=False)
         for name in names:
             for bucket in buckets:
-                pipe.zrevrange(f"{PREFIX}heat:{name}:{bucket}", 0, heat.top_n - 1, withscores=True)
+                pipe.zrevrange(keys.heat(name, bucket), 0, heat.top_n - 1, withscores=True)
         results = iter(await pipe.execute())
         for name in names:
             for bucket in buckets:
@@ -250,11 +198,11 @@ def _shared_rtt(raw: dict[Any, Any], me: str, now: float) -> float | None:
 
 
 async def set_cost(client: Any, name: str, usd_per_gb: float) -> None:
-    await client.hset(f"{PREFIX}cost", name, repr(float(usd_per_gb)))
+    await client.hset(keys.COST, name, repr(float(usd_per_gb)))
 
 
 async def get_costs(client: Any) -> dict[str, float]:
-    raw = await client.hgetall(f"{PREFIX}cost")
+    raw = await client.hgetall(keys.COST)
     out = {}
     for key, value in raw.items():
         try:
