@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import logging
 import re
 import time
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from aiohttp.web_urldispatcher import AbstractRoute, UrlMappingMatchInfo
 
 from router import tracing
 from router.cachesetup import build_cache
@@ -29,7 +31,7 @@ from router.checksums import ChecksumDatabase, ChecksumRegistry, Verification
 from router.core.errors import ProtocolError
 from router.core.fallback import Outcome
 from router.core.model import Pool, Rules, Server
-from router.core.plan import Asked, Plan, Ranked, Refused, decide, rank
+from router.core.plan import Asked, Plan, Ranked, Refused, decide_once, rank
 from router.core.protocol import Kind, ModuleRequest, SumdbRequest, parse_request_target
 from router.core.tenancy import REALM, Identity, Refusal, identify
 from router.debug import (
@@ -99,7 +101,11 @@ class GatewayState:
         self.limits = RequestLimits(self.metrics)
         self.limits.apply_rules(self.initial_rules)
         log_cfg = self.initial_rules.logging
-        self.access_log = AccessLog(enabled=log_cfg.access, sample=log_cfg.sample)
+        self.access_log = AccessLog(
+            enabled=log_cfg.access,
+            sample=log_cfg.sample,
+            on_drop=self.metrics.access_log_dropped.inc,
+        )
         self.checksums = ChecksumRegistry(self.metrics, self.count_connection)
         self.rollouts = Rollouts(self.metrics)
         self.rollouts.apply_rules(self.initial_rules)
@@ -121,40 +127,57 @@ STARTED = web.RequestKey("started", web.StreamResponse)
 
 
 def request_id(http: web.Request) -> str:
-    """The client's X-Request-ID if it is sane, else a fresh one."""
+    """The client's X-Request-ID if it is sane, else a fresh one: 32 hex digits, a random
+    prefix per process and a counter (unique without a system call per request)."""
     given = http.headers.get(REQUEST_ID_HEADER, "")
-    return given if _VALID_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+    if given and _VALID_REQUEST_ID.fullmatch(given):
+        return given
+    return f"{_ID_PREFIX}{next(_ID_COUNTER) & 0xFFFF_FFFF_FFFF:012x}"
 
 
-@web.middleware
-async def identity_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
+_ID_PREFIX = uuid.uuid4().hex[:20]
+_ID_COUNTER = itertools.count()
+
+
+def guarded(handler: Handler) -> Handler:
     """Every response carries X-Request-ID and X-Router-Upstream, errors included; a
-    failure after an answer has started breaks the connection instead of answering."""
-    rid = request_id(request)
-    request[REQUEST_ID] = rid
-    resp: web.StreamResponse
-    try:
-        if request.method == "CONNECT":
-            resp = text_response(405, "CONNECT not allowed: this is not an open proxy")
-            resp.headers["Allow"] = "GET, HEAD"
-        elif not request.raw_path.startswith("/"):
-            resp = text_response(400, "request target must be a path: this is not an open proxy")
-        else:
-            resp = await handler(request)
-    except (asyncio.CancelledError, ConnectionError):
-        raise
-    except web.HTTPException as exc:
-        _no_second_answer(request, exc)
-        resp = text_response(exc.status, exc.reason)
-    except Exception as exc:
-        _no_second_answer(request, exc)
-        # A bug must never show a traceback to a client: log it, answer one line.
-        log.exception("unhandled error serving request %s", rid)
-        resp = text_response(500, f"internal error (request {rid})")
-    if not resp.prepared:
-        resp.headers[REQUEST_ID_HEADER] = rid
-        resp.headers.setdefault(UPSTREAM_HEADER, "none")
-    return resp
+    failure after an answer has started breaks the connection instead of answering.
+    (A wrapper per route rather than a middleware: aiohttp's middleware chain costs
+    more per request than the whole cached answer.)"""
+
+    @functools.wraps(handler)
+    async def guard(request: web.Request) -> web.StreamResponse:
+        rid = request_id(request)
+        request[REQUEST_ID] = rid
+        resp: web.StreamResponse
+        try:
+            if request.method == "CONNECT":
+                resp = text_response(405, "CONNECT not allowed: this is not an open proxy")
+                resp.headers["Allow"] = "GET, HEAD"
+            elif not request.raw_path.startswith("/"):
+                resp = text_response(
+                    400, "request target must be a path: this is not an open proxy"
+                )
+            else:
+                resp = await handler(request)
+        except (asyncio.CancelledError, ConnectionError):
+            raise
+        except web.HTTPException as exc:
+            _no_second_answer(request, exc)
+            resp = text_response(exc.status, exc.reason)
+        except Exception as exc:
+            _no_second_answer(request, exc)
+            # A bug must never show a traceback to a client: log it, answer one line.
+            log.exception("unhandled error serving request %s", rid)
+            resp = text_response(500, f"internal error (request {rid})")
+        if not resp.prepared:
+            headers = resp.headers
+            headers[REQUEST_ID_HEADER] = rid
+            if UPSTREAM_HEADER not in headers:
+                headers[UPSTREAM_HEADER] = "none"
+        return resp
+
+    return guard
 
 
 def _no_second_answer(http: web.Request, exc: BaseException) -> None:
@@ -364,7 +387,7 @@ async def _decide_and_serve(
     """Execute the plan `router.core.plan` makes for this request: decisions are all
     there; this only looks up caches, fetches and answers."""
     state = http.app[STATE]
-    decided = decide(rt.compiled, request, who, Asked(http.method, http.headers))
+    decided = decide_once(rt.compiled, request, who, Asked(http.method, http.headers))
     if isinstance(decided, Refused):
         return await _refused(state, who, decided)
     served.pool, served.route = decided.pool.name, decided.route.route
@@ -514,6 +537,7 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     state.ready = True
     yield
     state.ready = False
+    state.access_log.flush()
     await state.tasks.close(finish=("store-", "cache-share"))
     if state.answers is not None:
         await state.answers.close()
@@ -526,26 +550,43 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
             await client.close()
 
 
+def _skip_route_walk(router: web.UrlDispatcher, goproxy_route: AbstractRoute) -> None:
+    """aiohttp's router walks every route prefix of a path; only the admin endpoints
+    need that: every other path is a GOPROXY request for the catch-all route."""
+    walk = router.resolve
+
+    async def resolve(request: web.Request) -> UrlMappingMatchInfo:
+        if request.raw_path.startswith(_ADMIN_PREFIXES):
+            return await walk(request)
+        return UrlMappingMatchInfo({}, goproxy_route)
+
+    router.resolve = resolve  # type: ignore[method-assign]
+
+
+_ADMIN_PREFIXES = ("/healthz", "/readyz", "/metrics", "/debug/")
+
+
 def create_app(
     rules: Rules, *, rules_paths: tuple[Path, ...] = (), redis_url: str | None = None
 ) -> web.Application:
     """The gateway application for a validated rule set (state shared through
     Redis when `redis_url` is given, else embedded in this process)."""
-    app = web.Application(middlewares=[identity_headers])
+    app = web.Application()
     app[STATE] = GatewayState(
         initial_rules=rules, rules_paths=rules_paths, redis_url=redis_url or rules.redis
     )
     app.on_response_prepare.append(_prepare_headers)
     app.cleanup_ctx.append(_runtime_ctx)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/debug/upstreams", debug_upstreams)
-    app.router.add_post("/debug/purge", debug_purge)
-    app.router.add_post("/debug/explain", debug_explain)
-    app.router.add_get("/debug/abuse", debug_abuse)
-    app.router.add_post("/debug/rollouts/reset", debug_rollout_reset)
+    app.router.add_get("/healthz", guarded(healthz))
+    app.router.add_get("/readyz", guarded(readyz))
+    app.router.add_get("/metrics", guarded(metrics))
+    app.router.add_get("/debug/upstreams", guarded(debug_upstreams))
+    app.router.add_post("/debug/purge", guarded(debug_purge))
+    app.router.add_post("/debug/explain", guarded(debug_explain))
+    app.router.add_get("/debug/abuse", guarded(debug_abuse))
+    app.router.add_post("/debug/rollouts/reset", guarded(debug_rollout_reset))
     # Any path at all, line breaks included: aiohttp matches routes on the decoded path,
     # and a `.*` there sent a decoded %0a to aiohttp's own 404 instead of the 400 below.
-    app.router.add_route("*", r"/{tail:[\s\S]*}", goproxy)
+    catch_all = app.router.add_route("*", r"/{tail:[\s\S]*}", guarded(goproxy))
+    _skip_route_walk(app.router, catch_all)
     return app

@@ -8,14 +8,20 @@ Authorization header or a credential of any kind.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import random
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 ACCESS = logging.getLogger("goproxy_router.access")
+ACCESS_BUFFER_LINES = 20_000  # pending access lines at most; beyond, lines are dropped
+ACCESS_BATCH_LINES = 512  # written at once when this many are pending ...
+ACCESS_FLUSH_SECONDS = 0.05  # ... or this long after the first of a batch
+_ACCESS_NAMES = '"logger":"goproxy_router.access","message":"request"'
 _RESERVED = frozenset(vars(logging.makeLogRecord({})))
 
 
@@ -55,20 +61,56 @@ def setup_logging(level: str) -> None:
 
 
 class AccessLog:
-    """Decides which requests get an access line (sampling; errors always do)."""
+    """Access lines, off the request path: a request appends its fields to a bounded
+    buffer (sampled; errors always kept), and a callback on the event loop formats and
+    writes the buffer in one batch shortly after (or when it fills). The line has the
+    shape `JsonFormatter` gives every other log line. A full buffer drops lines and
+    counts them rather than growing or slowing requests."""
 
-    def __init__(self, *, enabled: bool, sample: float, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        enabled: bool,
+        sample: float,
+        rng: random.Random | None = None,
+        write: Callable[[str], object] | None = None,
+        limit: int = ACCESS_BUFFER_LINES,
+        on_drop: Callable[[], object] = lambda: None,
+    ) -> None:
         self.enabled = enabled
         self.sample = sample
+        self.dropped = 0
         self._rng = rng or random.Random()
+        self._write = write
+        self._limit = limit
+        self._on_drop = on_drop
+        self._pending: list[tuple[float, dict[str, Any]]] = []
+        self._scheduled: asyncio.TimerHandle | None = None
+        self._encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
+        self._second = -1
+        self._stamp = ""
 
     def emit(self, fields: dict[str, Any]) -> None:
         if not self.enabled or not ACCESS.isEnabledFor(logging.INFO):
             return
-        status = int(fields.get("status", 0))
-        if status < 500 and self.sample < 1.0 and self._rng.random() >= self.sample:
+        sample = self.sample
+        if sample < 1.0 and fields.get("status", 0) < 500 and self._rng.random() >= sample:
             return
-        ACCESS.info("request", extra={"fields": fields})
+        pending = self._pending
+        if len(pending) >= self._limit:
+            self.dropped += 1
+            self._on_drop()
+            return
+        pending.append((time.time(), fields))
+        if len(pending) >= ACCESS_BATCH_LINES:
+            self.flush()
+        elif self._scheduled is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self.flush()
+                return
+            self._scheduled = loop.call_later(ACCESS_FLUSH_SECONDS, self.flush)
 
     def emit_safely(self, fields: dict[str, Any]) -> None:
         """Like `emit`, but a logging problem never fails the request."""
@@ -76,3 +118,45 @@ class AccessLog:
             self.emit(fields)
         except Exception:
             logging.getLogger("goproxy_router.logs").exception("access log failed")
+
+    def flush(self) -> None:
+        """Write what is pending now (also on shutdown)."""
+        if self._scheduled is not None:
+            self._scheduled.cancel()
+            self._scheduled = None
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        try:
+            if self._write is None and not _plain_stderr(ACCESS):
+                for when, fields in pending:  # handlers someone attached (tests, embedders)
+                    record = ACCESS.makeRecord(
+                        ACCESS.name, logging.INFO, __file__, 0, "request", (), None,
+                        extra={"fields": fields},
+                    )  # fmt: skip
+                    record.created = when
+                    ACCESS.handle(record)
+                return
+            lines = [self._line(when, fields) for when, fields in pending]
+            write = self._write or sys.stderr.write
+            write("\n".join(lines) + "\n")
+        except Exception:
+            logging.getLogger("goproxy_router.logs").exception("access log failed")
+
+    def _line(self, when: float, fields: dict[str, Any]) -> str:
+        second = int(when)
+        if second != self._second:
+            self._second = second
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        millis = int((when - second) * 1000)
+        head = f'{{"time":"{self._stamp}.{millis:03d}Z","level":"info",{_ACCESS_NAMES},'
+        return head + self._encode(fields)[1:]
+
+
+def _plain_stderr(logger: logging.Logger) -> bool:
+    """True when access lines would reach only `setup_logging`'s JSON stderr handler, so
+    they can be written directly, in the same shape, without a LogRecord each."""
+    if logger.handlers or not logger.propagate:
+        return False
+    root = logging.getLogger()
+    return len(root.handlers) == 1 and isinstance(root.handlers[0].formatter, JsonFormatter)

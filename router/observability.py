@@ -8,16 +8,17 @@ Never a module path, version, token or client address.
 from __future__ import annotations
 
 import os
+from typing import Any, TypeVar
 
 from prometheus_client import (
     CollectorRegistry,
-    Counter,
     Gauge,
-    Histogram,
     disable_created_metrics,
     generate_latest,
     multiprocess,
 )
+from prometheus_client import Counter as _Counter
+from prometheus_client import Histogram as _Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 PREFIX = "goproxy_router_"
@@ -40,6 +41,37 @@ DURATION_BUCKETS = (
     30.0,
     120.0,
 )
+
+
+_M = TypeVar("_M", bound="_RememberLabels")
+
+
+class _RememberLabels:
+    """`labels(...)` remembered: prometheus_client validates and locks on every call,
+    which costs more per request than the rest of a cached answer. Children are never
+    removed from these metrics (label values come from bounded sets)."""
+
+    _remembered: dict[tuple[Any, ...], Any]
+
+    def labels(self: _M, *values: Any, **named: Any) -> _M:
+        if named:
+            return super().labels(*values, **named)  # type: ignore[misc, no-any-return]
+        try:
+            return self._remembered[values]  # type: ignore[no-any-return]
+        except AttributeError:
+            self._remembered = {}
+        except KeyError:
+            pass
+        child = self._remembered[values] = super().labels(*values)  # type: ignore[misc]
+        return child  # type: ignore[no-any-return]
+
+
+class Counter(_RememberLabels, _Counter):
+    pass
+
+
+class Histogram(_RememberLabels, _Histogram):
+    pass
 
 
 def status_class(status: int) -> str:
@@ -95,6 +127,11 @@ class Metrics:
             PREFIX + "fallbacks_total",
             "Moves from one upstream to the next, by pool and the upstream left.",
             ("pool", "upstream"),
+            registry=r,
+        )
+        self.access_log_dropped = Counter(
+            PREFIX + "access_log_dropped_total",
+            "Access lines dropped because the buffer of lines waiting to be written was full.",
             registry=r,
         )
         self.auth_failures = Counter(

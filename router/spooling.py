@@ -264,6 +264,15 @@ class Tee:
         self._holds -= 1
         self._maybe_close()
 
+    def file_for(self, reader: Reader) -> tuple[int, int] | None:
+        """(file descriptor, end) when the rest of `reader`'s body is all in this tee's
+        file (a stored or whole spooled artifact): it can be sent without reading it."""
+        if self._fd is None or not self.done or self.file_end != self.written:
+            return None
+        if reader.offset >= self.file_end:
+            return None
+        return self._fd, self.file_end
+
     async def read(self, reader: Reader, size: int) -> bytes:
         """The next bytes for `reader` (b"" at the end); TeeBroken if there is no end."""
         while True:

@@ -32,12 +32,13 @@ from support.goproxy_server import CT_ZIP, Fault, FixtureProxy
 from support.rawhttp import exchange, get, parse
 from support.smallfs import fill, small_fs, used_bytes
 
-from router.app import _prepare_headers, identity_headers
+from router.app import _prepare_headers, guarded
 
 LIB = simple_module("example.com/lib", "v1.0.0")
 BIG = large_module("example.com/big", "v1.0.0", 1_500_000)
 BIG2 = large_module("example.com/big2", "v1.0.0", 1_200_000, seed=2)
-MODULES = ModuleSet([LIB, BIG, BIG2])
+HUGE = large_module("example.com/huge", "v1.0.0", 12_000_000, seed=3)  # > socket buffers
+MODULES = ModuleSet([LIB, BIG, BIG2, HUGE])
 
 
 @pytest.fixture
@@ -85,11 +86,11 @@ def _guarded_app() -> web.Application:
     async def ok(http: web.Request) -> web.StreamResponse:
         return web.Response(text="ok")
 
-    app = web.Application(middlewares=[identity_headers])
+    app = web.Application()
     app.on_response_prepare.append(_prepare_headers)
-    app.router.add_get("/fails", fails_midway)
-    app.router.add_get("/twice", answers_twice)
-    app.router.add_get("/ok", ok)
+    app.router.add_get("/fails", guarded(fails_midway))
+    app.router.add_get("/twice", guarded(answers_twice))
+    app.router.add_get("/ok", guarded(ok))
     return app
 
 
@@ -133,19 +134,28 @@ async def test_a_store_file_that_no_longer_reads_back_is_never_served_short(
     rules = one_pool_rules(tmp_path / "r.yaml", {"up": up.url}, cache={"dir": str(store)})
     async with gateway_in_process(rules) as gw:
         port = _port(gw.url)
-        await exchange(port, [get(BIG.url_path("zip"))])
+        await exchange(port, [get(HUGE.url_path("zip"))])
         await _until_kept(store)
         os.truncate(_data_file(store), 1000)  # the disk lost it under the gateway
-        again = parse(await exchange(port, [get(BIG.url_path("zip"))]))[0]
-        assert again.body == module_zip_bytes(BIG) and again.headers["x-router-upstream"] == "up"
+        again = parse(await exchange(port, [get(HUGE.url_path("zip"))]))[0]
+        assert again.body == module_zip_bytes(HUGE) and again.headers["x-router-upstream"] == "up"
         await _until_kept(store)
-        # lost while it is being read: that connection breaks, nothing follows on it
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(get(BIG.url_path("zip")) + get(LIB.url_path("info")))
+        # lost while it is being read: that connection breaks, nothing follows on it (the
+        # zip is larger than the socket buffers a file sent straight from the page cache
+        # can fill before the client reads, so the loss comes before the gateway reads on)
+        import socket
+
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+        reader, writer = await asyncio.open_connection(sock=sock)
+        writer.write(get(HUGE.url_path("zip")) + get(LIB.url_path("info")))
         data = await reader.read(1 << 16)
         os.truncate(_data_file(store), 300_000)
-        while chunk := await reader.read(1 << 16):
-            data += chunk
+        async with asyncio.timeout(30):
+            while chunk := await reader.read(1 << 16):
+                data += chunk
         writer.close()
         answers = parse(data)
         assert len(answers) == 1 and not answers[0].complete

@@ -138,6 +138,7 @@ async def test_the_gateway_does_what_explain_says(
             async with http.get(gw.url + path, headers=headers) as resp:
                 body = (await resp.read()).decode(errors="replace")
                 status, upstream = resp.status, resp.headers["X-Router-Upstream"]
+            gw.flush_access_log()
             line = access.lines[-1]
             what = f"{q} -> {status} {upstream}"
             if "answer" in plan:  # refused without any upstream: the same status and words

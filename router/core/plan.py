@@ -46,11 +46,19 @@ class Compiled:
     tenants: TenantIndex
     router: Router
     sumdb_names: frozenset[str]  # checksum DBs the rules name: their answers are proven
+    # The request headers `decide` reads (lower-case): a plan is the same for the same
+    # target, identity, method and these values, so `decide_once` remembers plans.
+    read_headers: tuple[str, ...] = ()
+    plans: dict[tuple[object, ...], Plan | Refused] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     @classmethod
     def build(cls, rules: Rules) -> Compiled:
         checked = frozenset(db.name for db in rules.checksum_dbs)
-        return cls(rules, TenantIndex.build(rules), Router.build(rules), checked)
+        router = Router.build(rules)
+        read = dict.fromkeys(["x-go-version", *(n for r in router.routes for n, _, _ in r.headers)])
+        return cls(rules, TenantIndex.build(rules), router, checked, tuple(read))
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +189,32 @@ def decide(
         transfer=request.kind is Kind.ZIP and asked.method == "GET",
         key=cache_key(request, pool.name, private=seen.private, verified=verify),
     )
+
+
+PLANS_REMEMBERED = 16_384  # plans kept per rule set; all are forgotten when it fills
+
+
+def decide_once(
+    compiled: Compiled, request: Request, who: Identity, asked: Asked
+) -> Plan | Refused:
+    """`decide`, remembered per rule set: everything it reads is in the key (the target,
+    the tenant and how it was identified, the method, the headers routes read)."""
+    headers = asked.headers
+    key = (
+        request,
+        who.tenant_id,
+        who.method,
+        asked.method,
+        *[headers.get(name) for name in compiled.read_headers],
+    )
+    plans = compiled.plans
+    found = plans.get(key)
+    if found is None:
+        found = decide(compiled, request, who, asked)
+        if len(plans) >= PLANS_REMEMBERED:
+            plans.clear()
+        plans[key] = found
+    return found
 
 
 def _allowed(

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from router.app import create_app
+from router.app import STATE, create_app
 from router.config import load_or_raise
 
 
@@ -70,6 +70,11 @@ def one_pool_rules(
 class RunningGateway:
     url: str
     app: web.Application | None = None
+
+    def flush_access_log(self) -> None:
+        """Write the access lines still buffered (they are written in batches)."""
+        if self.app is not None:
+            self.app[STATE].access_log.flush()
 
 
 @asynccontextmanager
