@@ -35,7 +35,7 @@ test: system-deps install lint typecheck
 
 bench: system-deps install
 	WITH_BENCH=1 bash scripts/system-deps.sh
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/run.py
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m benchmarks.harness
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,13 +1,13 @@
 """Replay cache traces through the gateway's cache policy and a few baselines.
 
 Usage:
-    python benchmarks/cache_sim.py --trace FILE --capacity N [--json]
-    python benchmarks/cache_sim.py --synthetic zipf --alpha A --objects N --requests M
+    python -m benchmarks.harness.sims.cache_sim --trace FILE --capacity N [--json]
+    python -m benchmarks.harness.sims.cache_sim --synthetic zipf --alpha A --objects N --requests M
         [--scan-share S] --capacity-share P --seed X [--json]
-    python benchmarks/cache_sim.py --synthetic goproxy --requests M --capacity-share P
+    python -m benchmarks.harness.sims.cache_sim --synthetic goproxy --requests M --capacity-share P
         --seed X [--json]
-    python benchmarks/cache_sim.py --table [--out FILE]
-    python benchmarks/cache_sim.py --sweep decay|crp|k [--out FILE]
+    python -m benchmarks.harness.sims.cache_sim --table [--out FILE]
+    python -m benchmarks.harness.sims.cache_sim --sweep decay|crp|k [--out FILE]
 
 A trace is one integer key per line, every key of size 1 (a ``.gz`` file is
 read through gzip; the anchor traces are ``tests/data/traces/NAME.txt.gz``). Time is simulated:
@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT))
 
 from router.cache.policy import LRUKPolicy, LRUPolicy  # noqa: E402

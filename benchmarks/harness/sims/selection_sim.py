@@ -35,7 +35,7 @@ the three (the `ordered` pool: health still moves an ejected upstream last, fail
 attempts fall through), and round robin. All see the same requests and the same
 latency noise (common random numbers), so differences come from the choices.
 
-Run: .venv/bin/python benchmarks/selection_sim.py [--quick] [--seed N] [--no-plot]
+Run: .venv/bin/python -m benchmarks.harness.sims.selection_sim [--quick] [--seed N] [--no-plot]
 Plots need matplotlib: pip install -e '.[bench]'.
 """
 
@@ -57,7 +57,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-BENCH_DIR = Path(__file__).resolve().parent
+BENCH_DIR = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(BENCH_DIR.parent))  # the router package, also without an install
 
 from router.core.model import Pool, Rules, Selection, Upstream  # noqa: E402
@@ -298,7 +298,8 @@ class SharedStore:
         for i, s in enumerate(self.states):
             heat, s.pending_heat = s.pending_heat, {}
             for (up, bucket, module), n in heat.items():
-                self.heat.setdefault((up, bucket), Counter())[module] += n
+                # Counter holds float heat fine at run time; its stubs say int.
+                self.heat.setdefault((up, bucket), Counter())[module] += n  # type: ignore[assignment]
                 self.dirty.add((up, bucket))
             for name, until in s.pending_ejections.items():
                 self.eject[name] = max(until, self.eject.get(name, 0.0))
@@ -661,7 +662,7 @@ def seed_table(ours: Result, best_fixed: Result, pool_order: Result) -> str:
     def ratio(a: float, b: float) -> str:
         return f"x{b / a:.2f}" if a else "-"
 
-    rows = [
+    rows: list[tuple[str, str, Callable[[float], str]]] = [
         ("mean pull latency", "mean_ms", lambda v: f"{v:,.0f} ms"),
         ("bandwidth cost / month", "cost", money),
         ("cache-hit share", "hits", lambda v: f"{v:.0f} %"),
@@ -724,14 +725,14 @@ def plot(series: dict[str, Series], titles: dict[str, str], w: Workload, out: Pa
 
     fig, ax = plt.subplots(1, 1, figsize=(12, 4.2))
     smooth = 5  # bins
-    for key, s in series.items():
+    for name, s in series.items():
         ys = []
         for b in range(first, last):
             lo = max(first, b - smooth + 1)
             served = sum(sum(s.served[n][lo : b + 1]) for n in NAMES)
             ys.append(1e3 * sum(s.latency[lo : b + 1]) / max(1, served))
-        style = "-" if key in ("weighted", "best") else "--"
-        ax.plot(x, ys, style, label=titles[key], linewidth=1.3 if style == "-" else 0.9)
+        style = "-" if name in ("weighted", "best") else "--"
+        ax.plot(x, ys, style, label=titles[name], linewidth=1.3 if style == "-" else 0.9)
     ax.set_yscale("log")
     ax.set_ylabel("mean pull latency, ms (log)")
     ax.set_xlabel("simulated hours")
