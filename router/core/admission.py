@@ -102,15 +102,13 @@ class Admission:
         """One line for `explain`."""
         if not self.applies:
             return "not one version's answer: admission does not apply"
-        rule = ", ".join(self.rule.describe()) or "nothing"
+        rule = f"{self.rule.origin} [{', '.join(self.rule.describe())}]"
         if self.reason == "regex":
-            return f"admitted by a regex of {self.rule.origin} ({rule})"
+            return f"admitted by a regex of {rule}"
         named = _NAMED[self.reason]
         if not self.admitted:
-            return (
-                f"{named}, not admitted by {self.rule.origin} ({rule}): served, kept in memory only"
-            )
-        return f"{named}, admitted by {self.rule.origin} ({rule})"
+            return f"{named}, not admitted by {rule}: served, kept in memory only"
+        return f"{named}, admitted by {rule}"
 
 
 _NAMED = {"release": "a release", "prerelease": "a prerelease", "pseudo": "a pseudo-version"}

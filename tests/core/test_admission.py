@@ -105,7 +105,7 @@ def test_each_answer_of_a_version_is_subject(kind: str) -> None:
         "reason": "pseudo",
         "rule": ["release"],
         "from": "cache.admit (default)",
-        "why": "a pseudo-version, not admitted by cache.admit (default) (release): "
+        "why": "a pseudo-version, not admitted by cache.admit (default) [release]: "
         "served, kept in memory only",
     }
 
