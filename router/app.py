@@ -437,6 +437,7 @@ async def _fetch(
         return await serve(http, request, plan.pool, ordered, served, headers, state.tracer)
     job = Job(request, plan.pool, ordered, served, headers, plan.private, check=check)
     job.rollout = rollout
+    job.admission = plan.admission  # L2 admission: kept in the store and Redis, or not
     if plan.verify and state.checksums.primary is not None:
         assert isinstance(request, ModuleRequest) and request.version is not None
         job.verification = _verification(state, rt, plan.pool, request, state.checksums.primary)

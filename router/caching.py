@@ -19,12 +19,14 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from router.admitting import keeps
 from router.cache.disk import ArtifactStore, Spool, SpoolBudget, check_module_zip
 from router.cache.health import StorageHealth
 from router.cache.memory import Entry, MemoryCache
 from router.cache.shared import SharedTier
 from router.checksums import ChecksumUnavailable, Verification
 from router.comparing import Comparer
+from router.core.admission import NOT_A_VERSION, Admission
 from router.core.fallback import Attempt, Failure, Outcome
 from router.core.lifetimes import cache_key, lifetime
 from router.core.model import Cache, Pool
@@ -66,6 +68,7 @@ class Job:
     verification: Verification | None = None  # verify-before-serve (.mod, .zip)
     check: Check | None = None  # another acceptance test (checked sumdb answers)
     rollout: RolloutPick | None = None  # compare the candidate with its baseline
+    admission: Admission = NOT_A_VERSION  # not admitted: not kept in the store or Redis
 
     @property
     def key(self) -> str:
@@ -239,8 +242,8 @@ class AnswerCache:
 
     async def _shared_lookup(self, job: Job, key: str) -> Entry | None:
         """The shared tier's answer, or another replica's fetch awaited briefly."""
-        if self.shared is None:
-            return None
+        if self.shared is None or not job.admission.admitted:
+            return None  # a version not admitted is never in Redis
         now = self._clock()
         entry = await self.shared.get(key)
         if entry is not None and now < entry.fresh_until:
@@ -303,10 +306,20 @@ class AnswerCache:
             mutable=not job.request.immutable or status != 200,
         )
         self._remember(key, entry, now)
-        if self.shared is not None and job.request.kind is not Kind.ZIP:
+        if (
+            self.shared is not None
+            and job.request.kind is not Kind.ZIP
+            and keeps(self.metrics, job.admission, "redis")
+        ):
             ttl = entry.stale_until - now if entry.stale_until != float("inf") else 30 * 86400
             self.tasks.spawn(self.shared.put(key, entry, ttl), name="cache-share")
-        if self.store is not None and job.request.immutable and status == 200:
+        if (
+            self.store is not None
+            and job.request.immutable
+            and status == 200
+            and job.request.kind is not Kind.ZIP  # zips are committed by _keep_zip
+            and keeps(self.metrics, job.admission, "disk")
+        ):
             self.tasks.spawn(
                 self._keep(key, body_bytes, ctype, upstream or "", job.request.module),
                 name="store-put",
@@ -474,7 +487,7 @@ class AnswerCache:
                 )
                 return
         answer = UpstreamAnswer(tee.upstream, 200, tee.content_type, tee.written, 0.0)
-        if self.store is not None:
+        if self.store is not None and keeps(self.metrics, job.admission, "disk"):
             art = await self.store.commit(
                 spool,
                 key,

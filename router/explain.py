@@ -164,6 +164,7 @@ def _plan_view(rules: Rules, plan: Plan, ranked: Ranked) -> dict[str, Any]:
         "verify_checksums": plan.verify,
         "policy": _policy(plan, plan.request.kind.value),
         "cache_key": plan.key,
+        "admission": plan.admission.as_dict(),  # kept in the store and Redis, or memory only
     }
     if isinstance(plan.request, SumdbRequest):
         out["sumdb"] = {"name": plan.request.db, "answers_proven": plan.sumdb_checked}

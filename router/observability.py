@@ -243,6 +243,14 @@ class Metrics:
             ("kind", "result"),
             registry=r,
         )
+        # L2 admission (router/core/admission.py, router/admitting.py)
+        self.cache_admission = Counter(
+            PREFIX + "cache_admission_total",
+            "Version answers offered to a shared tier (disk, redis), by result (admitted, "
+            "not_admitted) and reason (release, prerelease, pseudo, regex).",
+            ("tier", "result", "reason"),
+            registry=r,
+        )
         self.coalesced = Counter(
             PREFIX + "coalesced_requests_total",
             "Requests that waited for another request's identical fetch.",

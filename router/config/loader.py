@@ -19,6 +19,7 @@ from router.config.source import LocatedDict, LocatedList, Problem, read_yaml
 from router.config.spec import Checker, where_of
 from router.core import model as m
 from router.core import policy as pol
+from router.core.admission import DEFAULT_RULE, AdmitRule
 from router.core.model import Where
 
 
@@ -231,6 +232,15 @@ def _policy(raw: Any) -> pol.PolicyBlock | None:
     )
 
 
+def _admit(raw: Any, origin: str) -> AdmitRule | None:
+    """An `admit:` list (words and {regex: ...}) compiled, or None when not written."""
+    if raw is None:
+        return None
+    words = [item for item in raw if isinstance(item, str)]
+    regexes = [item["regex"] for item in raw if not isinstance(item, str)]
+    return AdmitRule.of(words, regexes, origin)
+
+
 def _tenant(raw: Any) -> m.Tenant:
     return m.Tenant(
         id=raw["id"],
@@ -243,6 +253,7 @@ def _tenant(raw: Any) -> m.Tenant:
         client_certs=tuple(raw["client_certs"]),
         limit=_bucket(raw.get("limit")),
         policy=_policy(raw.get("policy")),
+        admit=_admit(raw.get("admit"), f"tenants[{raw['id']}].admit"),
         where=_where(raw),
     )
 
@@ -307,6 +318,7 @@ def build_rules(doc: dict[str, Any], sources: tuple[str, ...]) -> m.Rules:
                 upstreams=tuple(p["upstreams"]),
                 fallback=p["fallback"],
                 mode=p.get("mode"),
+                admit=_admit(p.get("admit"), f"pools.{name}.admit"),
                 where=_where(p),
             )
             for name, p in doc.get("pools", {}).items()
@@ -341,6 +353,9 @@ def build_rules(doc: dict[str, Any], sources: tuple[str, ...]) -> m.Rules:
             decay=cache["decay"],
             k=cache["k"],
             crp=cache["crp"],
+            admit=DEFAULT_RULE
+            if _is_default(cache, "admit")
+            else _admit(cache["admit"], "cache.admit") or DEFAULT_RULE,
         ),
         limits=_limits(doc.get("limits")),
         checksum_dbs=tuple(m.ChecksumDB(**c, where=_where(c)) for c in doc.get("checksum_dbs", ())),

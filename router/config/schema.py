@@ -7,6 +7,7 @@ may exist here before the feature that uses it does.
 
 from __future__ import annotations
 
+import difflib
 import math
 from types import MappingProxyType
 from typing import Any
@@ -37,6 +38,7 @@ from router.config.spec import (
     Str,
     Version,
 )
+from router.core.admission import WORDS as ADMIT_WORDS
 from router.core.protocol import SUMDB_NAME
 from router.core.versions import GoVersionConstraint
 
@@ -91,6 +93,35 @@ ADVISORY_ID = Str(
     hint=" as an advisory id (GO-2024-1234, CVE-2024-12345 or GHSA-xxxx-xxxx-xxxx)",
 )
 KINDS = ("list", "info", "mod", "zip", "latest", "sumdb")
+
+
+# --- L2 admission (router/core/admission.py): cache.admit, pools.NAME.admit,
+# tenants[].admit
+
+
+def _check_admit_word(value: str) -> str:
+    if value not in ADMIT_WORDS:
+        close = difflib.get_close_matches(value.lower(), ADMIT_WORDS, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(
+            f"{value!r} is not an admit word{hint}: use {', '.join(ADMIT_WORDS)} or {{regex: ...}}"
+        )
+    return value
+
+
+ADMIT = ListOf(
+    AnyOf(
+        (
+            (str, Converted(_check_admit_word, f"^({'|'.join(ADMIT_WORDS)})$", "release")),
+            (dict, Obj({"regex": Field(REGEX, required=True)})),
+        ),
+        expected="release, prerelease, pseudo or {regex: ...}",
+    ),
+    one_or_many=True,
+    description="versions whose .info/.mod/.zip are kept in the artifact store and the "
+    "shared Redis tier (others are served and kept in memory only): release, prerelease, "
+    "pseudo, or {regex: ...} searched in the version; [] = none",
+)
 SUMDB_DB = Str(pattern=SUMDB_NAME, hint=" as a checksum database name (like sum.golang.org)")
 
 
@@ -275,6 +306,7 @@ CACHE = Obj(
         ),
         "crp": Field(DURATION, default=0.3, description="correlated reference period"),
         "k": Field(Number(minimum=1, maximum=8, integer=True), default=2),
+        "admit": Field(ADMIT, default=("release",)),
     }
 )
 
@@ -286,6 +318,7 @@ POOL = Obj(
             Str(choices=("best", "weighted", "ordered")),
             description="overrides selection.mode for this pool",
         ),
+        "admit": Field(ADMIT, description="overrides cache.admit for this pool"),
     }
 )
 
@@ -353,6 +386,7 @@ TENANT = Obj(
         "client_certs": Field(ListOf(Str()), default=()),
         "limit": Field(BUCKET),
         "policy": Field(POLICY),
+        "admit": Field(ADMIT, description="overrides the pool's admit and cache.admit"),
     }
 )
 

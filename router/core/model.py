@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from router.core.admission import DEFAULT_RULE, AdmitRule
 from router.core.policy import PolicyBlock
 
 # The way to a key or list item inside a value: ("match", "tenant", 0).
@@ -108,6 +109,7 @@ class Pool:
     upstreams: tuple[str, ...]
     fallback: Fallback = "not-found"
     mode: Literal["best", "weighted", "ordered"] | None = None
+    admit: AdmitRule | None = None  # overrides cache.admit for this pool
     where: Where = field(default=NOWHERE, compare=False)
 
 
@@ -131,6 +133,7 @@ class Tenant:
     client_certs: tuple[str, ...] = ()
     limit: Bucket | None = None
     policy: PolicyBlock | None = None
+    admit: AdmitRule | None = None  # overrides the pool's and cache.admit
     where: Where = field(default=NOWHERE, compare=False)
 
 
@@ -206,6 +209,7 @@ class Cache:
     decay: float = 0.999
     k: int = 2
     crp: float = 0.3
+    admit: AdmitRule = DEFAULT_RULE  # versions kept in the store and Redis (core/admission)
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,8 @@ Two pure steps, so that a cached answer costs no ranking:
 
 - `decide`: visibility, route, pool, the upstreams allowed (private modules never go to
   public ones; a checksum-DB request only to upstreams proxying that DB), whether the
-  answer is verified against the checksum DB, the policy, the cache key. A `Refused`
+  answer is verified against the checksum DB, the policy, the cache key, whether the
+  version's answers may be kept in the store and Redis (`core/admission`). A `Refused`
   when the request must be answered without any upstream.
 - `rank`: the order to try those upstreams in (live RTT, cost, heat, health from a
   read-only selection view), the reason the first is first, rolled-back rollout
@@ -21,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from router.core.admission import Admission, admit_request, admit_rule
 from router.core.lifetimes import cache_key
 from router.core.model import Pool, Rules, Upstream, Weights
 from router.core.modpath import match_prefix_patterns
@@ -104,6 +106,7 @@ class Plan:
     prefer_fresh: bool
     transfer: bool  # a zip download: bandwidth counts in the ranking
     key: str  # the cache key of its answer
+    admission: Admission  # kept in the artifact store and Redis, or memory only
 
     @property
     def module(self) -> str | None:
@@ -160,6 +163,7 @@ def decide(
     )
     route = compiled.router.decide(facts, explain=explain)
     pool = rules.pool(route.pool)
+    admitted = admission_for(rules, pool, who, request)
     upstreams, excluded = _allowed(rules, pool, request, seen.private)
     if seen.private and not upstreams and excluded:
         reason = f"not found: {module} is private and pool {pool.name} has no private upstream"
@@ -188,6 +192,7 @@ def decide(
         prefer_fresh=route.prefer_fresh and request.kind in (Kind.LIST, Kind.LATEST),
         transfer=request.kind is Kind.ZIP and asked.method == "GET",
         key=cache_key(request, pool.name, private=seen.private, verified=verify),
+        admission=admitted,
     )
 
 
@@ -242,6 +247,12 @@ def _sumdb_blocked(rules: Rules, module: str, private: bool) -> str | None:
             "(set GOPRIVATE or GONOSUMDB for it)"
         )
     return None
+
+
+def admission_for(rules: Rules, pool: Pool, who: Identity, request: Request) -> Admission:
+    """L2 admission: the tenant's `admit`, else the pool's, else `cache.admit`."""
+    tenant_rule = who.tenant.admit if who.tenant is not None else None
+    return admit_request(admit_rule(rules.cache.admit, pool.admit, tenant_rule), request)
 
 
 def policy_for(rules: Rules, tenant: str | None, route: str | None) -> Policy | None:

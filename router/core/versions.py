@@ -430,6 +430,11 @@ _GO_RELEASE_RE = re.compile(
 )
 
 
+# runtime.Version()'s " X:exp1,exp2" suffix (internal/buildcfg: experiment names are
+# lower-case Go identifiers, "no" + name for one switched off)
+_EXPERIMENTS_RE = re.compile(r"X:[a-z0-9_]+(?:,[a-z0-9_]+)*", re.ASCII)
+
+
 def _key_int(n: int | None) -> int:
     """Sort key for an optional number: a missing number sorts before 0, as in Go."""
     return -1 if n is None else n
@@ -545,13 +550,19 @@ def parse_go_version(text: str) -> GoVersion | None:
     same without the ``go`` prefix (``1.21``, ``1.22.0``), a custom-toolchain
     suffix (``go1.21.3-bigcorp``, ignored as in ``go/version``), and the
     development forms ``devel go1.23-abcdef <date>``, ``devel +abcdef <date>``
-    and ``devel``. Surrounding whitespace is ignored.
+    and ``devel``. Surrounding whitespace is ignored. A toolchain built with
+    ``GOEXPERIMENT`` reports its experiments after the version, as
+    ``runtime.Version()`` and ``go env GOVERSION`` print them
+    (``go1.22.0 X:loopvar``, ``go1.23.1 X:boringcrypto,rangefunc``): that
+    suffix is ignored; any other word after the version is refused.
     """
     words = text.split()
     if not words:
         return None
     if words[0] == "devel":
         return _parse_devel(words)
+    if len(words) == 2 and _EXPERIMENTS_RE.fullmatch(words[1]):
+        words = words[:1]  # built with GOEXPERIMENT: the version is the first word
     if len(words) != 1:
         return None
     return _parse_go_release(words[0])

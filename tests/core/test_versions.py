@@ -45,6 +45,13 @@ PARSE_CASES = [
     ("devel go1.23-abcdef Tue Jan 2 15:04:05 2024 +0000", GoVersion(1, 23, devel=True)),
     ("devel +abcdef Tue Jan 2 15:04:05 2024 +0000", GoVersion(0, devel=True)),
     ("devel", GoVersion(0, devel=True)),
+    # built with GOEXPERIMENT: runtime.Version() / go env GOVERSION append the experiments
+    ("go1.22.0 X:loopvar", GoVersion(1, 22, 0)),
+    ("go1.23.1 X:boringcrypto,rangefunc", GoVersion(1, 23, 1)),
+    ("go1.24.2 X:nocoverageredesign", GoVersion(1, 24, 2)),
+    ("go1.22rc1 X:loopvar", GoVersion(1, 22, None, "rc", 1)),
+    ("go1.21.3-bigcorp X:boringcrypto", GoVersion(1, 21, 3)),
+    ("  go1.22.0   X:loopvar\n", GoVersion(1, 22, 0)),
 ]
 
 
@@ -68,6 +75,19 @@ GARBAGE = [
     "GO1.21",
     "go 1.21",
     "go1.21 extra",
+    # only the experiment suffix may follow the version, and only once
+    "go1.22.0 X:",
+    "go1.22.0 X:loopvar,",
+    "go1.22.0 X:,loopvar",
+    "go1.22.0 X:loop var",
+    "go1.22.0 X:LoopVar",
+    "go1.22.0 x:loopvar",
+    "go1.22.0 X:loopvar extra",
+    "go1.22.0 X:loopvar X:rangefunc",
+    "go1.22.0 loopvar",
+    "X:loopvar",
+    "X:loopvar go1.22.0",
+    "garbage X:loopvar",
     "v1.21.0",
     "go-1.21",
     "1.21x1y",
