@@ -7,6 +7,8 @@ Two pure steps, so that a cached answer costs no ranking:
   public ones; a checksum-DB request only to upstreams proxying that DB), whether the
   answer is verified against the checksum DB, the policy, the cache key. A `Refused`
   when the request must be answered without any upstream.
+  Also the L3 job view (`router.core.jobviews`): the request's job, whether its answer
+  is pinned there, and whether it is served offline (only from what is cached).
 - `rank`: the order to try those upstreams in (live RTT, cost, heat, health from a
   read-only selection view), the reason the first is first, rolled-back rollout
   candidates left out, and whether this request is compared in a rollout.
@@ -21,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from router.core.jobviews import offline_mode, question
 from router.core.lifetimes import cache_key
 from router.core.model import Pool, Rules, Upstream, Weights
 from router.core.modpath import match_prefix_patterns
@@ -59,6 +62,8 @@ class Asked:
 
     method: str
     headers: Mapping[str, str]  # a case-insensitive mapping (aiohttp's, or lower-case keys)
+    job: str | None = None  # the CI job id (router.core.jobviews.split_job)
+    job_offline: bool = False  # the job asked for hermetic mode (/job/ID/offline)
 
     @property
     def go_version(self) -> str | None:
@@ -96,6 +101,9 @@ class Plan:
     prefer_fresh: bool
     transfer: bool  # a zip download: bandwidth counts in the ranking
     key: str  # the cache key of its answer
+    job: str | None = None  # the CI job whose view it belongs to
+    pinned: bool = False  # a mutable question: the job's first answer is served again
+    offline: str = ""  # why only cached answers are served (network, route, job); '' online
 
     @property
     def module(self) -> str | None:
@@ -180,7 +188,16 @@ def decide(
         prefer_fresh=route.prefer_fresh and request.kind in (Kind.LIST, Kind.LATEST),
         transfer=request.kind is Kind.ZIP and asked.method == "GET",
         key=cache_key(request, pool.name, private=seen.private, verified=verify),
+        job=asked.job,
+        pinned=asked.job is not None and asked.method == "GET" and question(request) is not None,
+        offline=offline_mode(
+            rules.network, route.route, _route_offline(rules, route.route), asked.job_offline
+        ),
     )
+
+
+def _route_offline(rules: Rules, route: str | None) -> bool:
+    return route is not None and any(r.offline for r in rules.routes if r.name == route)
 
 
 def _allowed(
