@@ -108,9 +108,8 @@ def test_offline_mode_names_where_it_comes_from() -> None:
 
 
 def _rules(*, network: str = "online", offline_route: bool = False) -> Rules:
-    routes = ()
-    if offline_route:
-        routes = (Route("hermetic", "main", RouteMatch(module=("example.com/sealed/*",)), offline=True),)  # fmt: skip
+    sealed = Route("hermetic", "main", RouteMatch(module=("example.com/sealed/*",)), offline=True)
+    routes = (sealed,) if offline_route else ()
     return Rules(
         upstreams=(Upstream("up", "http://127.0.0.1:1"),),
         pools=(Pool("main", ("up",)),),
@@ -120,7 +119,9 @@ def _rules(*, network: str = "online", offline_route: bool = False) -> Rules:
 
 
 def _plan(rules: Rules, path: str, asked: Asked) -> Plan:
-    plan = decide(Compiled.build(rules), parse_request_target(path), Identity(None, "anonymous"), asked)
+    plan = decide(
+        Compiled.build(rules), parse_request_target(path), Identity(None, "anonymous"), asked
+    )
     assert isinstance(plan, Plan)
     return plan
 
