@@ -30,6 +30,7 @@ from router.caching import AnswerCache, Job
 from router.checksums import ChecksumDatabase, ChecksumRegistry, Verification
 from router.core.errors import ProtocolError
 from router.core.fallback import Outcome
+from router.core.jobviews import JOB_HEADER, JobTarget, split_job
 from router.core.model import Pool, Rules, Server
 from router.core.plan import Asked, Plan, Ranked, Refused, decide_once, rank
 from router.core.protocol import Kind, ModuleRequest, SumdbRequest, parse_request_target
@@ -37,6 +38,8 @@ from router.core.tenancy import REALM, Identity, Refusal, identify
 from router.debug import (
     debug_abuse,
     debug_explain,
+    debug_job_drop,
+    debug_job_show,
     debug_purge,
     debug_rollout_reset,
     debug_upstreams,
@@ -46,6 +49,7 @@ from router.fleet.limits import LimitSync
 from router.fleet.rollouts import sync_loop as rollout_sync
 from router.fleet.selection import RedisSync
 from router.gateway import UPSTREAM_HEADER, Served, serve, text_response
+from router.jobviews import JobViews, build_job_views, gc_interval
 from router.limiting import RequestLimits, StreamSlots
 from router.live import gauge_loop, probe_loop
 from router.logs import AccessLog
@@ -92,6 +96,7 @@ class GatewayState:
     streams: StreamSlots = field(default_factory=StreamSlots)
     checksums: ChecksumRegistry = field(init=False)
     rollouts: Rollouts = field(init=False)
+    jobs: JobViews | None = None  # L3 job views (router.jobviews)
 
     def __post_init__(self) -> None:
         # Parsing is pure but validating Go module paths is not cheap: remember the
@@ -124,6 +129,7 @@ STATE = web.AppKey("state", GatewayState)
 REQUEST_ID = web.RequestKey("request_id", str)
 SERVED = web.RequestKey("served", Served)
 STARTED = web.RequestKey("started", web.StreamResponse)
+JOB = web.RequestKey("job", JobTarget)
 
 
 def request_id(http: web.Request) -> str:
@@ -258,8 +264,12 @@ async def goproxy(http: web.Request) -> web.StreamResponse:
             resp = text_response(405, f"method {http.method} not allowed: only GET and HEAD")
             resp.headers["Allow"] = "GET, HEAD"
             return resp
+        job = http[JOB] = split_job(http.raw_path, http.headers.get(JOB_HEADER))
+        if job.problem is not None:  # /job/ID/... or X-CI-Job-ID (router.core.jobviews)
+            resp = text_response(400, job.problem)
+            return resp
         try:
-            request = state.parse(http.raw_path)
+            request = state.parse(job.path)
         except ProtocolError as exc:
             resp = text_response(exc.status, exc.reason)
             return resp
@@ -373,6 +383,7 @@ def _access_log(
             "client": http.remote,
             "user_agent": http.headers.get("User-Agent", "")[:200],
             "trace_id": served.trace.trace_id if served.trace is not None else None,
+            "ci_job": http[JOB].logged if JOB in http else None,
         }
     )
 
@@ -387,10 +398,22 @@ async def _decide_and_serve(
     """Execute the plan `router.core.plan` makes for this request: decisions are all
     there; this only looks up caches, fetches and answers."""
     state = http.app[STATE]
-    decided = decide_once(rt.compiled, request, who, Asked(http.method, http.headers))
+    job = http[JOB]
+    asked = Asked(http.method, http.headers, job.job, job.offline)
+    decided = decide_once(rt.compiled, request, who, asked)
     if isinstance(decided, Refused):
         return await _refused(state, who, decided)
     served.pool, served.route = decided.pool.name, decided.route.route
+    if (decided.pinned or decided.offline) and state.jobs is not None:  # router.jobviews
+        answer = functools.partial(_serve_plan, http, state, rt, decided, served)
+        return await state.jobs.serve(http, decided, served, answer, state.answers)
+    return await _serve_plan(http, state, rt, decided, served)
+
+
+async def _serve_plan(
+    http: web.Request, state: GatewayState, rt: Runtime, decided: Plan, served: Served
+) -> web.StreamResponse:
+    request = decided.request
     answers = state.answers
     if answers is not None:
         hit = answers.fast_hit(request, decided.key, served)
@@ -530,6 +553,8 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
         state.tasks.spawn(limit_sync.run(state.metrics), name="limit-sync")
         state.tasks.spawn(rollout_sync(state.rollouts, redis_client), name="rollout-sync")
     state.answers = await build_cache(state, redis_client)
+    state.jobs = build_job_views(state.initial_rules.jobs, state.metrics, redis_client)
+    state.tasks.spawn(state.jobs.run(gc_interval(state.initial_rules.jobs)), name="job-gc")
     state.tracer = make_tracer(state.initial_rules.tracing)
     state.answers.tracer = state.tracer
     state.answers.use_rollouts(state.rollouts)
@@ -586,6 +611,8 @@ def create_app(
     app.router.add_post("/debug/explain", guarded(debug_explain))
     app.router.add_get("/debug/abuse", guarded(debug_abuse))
     app.router.add_post("/debug/rollouts/reset", guarded(debug_rollout_reset))
+    app.router.add_get("/debug/jobs", guarded(debug_job_show))
+    app.router.add_post("/debug/jobs/drop", guarded(debug_job_drop))
     # Any path at all, line breaks included: aiohttp matches routes on the decoded path,
     # and a `.*` there sent a decoded %0a to aiohttp's own 404 instead of the 400 below.
     catch_all = app.router.add_route("*", r"/{tail:[\s\S]*}", guarded(goproxy))

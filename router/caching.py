@@ -166,6 +166,39 @@ class AnswerCache:
             return await self._zip_miss(http, job, key)
         return await self._meta_miss(http, job, key)
 
+    async def cached(
+        self,
+        http: web.Request,
+        request: ModuleRequest | SumdbRequest,
+        pool: Pool,
+        key: str,
+        served: Served,
+    ) -> web.StreamResponse | None:
+        """What a tier holds for `key`, fresh or stale, without asking any upstream and
+        without refreshing (offline mode, `router.jobviews`); None when none holds it."""
+        if isinstance(request, SumdbRequest) and request.is_supported_probe:
+            return None
+        job = Job(request, pool, (), served, {}, private=False)
+        now = self._clock()
+        look = self.memory.get(key, now) if self.memory is not None else None
+        if look is not None:
+            self._count(request.kind.value, "hit", job)
+            return entry_response(look.entry, now)
+        found = self.store.get(key) if request.immutable and self.store is not None else None
+        if found is not None:
+            art, path = found
+            tee = Tee.of_file(path, art.size, content_type=art.content_type, upstream="cache")
+            reader = tee.attach() if tee is not None else None
+            if tee is not None and reader is not None:
+                self._count(request.kind.value, "hit", job)
+                return await self._send(http, job, tee, reader, stored=art.stored)
+        shared = self.shared is not None and request.kind is not Kind.ZIP
+        entry = await self.shared.get(key) if shared and self.shared is not None else None
+        if entry is not None:
+            self._count(request.kind.value, "hit", job)
+            return entry_response(entry, now)
+        return None
+
     def _memory_hit(
         self, http: web.Request, job: Job, key: str, now: float
     ) -> web.StreamResponse | None:

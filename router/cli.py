@@ -1,4 +1,5 @@
-"""The command line: serve, validate, hash-token, schema, cost, purge, rollout, explain, audit.
+"""The command line: serve, validate, hash-token, schema, cost, purge, rollout, explain, job,
+audit.
 
 Every flag's help shows its default. Output closed early (`... | head -1`) ends a
 command quietly with the shell's code for a broken pipe, never with a traceback."""
@@ -85,6 +86,7 @@ def _parser() -> argparse.ArgumentParser:
         "--gateway", help=GATEWAY_HELP + " (default: this host's, from the rules' listen)"
     )
     _explain_parser(_command(sub, "explain", "print the decision for a request, as JSON"))
+    _job_parsers(_command(sub, "job", "L3 job views of CI jobs, asked of a running gateway"))
     _audit_parser(
         _command(
             sub,
@@ -160,6 +162,30 @@ def _cost_parsers(cost: argparse.ArgumentParser) -> None:
     for p in (cost_set, cost_list, cost_clear):
         p.add_argument("--rules", type=Path, default=DEFAULT_RULES, help=RULES_HELP)
         p.add_argument("--redis", help=REDIS_HELP)
+
+
+def _job_parsers(job: argparse.ArgumentParser) -> None:
+    job_sub = job.add_subparsers(dest="job_command", required=True)
+    show = _command(job_sub, "show", "print a job's view: its pinned answers, as JSON")
+    drop = _command(job_sub, "drop", "forget a job's view; its next requests pin afresh")
+    for p in (show, drop):
+        p.add_argument("id", help="the job id (X-CI-Job-ID, or ID of GOPROXY=.../job/ID)")
+        p.add_argument("--tenant", help="the job's tenant (default: anonymous)")
+        p.add_argument("--rules", type=Path, default=DEFAULT_RULES, help=RULES_HELP)
+        p.add_argument(
+            "--gateway",
+            help=GATEWAY_HELP + "; with Redis any replica answers for all "
+            "(default: this host's, from the rules' listen)",
+        )
+
+
+def cmd_job(args: argparse.Namespace) -> int:
+    rules = load_rules([args.rules]).rules if args.rules.exists() else None
+    gateway = args.gateway or _local_gateway(rules)
+    query = {"job": args.id, **({"tenant": args.tenant} if args.tenant else {})}
+    if args.job_command == "show":
+        return _post_admin(gateway, "/debug/jobs", query, "job", method="GET")
+    return _post_admin(gateway, "/debug/jobs/drop", query, "job")
 
 
 def _explain_parser(exp: argparse.ArgumentParser) -> None:
@@ -408,15 +434,22 @@ def cmd_purge(args: argparse.Namespace) -> int:
 
 
 def _post_admin(
-    gateway: str, path: str, query: dict[str, str], what: str, *, body: bytes | None = None
+    gateway: str,
+    path: str,
+    query: dict[str, str],
+    what: str,
+    *,
+    body: bytes | None = None,
+    method: str = "POST",
 ) -> int:
-    """POST to a gateway's admin endpoint (Bearer ROUTER_ADMIN_TOKEN when set); print it."""
+    """POST (or `method`) to a gateway's admin endpoint (Bearer ROUTER_ADMIN_TOKEN when
+    set); print its answer."""
     import urllib.error
     import urllib.parse
     import urllib.request
 
     url = f"{gateway.rstrip('/')}{path}?{urllib.parse.urlencode(query)}"
-    req = urllib.request.Request(url, data=body, method="POST")
+    req = urllib.request.Request(url, data=body, method=method)
     if body is not None:
         req.add_header("Content-Type", "application/json")
     token = os.environ.get("ROUTER_ADMIN_TOKEN")
@@ -577,6 +610,8 @@ def _run(argv: Sequence[str] | None) -> int:
             return cmd_purge(args)
         if args.command == "rollout":
             return cmd_rollout_reset(args)
+        if args.command == "job":
+            return cmd_job(args)
     except KeyboardInterrupt:
         return 130
     return 2

@@ -169,3 +169,52 @@ async def debug_rollout_reset(http: web.Request) -> web.StreamResponse:
         known = ", ".join(sorted(state.rollouts.trackers)) or "none"
         return web.Response(status=404, text=f"no rollout for upstream {name!r} (known: {known})\n")
     return web.json_response({"upstream": name, "state": "comparing"})  # replicas: next sync
+
+
+# ---- L3 job views (router.jobviews)
+
+
+def _job_query(state: GatewayState, http: web.Request) -> tuple[str | None, str] | web.Response:
+    """(tenant, job) from `?tenant=T&job=ID` (no tenant: anonymous), or a 400."""
+    from router.core.jobviews import job_id_problem
+
+    job = http.query.get("job", "")
+    problem = job_id_problem(job)
+    if problem is not None:
+        return web.Response(status=400, text=f"{problem}\n")
+    tenant = http.query.get("tenant") or None
+    known = {t.id for t in state.current.rules.tenants}
+    if tenant is not None and tenant not in known:
+        return web.Response(status=400, text=f"bad request: no tenant {tenant!r} in the rules\n")
+    return tenant, job
+
+
+async def debug_job_show(http: web.Request) -> web.StreamResponse:
+    """GET /debug/jobs?tenant=T&job=ID: a job's view (its pinned answers, not their bodies)."""
+    from router.app import STATE
+
+    state = http.app[STATE]
+    if not is_admin(state.current.rules.admin, http.remote, http.headers.get("Authorization")):
+        return web.Response(status=403, text="forbidden: /debug is for admin networks or tokens\n")
+    asked = _job_query(state, http)
+    if isinstance(asked, web.Response):
+        return asked
+    shown = await state.jobs.show(*asked) if state.jobs is not None else None
+    if shown is None:
+        return web.Response(status=404, text=f"no live view for job {asked[1]!r}\n")
+    return web.json_response(shown)
+
+
+async def debug_job_drop(http: web.Request) -> web.StreamResponse:
+    """POST /debug/jobs/drop?tenant=T&job=ID: forget a job's view (on every replica with
+    Redis); its next requests pin afresh."""
+    from router.app import STATE
+
+    state = http.app[STATE]
+    if not is_admin(state.current.rules.admin, http.remote, http.headers.get("Authorization")):
+        return web.Response(status=403, text="forbidden: /debug is for admin networks or tokens\n")
+    asked = _job_query(state, http)
+    if isinstance(asked, web.Response):
+        return asked
+    dropped = await state.jobs.drop(*asked) if state.jobs is not None else False
+    return web.json_response({"tenant": asked[0], "job": asked[1], "dropped": dropped})

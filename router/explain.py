@@ -16,6 +16,7 @@ from typing import Any
 from multidict import CIMultiDict
 
 from router.core.errors import ProtocolError
+from router.core.jobviews import JOB_HEADER, split_job
 from router.core.model import Rules
 from router.core.plan import Asked, Compiled, Plan, Ranked, Refused, decide, rank
 from router.core.policy import format_age
@@ -61,12 +62,12 @@ def question_doc(q: Question) -> dict[str, Any]:
     return doc
 
 
-def _request(q: Question) -> ModuleRequest | SumdbRequest:
+def _request(q: Question, target: str) -> ModuleRequest | SumdbRequest:
     from router.core import modpath
     from router.core.protocol import parse_module_path
 
-    if q.module.startswith("/"):  # a request target as a client sends it (sumdb too)
-        return parse_request_target(q.module)
+    if target.startswith("/"):  # a request target as a client sends it (sumdb too)
+        return parse_request_target(target)
     kind = q.kind or ("zip" if q.version else "list")
     escaped = modpath.escape_path(q.module)
     if kind == "list":
@@ -97,12 +98,15 @@ def explain(
 ) -> dict[str, Any]:
     """The plan for one question, as JSON-ready data: the decision of `router.core.plan`,
     against `view` (a live gateway's selection state) or, by default, a fresh one."""
+    headers = CIMultiDict({k: v for k, v in (q.headers or {}).items()})
+    job = split_job(q.module, headers.get(JOB_HEADER))  # /job/ID/... or X-CI-Job-ID
+    if job.problem is not None:
+        return {"answer": {"status": 400, "reason": job.problem}}
     try:
-        request = _request(q)
+        request = _request(q, job.path if q.module.startswith("/") else q.module)
     except ProtocolError as exc:
         return {"answer": {"status": exc.status, "reason": exc.reason}}
     out: dict[str, Any] = {"request": _request_view(request)}
-    headers = CIMultiDict({k: v for k, v in (q.headers or {}).items()})
     if q.go_version:
         headers["X-Go-Version"] = q.go_version
     compiled = Compiled.build(rules)
@@ -116,7 +120,8 @@ def explain(
         out["answer"] = {"status": who.status, "reason": who.reason}
         return out
     out["tenant"] = {"id": who.tenant_id, "identified_by": who.method}
-    decided = decide(compiled, request, who, Asked("GET", headers), explain=True)
+    asked = Asked("GET", headers, job.job, job.offline)
+    decided = decide(compiled, request, who, asked, explain=True)
     if isinstance(decided, Refused):
         seen = visibility(compiled.tenants, who, request.module)
         out["access"] = {"allowed": seen.allowed, "private": seen.private, "reason": seen.reason}
@@ -165,6 +170,8 @@ def _plan_view(rules: Rules, plan: Plan, ranked: Ranked) -> dict[str, Any]:
         "policy": _policy(plan, plan.request.kind.value),
         "cache_key": plan.key,
         "admission": plan.admission.as_dict(),  # kept in the store and Redis, or memory only
+        "job": None if plan.job is None else {"id": plan.job, "pinned": plan.pinned},
+        "offline": plan.offline or None,
     }
     if isinstance(plan.request, SumdbRequest):
         out["sumdb"] = {"name": plan.request.db, "answers_proven": plan.sumdb_checked}

@@ -31,7 +31,8 @@ async def probe_loop(state: GatewayState) -> None:
         while True:
             rt = state.current
             interval = rt.rules.selection.probe_interval
-            for name, count in state.selection.probes_due(interval).items():
+            due = state.selection.probes_due(interval) if rt.rules.network != "offline" else {}
+            for name, count in due.items():  # network: offline never contacts an upstream
                 client = rt.clients.get(name)
                 if client is None or name in running:
                     continue

@@ -388,6 +388,31 @@ class Metrics:
             registry=r,
             multiprocess_mode="livemax",
         )
+        # ---- L3 job views and offline mode (router.jobviews)
+        self.job_views = Gauge(
+            PREFIX + "job_views",
+            "Live L3 job views (the fleet's, with Redis), as of the last collection.",
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.job_pins = Counter(
+            PREFIX + "job_pins_total",
+            "Job-view answers: pinned (first answer recorded) or served (a pin answered).",
+            ("event",),
+            registry=r,
+        )
+        self.job_drops = Counter(
+            PREFIX + "job_view_drops_total",
+            "Job views dropped by reason: idle, count, bytes, admin.",
+            ("reason",),
+            registry=r,
+        )
+        self.offline_misses = Counter(
+            PREFIX + "offline_misses_total",
+            "Offline requests answered 404 because nothing was cached, by mode.",
+            ("mode",),
+            registry=r,
+        )
 
         # Label sets alerts watch with increase(): present (at 0) from the start.
         for result in ("ok", "invalid"):

@@ -279,6 +279,7 @@ def _route(raw: Any) -> m.Route:
         prefer_fresh=raw["prefer_fresh"],
         verify_checksums=raw.get("verify_checksums"),
         policy=_policy(raw.get("policy")),
+        offline=raw["offline"],
         where=_where(raw),
     )
 
@@ -367,5 +368,7 @@ def build_rules(doc: dict[str, Any], sources: tuple[str, ...]) -> m.Rules:
         server=m.Server(**doc["server"]),
         logging=m.Logging(**doc["logging"]),
         tracing=m.Tracing(**doc["tracing"]),
+        jobs=m.Jobs(**doc["jobs"]),
+        network=doc["network"],
         sources=sources,
     )

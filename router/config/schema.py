@@ -422,6 +422,11 @@ ROUTE = Obj(
         "prefer_fresh": Field(Bool(), default=False),
         "verify_checksums": Field(Bool()),
         "policy": Field(POLICY),
+        "offline": Field(
+            Bool(),
+            default=False,
+            description="hermetic: serve only what is cached, 404 naming the mode otherwise",
+        ),
     }
 )
 
@@ -536,6 +541,27 @@ RULES = Obj(
                     "sample": Field(Number(minimum=0, maximum=1), default=1.0),
                     "export_timeout": Field(DURATION, default=5.0),
                     "batch_size": Field(Number(minimum=1, integer=True), default=512),
+                }
+            ),
+            default=None,
+        ),
+        # ---- L3 job views and offline mode (router.core.jobviews)
+        "network": Field(
+            Str(choices=("online", "offline")),
+            default="online",
+            description="offline: serve only what the cache and store hold (air-gapped); "
+            "everything else is a 404 naming the mode, no upstream is contacted",
+        ),
+        "jobs": Field(
+            Obj(
+                {
+                    "ttl": Field(
+                        DURATION, default=3600.0, description="a job view idle this long is gone"
+                    ),
+                    "max_views": Field(Number(minimum=1, integer=True), default=10000),
+                    "max_bytes": Field(
+                        SIZE, default=256 << 20, description="pinned answers of every view"
+                    ),
                 }
             ),
             default=None,

@@ -163,6 +163,7 @@ class Route:
     prefer_fresh: bool = False
     verify_checksums: bool | None = None
     policy: PolicyBlock | None = None
+    offline: bool = False  # hermetic: only what is cached is served (router.core.jobviews)
     where: Where = field(default=NOWHERE, compare=False)
 
 
@@ -298,6 +299,15 @@ class ServerTLS:
 
 
 @dataclass(frozen=True, slots=True)
+class Jobs:
+    """L3 job views (router.core.jobviews): idle lifetime and bounds."""
+
+    ttl: float = 3600.0
+    max_views: int = 10000
+    max_bytes: int = 256 << 20
+
+
+@dataclass(frozen=True, slots=True)
 class Rules:
     """A whole, validated rule set."""
 
@@ -320,6 +330,8 @@ class Rules:
     server: Server = field(default_factory=Server)
     logging: Logging = field(default_factory=Logging)
     tracing: Tracing = field(default_factory=Tracing)
+    jobs: Jobs = field(default_factory=Jobs)
+    network: Literal["online", "offline"] = "online"  # offline: serve only what is cached
     sources: tuple[str, ...] = ()
 
     def upstream(self, name: str) -> Upstream:

@@ -8,6 +8,8 @@ Two pure steps, so that a cached answer costs no ranking:
   answer is verified against the checksum DB, the policy, the cache key, whether the
   version's answers may be kept in the store and Redis (`core/admission`). A `Refused`
   when the request must be answered without any upstream.
+  Also the L3 job view (`router.core.jobviews`): the request's job, whether its answer
+  is pinned there, and whether it is served offline (only from what is cached).
 - `rank`: the order to try those upstreams in (live RTT, cost, heat, health from a
   read-only selection view), the reason the first is first, rolled-back rollout
   candidates left out, and whether this request is compared in a rollout.
@@ -23,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from router.core.admission import Admission, admit_request, admit_rule
+from router.core.jobviews import offline_mode, question
 from router.core.lifetimes import cache_key
 from router.core.model import Pool, Rules, Upstream, Weights
 from router.core.modpath import match_prefix_patterns
@@ -69,6 +72,8 @@ class Asked:
 
     method: str
     headers: Mapping[str, str]  # a case-insensitive mapping (aiohttp's, or lower-case keys)
+    job: str | None = None  # the CI job id (router.core.jobviews.split_job)
+    job_offline: bool = False  # the job asked for hermetic mode (/job/ID/offline)
 
     @property
     def go_version(self) -> str | None:
@@ -107,6 +112,9 @@ class Plan:
     transfer: bool  # a zip download: bandwidth counts in the ranking
     key: str  # the cache key of its answer
     admission: Admission  # kept in the artifact store and Redis, or memory only
+    job: str | None = None  # the CI job whose view it belongs to
+    pinned: bool = False  # a mutable question: the job's first answer is served again
+    offline: str = ""  # why only cached answers are served (network, route, job); '' online
 
     @property
     def module(self) -> str | None:
@@ -193,6 +201,11 @@ def decide(
         transfer=request.kind is Kind.ZIP and asked.method == "GET",
         key=cache_key(request, pool.name, private=seen.private, verified=verify),
         admission=admitted,
+        job=asked.job,
+        pinned=asked.job is not None and asked.method == "GET" and question(request) is not None,
+        offline=offline_mode(
+            rules.network, route.route, _route_offline(rules, route.route), asked.job_offline
+        ),
     )
 
 
@@ -203,13 +216,15 @@ def decide_once(
     compiled: Compiled, request: Request, who: Identity, asked: Asked
 ) -> Plan | Refused:
     """`decide`, remembered per rule set: everything it reads is in the key (the target,
-    the tenant and how it was identified, the method, the headers routes read)."""
+    the tenant and how it was identified, the method, the job, the headers routes read)."""
     headers = asked.headers
     key = (
         request,
         who.tenant_id,
         who.method,
         asked.method,
+        asked.job,
+        asked.job_offline,
         *[headers.get(name) for name in compiled.read_headers],
     )
     plans = compiled.plans
@@ -220,6 +235,10 @@ def decide_once(
             plans.clear()
         plans[key] = found
     return found
+
+
+def _route_offline(rules: Rules, route: str | None) -> bool:
+    return route is not None and any(r.offline for r in rules.routes if r.name == route)
 
 
 def _allowed(

@@ -16,6 +16,9 @@ entry and its lock live in one Redis Cluster slot.
 | `meta:{<sha256 of cache key>}` | string | a cache entry: JSON head line + body | when stale |
 | `lock:{<sha256 of cache key>}` | string | the replica fetching it | 5 s |
 | `modkeys:<module>` | set | the meta keys of a module (purge) | with them |
+| `job:{<view>}` | hash | a job view: question -> pinned answer (JSON head + body) | jobs.ttl idle |
+| `jobs` | sorted set | view (`tenant/job`) -> last used (count bound, GC) | never (GC'd) |
+| `jobsize` | hash | view -> bytes pinned (bytes bound) | never (GC'd) |
 | channel `purge` | pub/sub | modules to purge on every replica | - |
 """
 
@@ -28,6 +31,8 @@ PURGE_CHANNEL = PREFIX + "purge"
 COST = PREFIX + "cost"
 REPLICAS = PREFIX + "replicas"
 ROLLOUTS = PREFIX + "rollouts"
+JOBS = PREFIX + "jobs"
+JOB_SIZES = PREFIX + "jobsize"
 
 
 def rtt(upstream: str) -> str:
@@ -64,3 +69,7 @@ def lock(cache_key: str) -> str:
 
 def modkeys(module: str) -> str:
     return f"{PREFIX}modkeys:{module}"
+
+
+def job(view: str) -> str:
+    return f"{PREFIX}job:{{{view}}}"
