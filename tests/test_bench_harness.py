@@ -27,7 +27,7 @@ def _tool(name: str) -> str | None:
 @pytest.mark.e2e
 @pytest.mark.skipif(
     not (_tool("nginx") and _tool("wrk")),
-    reason="needs nginx and wrk: WITH_BENCH=1 bash scripts/system-deps.sh",
+    reason="needs nginx and wrk: bash scripts/system-deps.sh",
 )
 def test_quick_run_writes_one_report_with_every_scenario(tmp_path: Path) -> None:
     pin = [] if len(os.sched_getaffinity(0)) >= 2 and _tool("taskset") else ["--no-pin"]

@@ -20,7 +20,7 @@ HOST = "127.0.0.1"
 REPO = Path(__file__).resolve().parents[2]
 STOP_GRACE_SECONDS = 15.0
 READY_TIMEOUT_SECONDS = 30.0
-INSTALL_HINT = "WITH_BENCH=1 bash scripts/system-deps.sh (apt-get install -y nginx wrk)"
+INSTALL_HINT = "bash scripts/system-deps.sh (apt-get install -y nginx wrk)"
 
 
 class BenchError(Exception):
