@@ -42,7 +42,7 @@ def _key(module: str, version: str, kind: str) -> str:
 
 
 def _answers(gw: Any) -> AnswerCache:
-    answers = gw.app[STATE].answers
+    answers: AnswerCache | None = gw.app[STATE].answers
     assert answers is not None and answers.store is not None
     return answers
 

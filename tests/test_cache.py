@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import os
 import signal
+import sys
 import threading
 import time
 import urllib.request
@@ -358,11 +359,11 @@ async def test_purge_cli_reaches_every_replica(
         up.modules.add(LIB2)
         await asyncio.sleep(0.3)  # the purge listeners are subscribed
         proc = await asyncio.create_subprocess_exec(
-            os.sys.executable,
+            sys.executable,
             "-m",
             "router",
             "purge",
-            "example.com/lib",  # type: ignore[attr-defined]
+            "example.com/lib",
             "--redis",
             redis_server.url,
             stdout=asyncio.subprocess.PIPE,

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,7 +15,7 @@ EXAMPLES = REPO / "rules" / "examples"
 _EXPLAIN = [sys.executable, "-m", "router", "explain"]
 
 
-def explain(*args: str, rules: Path = EXAMPLES) -> dict[str, object]:
+def explain(*args: str, rules: Path = EXAMPLES) -> dict[str, Any]:
     done = subprocess.run(
         [sys.executable, "-m", "router", "explain", "--rules", str(rules), *args],
         capture_output=True,
@@ -24,7 +25,7 @@ def explain(*args: str, rules: Path = EXAMPLES) -> dict[str, object]:
     )
     assert done.returncode == 0, done.stderr
     assert "example-token" not in done.stdout
-    result: dict[str, object] = json.loads(done.stdout)
+    result: dict[str, Any] = json.loads(done.stdout)
     return result
 
 
@@ -80,26 +81,26 @@ def test_explain_every_example_tenant(
     args: list[str], tenant: str | None, route: str | None, order: list[str]
 ) -> None:
     out = explain(*args)
-    assert out["tenant"]["id"] == tenant  # type: ignore[index]
-    assert out["route"]["matched"] == route  # type: ignore[index]
+    assert out["tenant"]["id"] == tenant
+    assert out["route"]["matched"] == route
     assert out["order"] == order
-    for row in out["candidates"]:  # type: ignore[attr-defined]
+    for row in out["candidates"]:
         assert set(row["components"]) == {"rtt", "cost", "heat"}
         assert isinstance(row["score"], float)
 
 
 def test_explain_refusals_and_hidden_modules() -> None:
-    assert explain("--tenant", "finance", "golang.org/x/mod@v0.1.0")["answer"]["status"] == 401  # type: ignore[index]
+    assert explain("--tenant", "finance", "golang.org/x/mod@v0.1.0")["answer"]["status"] == 401
     hidden = explain("--tenant", "health", "corp.example.com/finance/ledger@v1.0.0")
-    assert hidden["answer"]["status"] == 404  # type: ignore[index]
+    assert hidden["answer"]["status"] == 404
     denied = explain("--token", "platform-example-token", "github.com/banned/x@v1.0.0")
-    assert denied["answer"]["status"] == 403  # type: ignore[index]
-    assert "github.com/banned/*" in denied["answer"]["reason"]  # type: ignore[index]
+    assert denied["answer"]["status"] == 403
+    assert "github.com/banned/*" in denied["answer"]["reason"]
 
 
 def test_explain_shows_why_routes_did_not_match() -> None:
     out = explain("--tenant", "health", "golang.org/x/mod@v0.20.0")
-    skipped = {r["route"]: r["why"] for r in out["route"]["not_matched"]}  # type: ignore[index]
+    skipped = {r["route"]: r["why"] for r in out["route"]["not_matched"]}
     assert skipped["legacy-go"] == "no parseable X-Go-Version header"
 
 
@@ -146,8 +147,8 @@ def test_explain_covers_checksum_db_requests_like_the_gateway() -> None:
     assert public["pool"]["fallback"] == "any-error"
     assert all(
         row.get("excluded") == "does not proxy checksum database sum.golang.org"
-        for row in public["candidates"]  # type: ignore[union-attr]
-        if row["upstream"] not in public["order"]  # type: ignore[index,operator]
+        for row in public["candidates"]
+        if row["upstream"] not in public["order"]
     )
 
 

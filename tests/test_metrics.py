@@ -60,9 +60,9 @@ async def test_metric_families_and_bounded_labels(tmp_path: Path) -> None:
         assert name in families, name
     samples = [s for f in families.values() for s in f.samples]
     for s in samples:
-        for value in s.labels.values():
-            assert "example.com" not in value and "v1.0.0" not in value
-            assert not re.match(r"\d+\.\d+\.\d+\.\d+", value)
+        for label in s.labels.values():
+            assert "example.com" not in label and "v1.0.0" not in label
+            assert not re.match(r"\d+\.\d+\.\d+\.\d+", label)
 
     def value(name: str, **labels: str) -> float:
         return sum(

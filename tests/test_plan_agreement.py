@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import random
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -105,12 +105,12 @@ class _Access(logging.Handler):
 
 
 @pytest.fixture
-def access() -> AsyncIterator[_Access]:
+def access() -> Iterator[_Access]:
     handler = _Access()
     logger = logging.getLogger("goproxy_router.access")
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
-    yield handler  # type: ignore[misc]
+    yield handler
     logger.removeHandler(handler)
 
 

@@ -7,3 +7,12 @@ Shared parts: `procs` (child processes, tools, HTTP), `load` (wrk, CPU accountin
 GOPROXY tree on disk), `report` (markdown + JSON). Each scenario is a short module
 in `scenarios/`; the cache and selection simulations live in `sims/`.
 """
+
+import sys
+from pathlib import Path
+
+# The scenarios build their modules with the tests' own builders (`support.*`), imported
+# under the one name the tests use.
+_TESTS = str(Path(__file__).resolve().parents[2] / "tests")
+if _TESTS not in sys.path:
+    sys.path.append(_TESTS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from router.config import load_rules
 from router.config.schema import json_schema
@@ -64,7 +65,7 @@ def test_explain_shows_the_policy_that_applies() -> None:
 
     result = load_rules([REPO / "rules" / "examples"])
     assert result.rules is not None
-    ask = {"tenant": "payments", "token": "payments-example-token"}
+    ask: dict[str, Any] = {"tenant": "payments", "token": "payments-example-token"}
     shown = explain(result.rules, Question("example.com/m", "v1.0.0", **ask))["policy"]
     assert shown["mode"] == "enforce"
     assert shown["licenses"]["from"] == "tenant payments"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 
 from router.core.jobviews import (
@@ -90,14 +92,14 @@ def test_view_ids_keep_tenants_apart() -> None:
 
 def test_to_drop_idle_first_then_oldest() -> None:
     views = [Live("a", 0.0, 10), Live("b", 50.0, 10), Live("c", 60.0, 10), Live("d", 70.0, 10)]
-    bounds = {"ttl": 100.0, "max_views": 2, "max_bytes": 1000}
-    assert to_drop(views, 105.0, **bounds) == [("a", "idle"), ("b", "count")]
-    assert to_drop(views, 80.0, **bounds) == [("a", "count"), ("b", "count")]
+    bounds = functools.partial(to_drop, ttl=100.0, max_views=2, max_bytes=1000)
+    assert bounds(views, 105.0) == [("a", "idle"), ("b", "count")]
+    assert bounds(views, 80.0) == [("a", "count"), ("b", "count")]
     # the view being written is kept even when it is the oldest
-    assert to_drop(views, 80.0, **bounds, keep="a") == [("b", "count"), ("c", "count")]
-    by_bytes = {"ttl": 100.0, "max_views": 10, "max_bytes": 25}
-    assert to_drop(views, 80.0, **by_bytes) == [("a", "bytes"), ("b", "bytes")]
-    assert to_drop([], 0.0, **bounds) == []
+    assert bounds(views, 80.0, keep="a") == [("b", "count"), ("c", "count")]
+    by_bytes = functools.partial(to_drop, ttl=100.0, max_views=10, max_bytes=25)
+    assert by_bytes(views, 80.0) == [("a", "bytes"), ("b", "bytes")]
+    assert bounds([], 0.0) == []
 
 
 def test_offline_mode_names_where_it_comes_from() -> None:

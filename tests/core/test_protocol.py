@@ -298,4 +298,5 @@ def test_checksum_db_names_may_hold_a_path_like_gos_own_test_db() -> None:
     assert req.upstream_path() == "sumdb/localhost.localdev/sumdb/lookup/example.com/m@v1.0.0"
     tile = parse_request_target("/sumdb/localhost.localdev/sumdb/tile/8/0/000.p/3")
     assert isinstance(tile, SumdbRequest) and tile.db == "localhost.localdev/sumdb"
-    assert parse_request_target("/sumdb/sum.golang.org:443/supported").db == "sum.golang.org:443"
+    supported = parse_request_target("/sumdb/sum.golang.org:443/supported")
+    assert isinstance(supported, SumdbRequest) and supported.db == "sum.golang.org:443"

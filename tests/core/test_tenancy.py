@@ -131,7 +131,7 @@ def test_visibility(
     seen = visibility(INDEX, _who(tenant), module)
     assert (seen.allowed, seen.private, seen.hidden) == (allowed, private, hidden)
     if not allowed:
-        assert tenant in seen.reason
+        assert tenant is not None and tenant in seen.reason
 
 
 def test_deny_reason_names_the_rule() -> None:

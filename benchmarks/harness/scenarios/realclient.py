@@ -23,12 +23,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from support.gocmd import go_env, write_main_module
+from support.gomod import FixtureModule, info_json, simple_module, write_zip
+
 from benchmarks.harness.bench import Bench
 from benchmarks.harness.procs import BenchError, free_port
 from benchmarks.harness.report import Ratio, Section, fmt
 from benchmarks.harness.servers import Server, proxy_body, static_body
-from tests.support.gocmd import go_env, write_main_module
-from tests.support.gomod import FixtureModule, info_json, simple_module, write_zip
 
 TITLE = "Real client: go mod download + go build, fresh module cache"
 MODULES, QUICK_MODULES = 120, 12

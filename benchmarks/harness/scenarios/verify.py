@@ -10,13 +10,14 @@ import json
 import statistics
 import time
 
+from support.gomod import FixtureModule, large_module, simple_module
+from support.goproxy_server import FixtureProxy
+from support.sumdb_server import TestSumDB
+
 from benchmarks.harness.bench import RUN_COLUMNS, Bench, rps, run_data, run_row
 from benchmarks.harness.load import Run
 from benchmarks.harness.procs import BenchError, http_get
 from benchmarks.harness.report import Ratio, Section, fmt
-from tests.support.gomod import FixtureModule, large_module, simple_module
-from tests.support.goproxy_server import FixtureProxy
-from tests.support.sumdb_server import TestSumDB
 
 TITLE = "Checksum verification cost (verified vs plain tenant)"
 TENANTS = {"plain": "plain", "verified": "devops"}
