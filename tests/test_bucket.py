@@ -303,7 +303,9 @@ async def test_a_writer_killed_mid_upload_leaves_no_visible_object(
         finally:
             proc.kill()
             proc.wait()
-        assert proc.stdout is not None and b"published" not in proc.stdout.read()
+        assert proc.stdout is not None
+        with proc.stdout:
+            assert b"published" not in proc.stdout.read()
         await asyncio.sleep(0.3)  # let the server notice the broken connection
         async with _bucket(server) as bucket:
             assert await bucket.head("k") is None

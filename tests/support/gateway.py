@@ -172,6 +172,7 @@ class GatewayProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self._log.close()  # the process is gone; output() reads the file by name
         return self.proc.returncode
 
     def output(self) -> str:
