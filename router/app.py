@@ -57,11 +57,12 @@ from router.observability import Metrics, status_class
 from router.padding import NotFoundTimer
 from router.reload import Reloader
 from router.rollouts import RolloutPick, Rollouts
-from router.runtime import Runtime, build_runtime
+from router.runtime import Runtime, UpstreamFactory, build_runtime
 from router.sending import abort
 from router.state.local import SelectionState
 from router.tasks import TaskGroup
 from router.tracing import Tracer, make_tracer
+from router.upstream import UpstreamClient
 
 log = logging.getLogger("goproxy_router.app")
 
@@ -77,6 +78,8 @@ class GatewayState:
 
     initial_rules: Rules
     rules_paths: tuple[Path, ...] = ()
+    clock: Callable[[], float] = time.time  # wall-clock seconds for caches and selection
+    make_client: UpstreamFactory = UpstreamClient
     runtime: Runtime | None = None
     ready: bool = False
     draining: bool = False
@@ -102,7 +105,7 @@ class GatewayState:
         # Parsing is pure but validating Go module paths is not cheap: remember the
         # most recent targets (valid ones only; errors are recomputed).
         self.parse = functools.lru_cache(maxsize=16384)(parse_request_target)
-        self.selection = SelectionState(self.initial_rules)
+        self.selection = SelectionState(self.initial_rules, clock=self.clock)
         self.limits = RequestLimits(self.metrics)
         self.limits.apply_rules(self.initial_rules)
         log_cfg = self.initial_rules.logging
@@ -538,7 +541,9 @@ def _observe(
 
 async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE]
-    state.runtime, _ = await build_runtime(state.initial_rules, 1, None, state.count_connection)
+    state.runtime, _ = await build_runtime(
+        state.initial_rules, 1, None, state.count_connection, state.make_client
+    )
     await state.checksums.apply(state.initial_rules)
     state.metrics.rules_generation.set(1)
     if state.rules_paths:
@@ -553,7 +558,7 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
         state.tasks.spawn(limit_sync.run(state.metrics), name="limit-sync")
         state.tasks.spawn(rollout_sync(state.rollouts, redis_client), name="rollout-sync")
     state.answers = await build_cache(state, redis_client)
-    state.jobs = build_job_views(state.initial_rules.jobs, state.metrics, redis_client)
+    state.jobs = build_job_views(state.initial_rules.jobs, state.metrics, redis_client, state.clock)
     state.tasks.spawn(state.jobs.run(gc_interval(state.initial_rules.jobs)), name="job-gc")
     state.tracer = make_tracer(state.initial_rules.tracing)
     state.answers.tracer = state.tracer
@@ -593,13 +598,24 @@ _ADMIN_PREFIXES = ("/healthz", "/readyz", "/metrics", "/debug/")
 
 
 def create_app(
-    rules: Rules, *, rules_paths: tuple[Path, ...] = (), redis_url: str | None = None
+    rules: Rules,
+    *,
+    rules_paths: tuple[Path, ...] = (),
+    redis_url: str | None = None,
+    clock: Callable[[], float] = time.time,
+    make_client: UpstreamFactory = UpstreamClient,
 ) -> web.Application:
     """The gateway application for a validated rule set (state shared through
-    Redis when `redis_url` is given, else embedded in this process)."""
+    Redis when `redis_url` is given, else embedded in this process). Tests hand in
+    `clock` (cache lifetimes and selection read it) and `make_client` (the client of
+    each upstream)."""
     app = web.Application()
     app[STATE] = GatewayState(
-        initial_rules=rules, rules_paths=rules_paths, redis_url=redis_url or rules.redis
+        initial_rules=rules,
+        rules_paths=rules_paths,
+        clock=clock,
+        make_client=make_client,
+        redis_url=redis_url or rules.redis,
     )
     app.on_response_prepare.append(_prepare_headers)
     app.cleanup_ctx.append(_runtime_ctx)

@@ -81,6 +81,7 @@ async def build_cache(state: GatewayState, redis_client: Any) -> AnswerCache:
         shared=shared,
         spools=spools,
         stall=state.initial_rules.server.stall_timeout,
+        clock=state.clock,
     )
     answers_ref.append(answers)
     return answers

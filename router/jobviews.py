@@ -430,15 +430,20 @@ class JobViews:
         return await self.store.show(view_id(tenant, job))
 
 
-def build_job_views(cfg: Jobs, metrics: Metrics, redis_client: Any | None) -> JobViews:
+def build_job_views(
+    cfg: Jobs, metrics: Metrics, redis_client: Any | None, clock: Clock = time.time
+) -> JobViews:
     """The job views of a gateway: in Redis when it has one, else in memory."""
     store: ViewStore
     if redis_client is not None:
         store = RedisViews(
-            redis_client, cfg, on_error=lambda op: metrics.redis_errors.labels(op).inc()
+            redis_client,
+            cfg,
+            on_error=lambda op: metrics.redis_errors.labels(op).inc(),
+            clock=clock,
         )
     else:
-        store = MemoryViews(cfg)
+        store = MemoryViews(cfg, clock)
     return JobViews(store, metrics)
 
 

@@ -85,7 +85,13 @@ class Reloader:
                 previous.rules.redis,
             ):
                 log.warning("listen/tls/redis changed: they take effect on restart only")
-            runtime, retired = await build_runtime(result.rules, previous.generation + 1, previous)
+            runtime, retired = await build_runtime(
+                result.rules,
+                previous.generation + 1,
+                previous,
+                state.count_connection,
+                state.make_client,
+            )
             state.runtime = runtime
             state.selection.apply_rules(result.rules)
             state.limits.apply_rules(result.rules)

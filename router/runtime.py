@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from router.core.model import Rules
+from router.core.model import Rules, Upstream
 from router.core.plan import Compiled
 from router.core.tenancy import TenantIndex
 from router.upstream import UpstreamClient
@@ -33,11 +33,16 @@ class Runtime:
         return self.compiled.tenants
 
 
+UpstreamFactory = Callable[[Upstream, Callable[[str, str], None] | None], UpstreamClient]
+"""Makes the client of one upstream (`UpstreamClient`; tests may hand in their own)."""
+
+
 async def build_runtime(
     rules: Rules,
     generation: int,
     previous: Runtime | None = None,
     on_connection: Callable[[str, str], None] | None = None,
+    make_client: UpstreamFactory = UpstreamClient,
 ) -> tuple[Runtime, list[UpstreamClient]]:
     """A runtime for `rules`, reusing clients whose upstream did not change.
 
@@ -51,7 +56,7 @@ async def build_runtime(
             clients[up.name] = reused
             del old[up.name]
             continue
-        client = UpstreamClient(up, on_connection)
+        client = make_client(up, on_connection)
         await client.start()
         clients[up.name] = client
     runtime = Runtime(compiled=Compiled.build(rules), clients=clients, generation=generation)

@@ -17,11 +17,20 @@ from typing import Any
 
 import aiohttp
 import pytest
-from support.gateway import GatewayProcess, gateway_in_process, write_rules
+from support.clock import Clock
+from support.gateway import (
+    GatewayProcess,
+    RunningGateway,
+    gateway_in_process,
+    wait_for,
+    write_rules,
+)
 from support.gomod import ModuleSet, hash_zip, large_module, module_zip_bytes, simple_module
 from support.goproxy_server import Fault, FixtureProxy
 
 from router.app import STATE
+from router.core.lifetimes import cache_key
+from router.core.protocol import parse_request_target
 
 LIB = simple_module("example.com/lib", "v1.0.0")
 LIB2 = simple_module("example.com/lib", "v1.1.0")
@@ -49,6 +58,16 @@ def _rules(path: Path, url: str, **cache: Any) -> Path:
         default={"pool": "main"},
         cache=cache,
     )
+
+
+def _list_of(gw: RunningGateway, module: str) -> bytes | None:
+    """The @v/list the gateway's memory tier holds for `module` (pool main), if any."""
+    assert gw.app is not None
+    answers = gw.app[STATE].answers
+    assert answers is not None and answers.memory is not None
+    key = cache_key(parse_request_target(f"/{module}/@v/list"), "main", private=False)
+    look = answers.memory.get(key, 0.0)
+    return look.entry.body if look is not None else None
 
 
 async def _get(http: aiohttp.ClientSession, url: str) -> tuple[int, bytes, Any]:
@@ -86,47 +105,50 @@ async def test_hit_after_miss_carries_age_and_cache_header(
 
 
 async def test_list_ttl_then_stale_while_revalidate(tmp_path: Path, up: FixtureProxy) -> None:
-    rules = _rules(tmp_path / "r.yaml", up.url, ttl={"list": "300ms", "latest": "300ms"})
-    async with gateway_in_process(rules) as gw, aiohttp.ClientSession() as h:
+    rules = _rules(tmp_path / "r.yaml", up.url, ttl={"list": "5m", "latest": "5m"})
+    clock = Clock()
+    async with gateway_in_process(rules, clock=clock) as gw, aiohttp.ClientSession() as h:
         url = gw.url + "/example.com/lib/@v/list"
         assert (await _get(h, url))[1] == b"v1.0.0\n"
         up.modules.add(LIB2)
+        clock.advance(299)
         assert (await _get(h, url))[1] == b"v1.0.0\n"  # fresh: from cache
-        await asyncio.sleep(0.4)
-        status, body, headers = await _get(h, url)  # stale: served at once, refreshed behind
+        clock.advance(2)
+        stale = await asyncio.gather(*(_get(h, url) for _ in range(4)))
+        status, body, headers = stale[0]  # stale: served at once, refreshed behind
         assert (status, body, headers["X-Router-Upstream"]) == (200, b"v1.0.0\n", "cache")
-        deadline = time.monotonic() + 3
-        while up.count("/@v/list") < 2 and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
-        await asyncio.sleep(0.05)
+        assert all(s == 200 and hd["X-Router-Upstream"] == "cache" for s, _, hd in stale)
+        await wait_for(lambda: _list_of(gw, "example.com/lib") == b"v1.0.0\nv1.1.0\n")
         assert (await _get(h, url))[1] == b"v1.0.0\nv1.1.0\n"
         assert up.count("/@v/list") == 2  # one refresh, however many stale hits
 
 
 async def test_stale_if_error_when_every_upstream_fails(tmp_path: Path, up: FixtureProxy) -> None:
-    rules = _rules(tmp_path / "r.yaml", up.url, ttl={"latest": "200ms"}, stale_if_error="1s")
-    async with gateway_in_process(rules) as gw, aiohttp.ClientSession() as h:
+    rules = _rules(tmp_path / "r.yaml", up.url, ttl={"latest": "1m"}, stale_if_error="1h")
+    clock = Clock()
+    async with gateway_in_process(rules, clock=clock) as gw, aiohttp.ClientSession() as h:
         url = gw.url + "/example.com/lib/@latest"
         status, body, _ = await _get(h, url)
         assert status == 200
         up.add_fault(Fault(status=503))
-        await asyncio.sleep(0.3)
+        clock.advance(61)
         for _ in range(3):
             s, b, hdr = await _get(h, url)
             assert (s, b, hdr["X-Router-Upstream"]) == (200, body, "cache")
-        await asyncio.sleep(1.0)
+        clock.advance(3600)
         assert (await _get(h, url))[0] == 502  # grace over: the error shows
 
 
 async def test_not_found_is_cached_briefly_and_5xx_never(tmp_path: Path, up: FixtureProxy) -> None:
-    rules = _rules(tmp_path / "r.yaml", up.url, ttl={"not_found": "300ms"})
-    async with gateway_in_process(rules) as gw, aiohttp.ClientSession() as h:
+    rules = _rules(tmp_path / "r.yaml", up.url, ttl={"not_found": "1m"})
+    clock = Clock()
+    async with gateway_in_process(rules, clock=clock) as gw, aiohttp.ClientSession() as h:
         missing = gw.url + "/example.com/missing/@v/list"
         assert (await _get(h, missing))[0] == 404
         status, _, headers = await _get(h, missing)
         assert (status, headers["X-Router-Upstream"]) == (404, "cache")
         assert up.count("example.com/missing") == 1
-        await asyncio.sleep(0.35)
+        clock.advance(61)
         assert (await _get(h, missing))[0] == 404
         assert up.count("example.com/missing") == 2
         up.add_fault(Fault(pattern=r"\.mod$", status=500, times=1))

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.clock import Clock
 from support.gateway import one_pool_rules
 from support.gomod import FixtureModule, hash_mod, hash_module, simple_module
 from support.sumdb_server import TestSumDB
@@ -38,16 +39,6 @@ from router.tasks import TaskGroup
 from router.upstream import UpstreamAnswer, UpstreamClient
 
 NAME = "sum.test.example"
-
-
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def module(n: int, version: str = "v1.0.0") -> FixtureModule:
@@ -80,7 +71,7 @@ class Env:
     def __init__(self, stack: AsyncExitStack) -> None:
         self.stack = stack
         self.metrics = Metrics()
-        self.clock = Clock()
+        self.clock = Clock(1000.0)
 
     async def sumdb(self, name: str = NAME, signer_key: str | None = None) -> TestSumDB:
         db = TestSumDB(name, signer_key, base_path=f"/sumdb/{name}")

@@ -8,20 +8,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from support.clock import Clock
 
 from router.core.jobviews import view_id
 from router.core.model import Jobs
 from router.fleet.client import connect
 from router.jobviews import MemoryViews, Pin, RedisViews, ViewStore
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
 
 CFG = Jobs(ttl=3600.0, max_views=3, max_bytes=1000)
 

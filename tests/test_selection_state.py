@@ -12,17 +12,10 @@ from collections import Counter
 from dataclasses import replace
 
 import pytest
+from support.clock import Clock
 
 from router.core.model import Pool, Rules, Selection, Upstream
 from router.state.local import FIRST_PROBES, SelectionState
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _rules(*names: str, mode: str = "best", probe_interval: float = 10.0) -> Rules:
@@ -87,7 +80,7 @@ class Gateway:
 
 
 def test_every_upstream_is_owed_first_probes_and_then_only_the_quiet_ones() -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     state = _state(_rules("a", "b"), clock)
     assert state.probes_due(10.0) == {"a": FIRST_PROBES, "b": FIRST_PROBES}
     assert sorted(state.unmeasured()) == ["a", "b"]
@@ -100,7 +93,7 @@ def test_every_upstream_is_owed_first_probes_and_then_only_the_quiet_ones() -> N
 
 
 def test_the_first_probe_back_does_not_decide_before_the_others() -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     state = _state(_rules("official", "mirror"), clock)
     clock.now += 0.05
     state.probed("mirror", ok=True, rtt=0.002)  # the mirror's first probe came back first
@@ -114,7 +107,7 @@ def test_the_first_probe_back_does_not_decide_before_the_others() -> None:
 
 
 def test_an_upstream_whose_first_probes_hang_is_ranked_after_a_second() -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     state = _state(_rules("hangs", "fine"), clock)
     state.probed("fine", ok=True, rtt=0.01)
     assert _first(state) == "hangs"  # cold: the pool's order while it is being measured
@@ -123,7 +116,7 @@ def test_an_upstream_whose_first_probes_hang_is_ranked_after_a_second() -> None:
 
 
 def test_a_failed_probe_is_not_repeated_before_the_interval() -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     state = _state(_rules("a"), clock)
     for _ in range(FIRST_PROBES):
         state.probed("a", ok=False, rtt=None)
@@ -135,7 +128,7 @@ def test_a_failed_probe_is_not_repeated_before_the_interval() -> None:
 
 
 def test_a_half_open_upstream_is_probed_as_soon_as_its_ejection_ends() -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     state = _state(_rules("a", "b"), clock)
     _probe_all(state, clock, {"a": 0.01, "b": 0.01})
     for _ in range(5):
@@ -149,7 +142,7 @@ def test_a_half_open_upstream_is_probed_as_soon_as_its_ejection_ends() -> None:
 
 
 def test_a_reload_that_adds_or_moves_an_upstream_has_it_measured_again() -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     rules = _rules("a", "b")
     state = _state(rules, clock)
     _probe_all(state, clock, {"a": 0.01, "b": 0.02})
@@ -168,7 +161,7 @@ def test_a_reload_that_adds_or_moves_an_upstream_has_it_measured_again() -> None
 
 
 def test_a_quick_error_is_no_evidence_of_speed_but_a_timeout_is_of_slowness() -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     state = _state(_rules("a"), clock)
     state.observe("a", failed=True, rtt=0.001)  # a fast 500 before any sample
     assert state.rtt("a") is None
@@ -181,7 +174,7 @@ def test_a_quick_error_is_no_evidence_of_speed_but_a_timeout_is_of_slowness() ->
 
 
 def test_zips_teach_bandwidth_and_small_ones_teach_nothing() -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     state = _state(_rules("a"), clock)
     state.transferred("a", 10_000, 0.5)
     assert state.live("a").bandwidth.value is None
@@ -191,7 +184,7 @@ def test_zips_teach_bandwidth_and_small_ones_teach_nothing() -> None:
 
 
 def test_a_module_slow_everywhere_does_not_make_its_upstream_look_slow() -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     state = _state(_rules("a", "b"), clock)
     _probe_all(state, clock, {"a": 0.004, "b": 0.006})
     for i in range(200):
@@ -202,7 +195,7 @@ def test_a_module_slow_everywhere_does_not_make_its_upstream_look_slow() -> None
 
 
 def test_heat_does_not_keep_a_slowed_upstream_first_for_its_hot_modules() -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     state = _state(_rules("a", "b"), clock)
     _probe_all(state, clock, {"a": 0.002, "b": 0.002})
     for _ in range(50):
@@ -222,7 +215,7 @@ def test_heat_does_not_keep_a_slowed_upstream_first_for_its_hot_modules() -> Non
 
 
 def test_cold_start_the_fast_upstream_serves_after_the_first_probes() -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     state = _state(_rules("slow", "fast"), clock)
     assert _first(state) == "slow"  # before any probe: cold, the pool's order
     gw = Gateway(state, clock, {"slow": 0.120, "fast": 0.0})
@@ -231,7 +224,7 @@ def test_cold_start_the_fast_upstream_serves_after_the_first_probes() -> None:
 
 
 def test_a_slowed_upstream_loses_its_traffic_within_a_second() -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     state = _state(_rules("a", "b"), clock)
     gw = Gateway(state, clock, {"a": 0.0, "b": 0.0})
     assert gw.run(2.0)["a"] > 100  # comparable: the pool's order, a first
@@ -242,7 +235,7 @@ def test_a_slowed_upstream_loses_its_traffic_within_a_second() -> None:
 
 
 def test_a_recovered_upstream_wins_its_traffic_back_after_one_quiet_probe() -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     state = _state(_rules("a", "b", probe_interval=10.0), clock)
     gw = Gateway(state, clock, {"a": 0.0, "b": 0.0})
     gw.run(2.0)
@@ -255,7 +248,7 @@ def test_a_recovered_upstream_wins_its_traffic_back_after_one_quiet_probe() -> N
 
 
 def test_weighted_mode_spreads_comparable_upstreams_and_drops_a_slowed_one() -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     state = _state(_rules("a", "b", mode="weighted"), clock, seed=5)
     gw = Gateway(state, clock, {"a": 0.0, "b": 0.0})
     before = gw.run(2.0)

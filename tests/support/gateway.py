@@ -11,7 +11,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,13 +84,16 @@ async def gateway_in_process(
     ssl_context: ssl.SSLContext | None = None,
     watch: bool = False,
     redis_url: str | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> AsyncIterator[RunningGateway]:
     """The real application on a real loopback port, in this event loop.
-    With `watch`, the rules file is watched and reloaded like in `serve`."""
+    With `watch`, the rules file is watched and reloaded like in `serve`; `clock` is
+    the time its caches and selection read (a `support.clock.Clock` to move by hand)."""
     app = create_app(
         load_or_raise([rules_path]),
         rules_paths=(rules_path,) if watch else (),
         redis_url=redis_url,
+        clock=clock,
     )
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=2)
     await runner.setup()
