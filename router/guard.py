@@ -99,6 +99,14 @@ class GuardedProtocol(asyncio.Protocol):
 
     def _watch(self, data: bytes) -> bool:
         """Track head boundaries; False when a head grows past the limit."""
+        if not self._skip and not self._head and data.find(b"\r\n\r\n") == len(data) - 4:
+            # the common case, one whole head in one read: no copies
+            if len(data) > self._guard.limits.max_header_bytes:
+                return False
+            self._disarm()
+            match = _CONTENT_LENGTH.search(data)
+            self._skip = int(match.group(1)) if match else 0
+            return True
         view = memoryview(data)
         while view:
             if self._skip:

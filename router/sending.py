@@ -28,38 +28,65 @@ CHUNK = 256 << 10
 SENDFILE_SLICE = 4 << 20
 
 
-async def _send_file(http: web.Request, tee: Tee, reader: Reader) -> int:
+async def _send_file(
+    http: web.Request, tee: Tee, reader: Reader, stall: float, on_bytes: Callable[[int], None]
+) -> None:
     """Send what of the body is in a file straight from the page cache to the socket
-    (plain HTTP; TLS needs the bytes in Python). uvloop has no `loop.sendfile`
-    (MagicStack/uvloop#228), so this calls sendfile(2) itself, only while the transport
-    has nothing buffered, and stops at the first EAGAIN: the rest goes the usual way,
-    through the transport's buffer and the stall timeout. Returns the bytes sent."""
+    (plain HTTP; TLS needs the bytes in Python), at the client's pace. uvloop has no
+    `loop.sendfile` (MagicStack/uvloop#228), so this calls sendfile(2) itself, only while
+    the transport has nothing buffered, and waits for the socket to take more on a
+    duplicate of its descriptor (the transport owns the original). A client that takes
+    nothing for `stall` seconds raises ClientStalled; any other problem stops here and
+    the usual path goes on from where this stopped."""
     found = tee.file_for(reader)
     transport = http.transport
     if found is None or transport is None or transport.get_extra_info("sslcontext") is not None:
-        return 0
+        return
     sock = transport.get_extra_info("socket")
     if sock is None or transport.get_write_buffer_size() or transport.is_closing():
-        return 0
+        return
     fd, end = found
     out = sock.fileno()
-    sent = 0
-    while reader.offset < end:
-        try:
-            n = os.sendfile(out, fd, reader.offset, min(SENDFILE_SLICE, end - reader.offset))
-        except (BlockingIOError, InterruptedError):
-            break
-        except OSError:
-            break  # the usual path reports what went wrong
-        if n == 0:
-            break
-        reader.offset += n
-        sent += n
-        if reader.offset < end:
-            await asyncio.sleep(0)
-            if transport.is_closing() or transport.get_write_buffer_size():
-                break
-    return sent
+    watch: int | None = None
+    loop = asyncio.get_running_loop()
+    try:
+        while reader.offset < end:
+            try:
+                n = os.sendfile(out, fd, reader.offset, min(SENDFILE_SLICE, end - reader.offset))
+            except (BlockingIOError, InterruptedError):
+                if watch is None:
+                    watch = os.dup(out)
+                await _writable(loop, watch, stall)
+                if transport.is_closing():
+                    break
+                continue
+            except OSError:
+                break  # the usual path reports what went wrong
+            if n == 0:
+                break  # the file is shorter than it was: the usual path says so
+            reader.offset += n
+            on_bytes(n)
+    finally:
+        if watch is not None:
+            os.close(watch)
+
+
+async def _writable(loop: asyncio.AbstractEventLoop, fd: int, stall: float) -> None:
+    """Wait until `fd` can take more bytes (ClientStalled after `stall` seconds)."""
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_writer(fd, wake)
+    try:
+        async with asyncio.timeout(stall):
+            await ready
+    except TimeoutError:
+        raise ClientStalled from None
+    finally:
+        loop.remove_writer(fd)
 
 
 class ClientStalled(Exception):
@@ -102,9 +129,7 @@ async def send_tee(
         if http.method == "HEAD":
             await resp.write_eof()
             return resp
-        sent = await _send_file(http, tee, reader)
-        if sent:
-            on_bytes(sent)
+        await _send_file(http, tee, reader, stall, on_bytes)
         while chunk := await tee.read(reader, CHUNK):
             await write_within(resp, chunk, stall)
             on_bytes(len(chunk))

@@ -652,3 +652,33 @@ async def _until(predicate: Any, timeout: float = 5.0) -> None:
 
 async def _until_kept(store: Path) -> None:
     await _until(lambda: any((store / "index").glob("*.json")))
+
+
+async def test_a_client_that_stops_reading_a_stored_zip_is_dropped_and_the_rest_is_whole(
+    tmp_path: Path, up: FixtureProxy
+) -> None:
+    # a stored zip goes straight from the page cache to the socket (sendfile), at the
+    # client's pace: one that stops reading is dropped after the stall timeout, one that
+    # reads gets every byte
+    store = tmp_path / "store"
+    rules = one_pool_rules(
+        tmp_path / "r.yaml",
+        {"up": up.url},
+        cache={"dir": str(store)},
+        server={"stall_timeout": "1s"},
+    )
+    async with gateway_in_process(rules) as gw:
+        port = _port(gw.url)
+        await exchange(port, [get(HUGE.url_path("zip"))])
+        await _until_kept(store)
+        status, stalled = await _stalled_download(port, HUGE.url_path("zip"), "127.0.4.1")
+        assert status == 200
+        deadline = time.monotonic() + 10
+        while await _metric(gw.url, "goproxy_router_stalled_clients_total") < 1:
+            assert time.monotonic() < deadline, "the stalled client was never dropped"
+            await asyncio.sleep(0.05)
+        assert await _dropped_within(stalled, 12_000_000, 5.0)
+        whole = parse(await exchange(port, [get(HUGE.url_path("zip")), get(LIB.url_path("info"))]))
+        assert [a.complete for a in whole] == [True, True]
+        assert whole[0].body == module_zip_bytes(HUGE)
+        assert whole[0].headers["x-router-upstream"] == "cache"
