@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from router.core.bucketing import BucketConfig
 from router.core.policy import PolicyBlock
 
 # The way to a key or list item inside a value: ("match", "tenant", 0).
@@ -206,6 +207,7 @@ class Cache:
     decay: float = 0.999
     k: int = 2
     crp: float = 0.3
+    bucket: BucketConfig | None = None  # the object-storage tier behind `dir`
 
 
 @dataclass(frozen=True, slots=True)
