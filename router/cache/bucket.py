@@ -688,7 +688,8 @@ class Bucket:
                 # S3 answers an occasional 500/503 (InternalError, SlowDown) that its clients
                 # are told to retry: once, before the endpoint counts as failing. Reads of a
                 # body being streamed (check=False) cannot be sent again.
-                if not check or _code_of(exc)[1] < 500:
+                status = _code_of(exc)[1]
+                if not check or status < 500 or status == 501:  # 501: not implemented
                     raise
                 await asyncio.sleep(RETRY_5XX_AFTER)
                 async with asyncio.timeout(timeout if timeout is not None else self.config.timeout):
