@@ -83,5 +83,29 @@ async def build_cache(state: GatewayState, redis_client: Any) -> AnswerCache:
         stall=state.initial_rules.server.stall_timeout,
         clock=state.clock,
     )
+    if cfg.bucket is not None and store is not None:
+        await attach_bucket(state, answers, store, spools, shared)
     answers_ref.append(answers)
     return answers
+
+
+async def attach_bucket(
+    state: GatewayState,
+    answers: AnswerCache,
+    store: ArtifactStore,
+    spools: Spools,
+    shared: SharedTier | None,
+) -> None:
+    """The object-storage tier behind the store (docs/bucket.md); needs the s3 extra,
+    which `validate` has checked is installed."""
+    from router.cache.bucket_tier import BucketTier
+
+    cfg = state.initial_rules.cache.bucket
+    assert cfg is not None
+    tier = BucketTier(
+        cfg, store=store, spools=spools, metrics=state.metrics, shared=shared, owner=answers.owner
+    )
+    await tier.start()
+    state.tasks.spawn(tier.watch(), name="bucket-gauge")
+    answers.bucket = tier
+    log.info("bucket tier %s (serve: %s)", cfg.url, cfg.serve)

@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -24,6 +25,7 @@ from router.cache.disk import ArtifactStore, Spool, SpoolBudget, check_module_zi
 from router.cache.health import StorageHealth
 from router.cache.memory import Entry, MemoryCache
 from router.cache.shared import SharedTier
+from router.cache.tier import Redirect
 from router.checksums import ChecksumUnavailable, Verification
 from router.comparing import Comparer
 from router.core.admission import NOT_A_VERSION, Admission
@@ -48,6 +50,9 @@ from router.spooling import Reader, Spools, Tee
 from router.tasks import TaskGroup
 from router.tracing import Tracer
 from router.upstream import UpstreamAnswer, UpstreamClient
+
+if TYPE_CHECKING:
+    from router.cache.bucket_tier import BucketTier
 
 log = logging.getLogger("goproxy_router.caching")
 
@@ -102,13 +107,14 @@ class AnswerCache:
         self._meta_flights: dict[str, asyncio.Future[UpstreamAnswer | Failure]] = {}
         self._zip_flights: dict[str, ZipFlight] = {}
         self._refreshing: set[str] = set()
-        self._owner = uuid.uuid4().hex[:12]
+        self.owner = self._owner = uuid.uuid4().hex[:12]
         self.spools = spools or Spools(SpoolBudget(cfg.spool, store), StorageHealth(), store=store)
         self.stall = stall
         self._direct: dict[str, int] = {}  # upstream -> zips streamed at a client's pace
         self.tracer: Tracer = Tracer()
         self.rollouts: Rollouts | None = None
         self.comparer: Comparer | None = None
+        self.bucket: BucketTier | None = None  # behind the store (set by cachesetup)
 
     @property
     def keeps_nothing(self) -> bool:
@@ -435,10 +441,16 @@ class AnswerCache:
         if self._zip_flights.get(key) is flight:
             del self._zip_flights[key]
         flight.close()
+        if self.bucket is not None:
+            self.bucket.settle(key)  # the fleet's fetch lock goes (after any upload)
 
     async def zip_fetch(
         self, http: web.Request, job: Job, key: str, flight: ZipFlight | None
     ) -> web.StreamResponse:
+        if self.bucket is not None and flight is not None and job.admission.admitted:
+            from_bucket = await self._from_bucket(http, job, key, flight)
+            if from_bucket is not None:
+                return from_bucket
         if job.verification is not None:
             return await self._zip_verified(http, job, key, flight, job.verification)
         if job.rollout is not None and self.comparer is not None:
@@ -533,10 +545,35 @@ class AnswerCache:
             tee.kept = art is not None
             if tee.kept and self.rollouts is not None and self.rollouts.rolled_back(tee.upstream):
                 self.store.forget(key)  # its rollback's drop may already have run
+            elif art is not None and self.bucket is not None and (kept := self.store.get(key)):
+                self.bucket.publish(key, art, kept[1])  # once per fleet, once complete
         elif self.memory is not None and tee.written <= SMALL_ZIP:
             body = await asyncio.to_thread(spool.path.read_bytes)
             if hashlib.sha256(body).hexdigest() == spool.digest:
                 self.store_meta(job, key, _with_body(answer, body))
+
+    async def _from_bucket(
+        self, http: web.Request, job: Job, key: str, flight: ZipFlight
+    ) -> web.StreamResponse | None:
+        """A zip from the bucket tier: a redirect to a presigned URL, or its copy just
+        backfilled into the store; None on a miss (then this replica fetches it)."""
+        assert self.bucket is not None and self.store is not None
+        found = await self.bucket.lookup(key, private=job.private, zip_request=True)
+        if found is None:
+            return None
+        job.served.cache, job.served.upstream = "bucket", "cache"
+        if isinstance(found, Redirect):
+            job.served.status = 302
+            headers = {"Location": found.url, UPSTREAM_HEADER: "cache", "Cache-Control": "no-store"}
+            return web.Response(status=302, headers=headers)
+        art, kept = found.artifact, self.store.get(key)
+        ctype = art.content_type
+        tee = Tee.of_file(kept[1], art.size, content_type=ctype, upstream="cache") if kept else None
+        reader = tee.attach() if tee is not None else None
+        if tee is None or reader is None:
+            return None
+        flight.publish(tee)  # local followers read the same file
+        return await self._send(http, job, tee, reader, stored=art.stored)
 
     async def _publish_and_send(
         self, http: web.Request, job: Job, tee: Tee, flight: ZipFlight | None
@@ -678,6 +715,8 @@ class AnswerCache:
         log.warning("dropped %d cached answers served by %s", dropped, upstream)
 
     async def close(self) -> None:
+        if self.bucket is not None:
+            await self.bucket.close()
         await asyncio.to_thread(self.spools.close)
 
 

@@ -414,6 +414,42 @@ class Metrics:
             registry=r,
         )
 
+        # ---- the bucket tier (docs/bucket.md) ----
+        self.bucket_lookups = Counter(
+            PREFIX + "bucket_lookups_total",
+            "Zip lookups in the bucket after a disk miss, by result: hit (backfilled to disk), "
+            "waited (after another replica fetched it), redirect (a presigned URL), miss.",
+            ("result",),
+            registry=r,
+        )
+        self.bucket_errors = Counter(
+            PREFIX + "bucket_errors_total",
+            "Failed bucket calls by op (head, get, put, presign, delete) and cause (unreachable, "
+            "timeout, denied, not_found, corrupt, down, failed, no_room, source_gone); each is "
+            "a miss or a skipped publish, never a client error.",
+            ("op", "cause"),
+            registry=r,
+        )
+        self.bucket_published = Counter(
+            PREFIX + "bucket_published_total",
+            "Zips offered to the bucket by result: published, already_there, failed, skipped.",
+            ("result",),
+            registry=r,
+        )
+        self.bucket_bytes = Counter(
+            PREFIX + "bucket_bytes_total",
+            "Artifact bytes moved to (up) and from (down) the bucket.",
+            ("direction",),
+            registry=r,
+        )
+        self.bucket_down = Gauge(
+            PREFIX + "bucket_down",
+            "1 while the bucket is not used (its endpoint failed; a probe checks it again).",
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        # ---- end bucket tier ----
+
         # Label sets alerts watch with increase(): present (at 0) from the start.
         for result in ("ok", "invalid"):
             self.rules_reloads.labels(result)

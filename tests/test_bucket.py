@@ -26,7 +26,8 @@ import trustme
 from support.s3_conditional import ConditionalProxy, Mode
 from support.s3_server import S3Server, use_aws_env
 
-from router.cache.bucket import Bucket, BucketConfig, BucketError
+from router.cache.bucket import Bucket, BucketError
+from router.core.bucketing import BucketConfig
 
 REPO = Path(__file__).parents[1]
 UPLOADER = REPO / "tests" / "support" / "bucket_upload.py"

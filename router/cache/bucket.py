@@ -51,7 +51,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal, TypeVar
-from urllib.parse import urlsplit
 
 try:
     import aiohttp
@@ -71,6 +70,7 @@ except ImportError as exc:  # pragma: no cover - depends on the install
         "the bucket tier needs the s3 extra: pip install 'goproxy-router[s3]'"
     ) from exc
 
+from router.core.bucketing import BucketConfig
 from router.tasks import TaskGroup
 
 if TYPE_CHECKING:
@@ -102,74 +102,8 @@ _MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 _PRECONDITION_CODES = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict", "409"})
 _UNSUPPORTED_CODES = frozenset({"NotImplemented", "501"})
 _MAX_INDEX = 64 << 10
-_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+RETRY_5XX_AFTER = 0.05  # seconds before the one retry of a 5xx
 _URL = re.compile(r"\bhttps?://([^/\s\"']+)[^\s\"']*")
-
-
-# ---------------------------------------------------------------------------- configuration
-
-
-@dataclass(frozen=True, slots=True)
-class BucketConfig:
-    """`cache.bucket` of the rules. Durations in seconds, sizes in bytes."""
-
-    url: str  # s3://bucket/key/prefix/
-    endpoint: str | None = None  # any S3-compatible endpoint; None: AWS for the region
-    region: str | None = None  # None: AWS_REGION / AWS_DEFAULT_REGION / the profile, else us-east-1
-    serve: Literal["stream", "redirect"] = "stream"
-    ca_bundle: str | None = None  # a private CA (PEM file); None: AWS_CA_BUNDLE, else certifi
-    profile: str | None = None  # a profile of the shared AWS files; None: AWS_PROFILE / default
-    addressing: Literal["auto", "path", "virtual"] = "auto"  # auto: path with an endpoint
-    timeout: float = 5.0  # each call; for a transfer, each idle gap (plus `min_rate` below)
-    min_rate: int = 1 << 20  # bytes/s an upload part must keep up on top of `timeout`
-    part_size: int = 16 << 20  # files larger than this go up as a multipart upload
-    presign_expires: float = 300.0
-    probe_interval: float = 1.0  # first probe of a down endpoint; doubles up to the max
-    probe_max_interval: float = 30.0
-    max_connections: int = 32
-    max_uploads: int = 4  # data uploads at once (each holds up to one part in memory)
-
-    def __post_init__(self) -> None:
-        parts = urlsplit(self.url)
-        if parts.scheme != "s3" or not parts.netloc:
-            raise ValueError(f"bucket url must look like s3://bucket/prefix/, not {self.url!r}")
-        if parts.query or parts.fragment:
-            raise ValueError("bucket url takes no query or fragment")
-        if not _BUCKET_NAME.match(parts.netloc):
-            raise ValueError(f"not a valid bucket name: {parts.netloc!r}")
-        prefix = parts.path.strip("/")
-        if "//" in parts.path or any(seg in (".", "..") for seg in prefix.split("/")):
-            raise ValueError(f"bucket key prefix must be a plain path, not {parts.path!r}")
-        if self.endpoint is not None:
-            ep = urlsplit(self.endpoint)
-            if ep.scheme not in ("http", "https") or not ep.netloc:
-                raise ValueError(f"bucket endpoint must be an http(s) URL, not {self.endpoint!r}")
-            if ep.username or ep.password:
-                raise ValueError("bucket endpoint must not carry credentials")
-        if self.serve not in ("stream", "redirect"):
-            raise ValueError(f"bucket serve must be stream or redirect, not {self.serve!r}")
-        if self.addressing not in ("auto", "path", "virtual"):
-            raise ValueError(f"bucket addressing must be auto, path or virtual: {self.addressing}")
-        if min(self.timeout, self.min_rate, self.max_connections, self.max_uploads) <= 0:
-            raise ValueError(
-                "bucket timeout, min_rate, max_connections and max_uploads must be positive"
-            )
-        if self.part_size < 5 << 20:
-            raise ValueError("bucket part_size must be at least 5 MiB (S3's smallest part)")
-        if not 1 <= self.presign_expires <= 7 * 86400:
-            raise ValueError("bucket presign_expires must be between 1 s and 7 days")
-        if self.probe_interval <= 0 or self.probe_max_interval < self.probe_interval:
-            raise ValueError("bucket probe intervals must be positive, max >= first")
-
-    @property
-    def bucket(self) -> str:
-        return urlsplit(self.url).netloc
-
-    @property
-    def prefix(self) -> str:
-        """The key prefix, '' or ending in '/'."""
-        path = urlsplit(self.url).path.strip("/")
-        return f"{path}/" if path else ""
 
 
 # ---------------------------------------------------------------------------- results and errors
@@ -747,8 +681,19 @@ class Bucket:
         if check:
             self._check_up(op)
         try:
-            async with asyncio.timeout(timeout if timeout is not None else self.config.timeout):
-                return await make()
+            try:
+                async with asyncio.timeout(timeout if timeout is not None else self.config.timeout):
+                    return await make()
+            except ClientError as exc:
+                # S3 answers an occasional 500/503 (InternalError, SlowDown) that its clients
+                # are told to retry: once, before the endpoint counts as failing. Reads of a
+                # body being streamed (check=False) cannot be sent again.
+                status = _code_of(exc)[1]
+                if not check or status < 500 or status == 501:  # 501: not implemented
+                    raise
+                await asyncio.sleep(RETRY_5XX_AFTER)
+                async with asyncio.timeout(timeout if timeout is not None else self.config.timeout):
+                    return await make()
         except ClientError as exc:
             code, status = _code_of(exc)
             if code in _MISSING_CODES:

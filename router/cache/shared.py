@@ -130,14 +130,14 @@ class SharedTier:
         except _ERRORS:
             self._failed("meta_put")
 
-    async def lock(self, key: str, owner: str) -> bool:
-        """Try to become the one replica fetching `key`; True on a Redis error too
-        (fetching ourselves is always safe)."""
+    async def lock(self, key: str, owner: str, ms: int = LOCK_MS) -> bool:
+        """Try to become the one replica fetching `key` (for `ms` at most); True on a Redis
+        error too (fetching ourselves is always safe)."""
         if self.breaker.open:
             return True
         try:
             async with asyncio.timeout(self.timeout):
-                got = await self.client.set(keys.lock(key), owner, nx=True, px=LOCK_MS)
+                got = await self.client.set(keys.lock(key), owner, nx=True, px=ms)
             return bool(got)
         except _ERRORS:
             self._failed("lock")

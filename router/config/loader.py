@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from router.config.names import declare
-from router.config.schema import LIST_KEYS, MAP_KEYS, RULES
+from router.config.schema import LIST_KEYS, MAP_KEYS, RULES, bucket_config
 from router.config.semantic import cross_check
 from router.config.source import LocatedDict, LocatedList, Problem, read_yaml
 from router.config.spec import Checker, where_of
@@ -357,6 +357,7 @@ def build_rules(doc: dict[str, Any], sources: tuple[str, ...]) -> m.Rules:
             admit=DEFAULT_RULE
             if _is_default(cache, "admit")
             else _admit(cache["admit"], "cache.admit") or DEFAULT_RULE,
+            bucket=bucket_config(cache["bucket"]) if cache.get("bucket") else None,
         ),
         limits=_limits(doc.get("limits")),
         checksum_dbs=tuple(m.ChecksumDB(**c, where=_where(c)) for c in doc.get("checksum_dbs", ())),

@@ -39,6 +39,7 @@ from router.config.spec import (
     Version,
 )
 from router.core.admission import WORDS as ADMIT_WORDS
+from router.core.bucketing import BucketConfig
 from router.core.protocol import SUMDB_NAME
 from router.core.versions import GoVersionConstraint
 
@@ -271,6 +272,101 @@ UPSTREAM = Obj(
     }
 )
 
+# ---- cache.bucket: the object-storage tier (issue 18.1; docs/bucket.md) ----
+
+
+def _check_bucket_url(value: str) -> str:
+    BucketConfig(url=value)  # raises ValueError naming what is wrong
+    return value
+
+
+def s3_extra_missing() -> bool:
+    """Whether the `s3` extra (aiobotocore) is not installed."""
+    try:
+        import aiobotocore.session  # noqa: F401
+    except ImportError:
+        return True
+    return False
+
+
+def bucket_config(raw: LocatedDict | dict[str, Any]) -> BucketConfig:
+    """The typed `cache.bucket` of a checked mapping (raises ValueError on bad ranges)."""
+    return BucketConfig(**{k: raw[k] for k in BUCKET_KEYS if k in raw})
+
+
+def _bucket_whole(bucket: LocatedDict, ck: Checker) -> None:
+    if s3_extra_missing():
+        ck.error(
+            bucket.file,
+            bucket.line,
+            "cache.bucket needs the s3 extra (aiobotocore), which is not installed: "
+            "pip install 'goproxy-router[s3]'",
+        )
+    try:
+        bucket_config(bucket)
+    except ValueError as exc:
+        ck.error(bucket.file, bucket.line, str(exc))
+
+
+def _cache_whole(cache: LocatedDict, ck: Checker) -> None:
+    if cache.get("bucket") is not None and not cache["dir"]:
+        ck.error(
+            cache.file,
+            cache.line_of("bucket"),
+            "cache.bucket needs cache.dir: the local disk is the read-through layer in front "
+            "of the bucket (and where an artifact is checked before it is published)",
+        )
+
+
+BUCKET_KEYS = (
+    "url",
+    "endpoint",
+    "region",
+    "serve",
+    "ca_bundle",
+    "profile",
+    "addressing",
+    "timeout",
+    "min_rate",
+    "part_size",
+    "presign_expires",
+    "probe_interval",
+    "probe_max_interval",
+    "max_connections",
+    "max_uploads",
+)
+POSITIVE_INT = Number(minimum=1, integer=True)
+BUCKET = Obj(
+    {
+        "url": Field(
+            Converted(_check_bucket_url, r"^s3://", "s3://goproxy-artifacts/prod/"),
+            required=True,
+            description="bucket and key prefix",
+        ),
+        "endpoint": Field(URL, description="any S3-compatible endpoint; absent: AWS"),
+        "region": Field(Str(), description="absent: AWS_REGION / the profile / us-east-1"),
+        "serve": Field(
+            Str(choices=("stream", "redirect")),
+            default="stream",
+            description="stream: through the gateway; redirect: a presigned URL for a public .zip",
+        ),
+        "ca_bundle": Field(Str(), description="PEM file of a private CA; absent: AWS_CA_BUNDLE"),
+        "profile": Field(Str(), description="a profile of the shared AWS files"),
+        "addressing": Field(Str(choices=("auto", "path", "virtual")), default="auto"),
+        "timeout": Field(DURATION, default=5.0, description="each call, each idle gap"),
+        "min_rate": Field(SIZE, default=1 << 20, description="bytes/s an upload must keep up"),
+        "part_size": Field(SIZE, default=16 << 20, description="multipart above this"),
+        "presign_expires": Field(DURATION, default=300.0, description="at most 1h for redirects"),
+        "probe_interval": Field(DURATION, default=1.0),
+        "probe_max_interval": Field(DURATION, default=30.0),
+        "max_connections": Field(POSITIVE_INT, default=32),
+        "max_uploads": Field(POSITIVE_INT, default=4),
+    },
+    whole=_bucket_whole,
+)
+
+# ---- end cache.bucket ----
+
 CACHE = Obj(
     {
         "memory": Field(SIZE, default=256 << 20, description="metadata cache budget; 0 = off"),
@@ -307,7 +403,9 @@ CACHE = Obj(
         "crp": Field(DURATION, default=0.3, description="correlated reference period"),
         "k": Field(Number(minimum=1, maximum=8, integer=True), default=2),
         "admit": Field(ADMIT, default=("release",)),
-    }
+        "bucket": Field(BUCKET, description="object-storage tier behind dir (docs/bucket.md)"),
+    },
+    whole=_cache_whole,
 )
 
 POOL = Obj(

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from router.core.admission import DEFAULT_RULE, AdmitRule
+from router.core.bucketing import BucketConfig
 from router.core.policy import PolicyBlock
 
 # The way to a key or list item inside a value: ("match", "tenant", 0).
@@ -211,6 +212,7 @@ class Cache:
     k: int = 2
     crp: float = 0.3
     admit: AdmitRule = DEFAULT_RULE  # versions kept in the store and Redis (core/admission)
+    bucket: BucketConfig | None = None  # the object-storage tier behind `dir`
 
 
 @dataclass(frozen=True, slots=True)

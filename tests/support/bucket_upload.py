@@ -8,7 +8,8 @@ import asyncio
 import sys
 from pathlib import Path
 
-from router.cache.bucket import Bucket, BucketConfig
+from router.cache.bucket import Bucket
+from router.core.bucketing import BucketConfig
 
 
 async def main(endpoint: str, url: str, part_size: int, key: str, path: Path, digest: str) -> None:
