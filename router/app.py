@@ -49,6 +49,8 @@ from router.live import gauge_loop, probe_loop
 from router.logs import AccessLog
 from router.observability import Metrics, status_class
 from router.padding import NotFoundTimer
+from router.policing import PolicyEnforcer
+from router.policygate import PolicyGate, warning_header
 from router.reload import Reloader
 from router.rollouts import RolloutPick, Rollouts
 from router.runtime import Runtime, build_runtime
@@ -90,6 +92,7 @@ class GatewayState:
     streams: StreamSlots = field(default_factory=StreamSlots)
     checksums: ChecksumRegistry = field(init=False)
     rollouts: Rollouts = field(init=False)
+    policy: PolicyGate | None = None  # policy gates (router.policygate), from startup on
 
     def __post_init__(self) -> None:
         # Parsing is pure but validating Go module paths is not cheap: remember the
@@ -350,6 +353,7 @@ def _access_log(
             "client": http.remote,
             "user_agent": http.headers.get("User-Agent", "")[:200],
             "trace_id": served.trace.trace_id if served.trace is not None else None,
+            "policy": served.policy,
         }
     )
 
@@ -368,15 +372,39 @@ async def _decide_and_serve(
     if isinstance(decided, Refused):
         return await _refused(state, who, decided)
     served.pool, served.route = decided.pool.name, decided.route.route
+    if decided.policy is not None and state.policy is not None:  # filtered after the caches
+        execute = functools.partial(_execute, http, state, rt, decided, served)
+        lookup = functools.partial(_lookup, http, rt, who, served)
+        return await state.policy.serve(http, decided, served, execute, lookup)
+    return await _execute(http, state, rt, decided, served)
+
+
+async def _execute(
+    http: web.Request, state: GatewayState, rt: Runtime, decided: Plan, served: Served
+) -> web.StreamResponse:
+    """A decided request through the caches, then the upstreams."""
     answers = state.answers
     if answers is not None:
-        hit = answers.fast_hit(request, decided.key, served)
+        hit = answers.fast_hit(decided.request, decided.key, served)
         if hit is not None:
             return hit  # a fresh cache hit needs no upstream ranking
     sel = state.selection
     with state.tracer.span(served.trace, "selection", {"goproxy.pool": decided.pool.name}):
         ranked = rank(decided, sel, state.rollouts.trackers, sel.rng, sel.now())
     return await _fetch(http, state, rt, decided, ranked, served)
+
+
+async def _lookup(
+    http: web.Request, rt: Runtime, who: Identity, served: Served, request: ModuleRequest
+) -> web.StreamResponse:
+    """A GET of `request` (an .info or a list the policy needs) as this client would be
+    served it: decided, then cached and coalesced like any request; never prepared."""
+    decided = decide(rt.compiled, request, who, Asked("GET", http.headers))
+    if isinstance(decided, Refused):
+        return text_response(decided.status, decided.reason)
+    inner = http if http.method == "GET" else http.clone(method="GET")
+    state = http.app[STATE]
+    return await _execute(inner, state, rt, decided, Served(trace=served.trace))
 
 
 async def _refused(state: GatewayState, who: Identity, refused: Refused) -> web.Response:
@@ -509,6 +537,9 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     state.tracer = make_tracer(state.initial_rules.tracing)
     state.answers.tracer = state.tracer
     state.answers.use_rollouts(state.rollouts)
+    enforcer = PolicyEnforcer(state.initial_rules, metrics=state.metrics)
+    state.policy = PolicyGate(enforcer)
+    state.tasks.spawn(enforcer.run(), name="policy-vulndb")
     state.tasks.spawn(probe_loop(state), name="probes")
     state.tasks.spawn(gauge_loop(state), name="gauges")
     state.ready = True
@@ -518,6 +549,8 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     if state.answers is not None:
         await state.answers.close()
     state.tracer.shutdown()
+    if state.policy is not None:
+        state.policy.enforcer.close()
     await state.checksums.close()
     if redis_client is not None:
         await redis_client.aclose()
@@ -536,6 +569,7 @@ def create_app(
         initial_rules=rules, rules_paths=rules_paths, redis_url=redis_url or rules.redis
     )
     app.on_response_prepare.append(_prepare_headers)
+    app.on_response_prepare.append(warning_header)
     app.cleanup_ctx.append(_runtime_ctx)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
