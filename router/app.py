@@ -44,6 +44,7 @@ from router.fleet.limits import LimitSync
 from router.fleet.rollouts import sync_loop as rollout_sync
 from router.fleet.selection import RedisSync
 from router.gateway import UPSTREAM_HEADER, Served, serve, text_response
+from router.licenses import DetectionStore
 from router.limiting import RequestLimits, StreamSlots
 from router.live import gauge_loop, probe_loop
 from router.logs import AccessLog
@@ -537,8 +538,11 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     state.tracer = make_tracer(state.initial_rules.tracing)
     state.answers.tracer = state.tracer
     state.answers.use_rollouts(state.rollouts)
-    enforcer = PolicyEnforcer(state.initial_rules, metrics=state.metrics)
+    cache_dir = state.initial_rules.cache.dir
+    detections = DetectionStore(Path(cache_dir) / "licences") if cache_dir else None
+    enforcer = PolicyEnforcer(state.initial_rules, store=detections, metrics=state.metrics)
     state.policy = PolicyGate(enforcer)
+    state.answers.inspect = state.policy.inspect
     state.tasks.spawn(enforcer.run(), name="policy-vulndb")
     state.tasks.spawn(probe_loop(state), name="probes")
     state.tasks.spawn(gauge_loop(state), name="gauges")

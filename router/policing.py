@@ -92,6 +92,11 @@ class PolicyEnforcer:
         """Take a new rule set (a reload): databases still named keep their snapshot."""
         self._tenants = {t.id: t.policy for t in rules.tenants}
         self._routes = {r.name: r.policy for r in rules.routes}
+        self.judges_licences = any(
+            isinstance(b.licenses, pol.LicenceRule)
+            for b in (*self._tenants.values(), *self._routes.values())
+            if b is not None
+        )
         roots: set[str] = set()
         for block in (*self._tenants.values(), *self._routes.values()):
             vulns = block.vulnerabilities if block is not None else None
@@ -212,6 +217,15 @@ class PolicyEnforcer:
             raise
         finally:
             del self._pending[key]
+
+    async def known_licences(self, module: str, version: str) -> Detection | None:
+        """The licences of `module@version` if already detected (here or in the store)."""
+        known = self._detections.get((module, version))
+        if known is None and self.store is not None:
+            known = await asyncio.to_thread(self.store.get, module, version)
+            if known is not None:
+                self._remember(known)
+        return known
 
     def _remember(self, detection: Detection) -> None:
         if len(self._detections) >= 4096:

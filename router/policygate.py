@@ -15,9 +15,14 @@ per request, on the answer the normal path gave (a fast cache hit included):
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+import os
+import tempfile
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from pathlib import Path
 
 from aiohttp import web
 
@@ -26,6 +31,9 @@ from router.core.plan import Plan
 from router.core.protocol import Kind, ModuleRequest
 from router.gateway import UPSTREAM_HEADER, Served, text_response
 from router.policing import WARNING_HEADER, InfoTime, PolicyEnforcer, info_time
+from router.spooling import Tee
+
+log = logging.getLogger("goproxy_router.policy")
 
 Execute = Callable[[], Awaitable[web.StreamResponse]]
 """Serves the request at hand through the normal path (caches, then upstreams)."""
@@ -33,7 +41,12 @@ Execute = Callable[[], Awaitable[web.StreamResponse]]
 Lookup = Callable[[ModuleRequest], Awaitable[web.StreamResponse]]
 """A GET of another GOPROXY file for the same client through the normal path."""
 
+ZipGate = Callable[[Tee, Path | None], Awaitable[web.Response | None]]
+"""Called by the answer cache before the first byte of a zip is sent, with the tee and
+its stored file (None: a spool): the answer to send instead (a 403), or None to send."""
+
 WARNING = web.RequestKey("policy_warning", str)
+ZIP_GATE: web.RequestKey[ZipGate] = web.RequestKey("policy_zip_gate")
 _COPIED = ("Content-Type", UPSTREAM_HEADER, "Age")
 
 
@@ -82,7 +95,86 @@ class PolicyGate:
                 return info  # not found, or the upstreams failed: nothing is served
             published = info_time(_body(info))
         verdict = self.enforcer.check_version(policy, module, version, published)
-        return self._judged(http, tenant, served, verdict) or await execute()
+        refused = self._judged(http, tenant, served, verdict)
+        if refused is not None:
+            return refused
+        if request.kind is Kind.ZIP and policy.licenses is not None and http.method == "GET":
+            return await self._zip(http, policy, tenant, module, version, served, execute)
+        return await execute()
+
+    async def inspect(self, module: str, version: str, path: Path) -> None:
+        """The answer cache's look at a whole zip, before it is kept or served: its
+        licences, detected once, when some policy has a licence gate."""
+        if not self.enforcer.judges_licences:
+            return
+        try:
+            await self.enforcer.licences(module, version, path)
+        except Exception:  # the gate then finds no detection and fails closed
+            log.exception("licence detection of %s@%s failed", module, version)
+
+    async def _zip(
+        self,
+        http: web.Request,
+        policy: pol.Policy,
+        tenant: str | None,
+        module: str,
+        version: str,
+        served: Served,
+        execute: Execute,
+    ) -> web.StreamResponse:
+        """The licence gate: decided on the whole zip before a byte of it is sent."""
+        known = await self.enforcer.known_licences(module, version)
+        if known is not None:
+            verdict = pol.judge_licence(policy, module, version, known.findings)
+            return self._judged(http, tenant, served, verdict) or await execute()
+        gated = False
+
+        async def gate(tee: Tee, path: Path | None) -> web.Response | None:
+            nonlocal gated
+            gated = True
+            found: pol.LicenceFindings | None
+            if path is not None:
+                found = (await self.enforcer.licences(module, version, path)).findings
+            else:
+                found = await self._spooled(tee, module, version)
+                if found is None:
+                    return None  # the body broke: the cache answers that
+            verdict = pol.judge_licence(policy, module, version, found)
+            return self._judged(http, tenant, served, verdict)
+
+        http[ZIP_GATE] = gate
+        resp = await execute()
+        if gated or resp.status != 200 or not isinstance(resp, web.Response):
+            return resp
+        # a memory hit (a small zip): its body is here, the file it came from is not
+        detection = await self._of_bytes(module, version, _body(resp))
+        verdict = pol.judge_licence(policy, module, version, detection)
+        return self._judged(http, tenant, served, verdict) or resp
+
+    async def _spooled(self, tee: Tee, module: str, version: str) -> pol.LicenceFindings | None:
+        """The licences of a zip arriving in a spool: detected by `inspect` once it is
+        whole and meets Go's rules (None: the body broke)."""
+        known = await self.enforcer.known_licences(module, version)
+        if known is None and tee.spool is None and not tee.kept:
+            return pol.LicenceFindings(problem="no spool room to examine the zip before serving")
+        if known is None:
+            await tee.checked.wait()
+            known = await self.enforcer.known_licences(module, version)
+        if known is not None:
+            return known.findings
+        if tee.problem is not None:
+            return pol.LicenceFindings(problem=f"the zip breaks Go's rules: {tee.problem.message}")
+        if tee.error is not None:
+            return None
+        return pol.LicenceFindings(problem="the zip could not be examined")
+
+    async def _of_bytes(self, module: str, version: str, body: bytes) -> pol.LicenceFindings:
+        fd, name = await asyncio.to_thread(tempfile.mkstemp, suffix=".zip")
+        try:
+            await asyncio.to_thread(_write_all, fd, body)
+            return (await self.enforcer.licences(module, version, name)).findings
+        finally:
+            await asyncio.to_thread(os.unlink, name)
 
     def _judged(
         self, http: web.Request, tenant: str | None, served: Served, verdict: pol.Verdict
@@ -165,6 +257,11 @@ class PolicyGate:
         if info.status != 200 or not isinstance(info, web.Response):
             return info
         return _replaced(info, _body(info))
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
 
 
 def _body(resp: web.Response) -> bytes:

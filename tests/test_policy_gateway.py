@@ -9,9 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from support.gateway import gateway_in_process, one_pool_rules
+from support.gocmd import go_env, run_go
 from support.gomod import ModuleSet, simple_module
 from support.goproxy_server import FixtureProxy
+from support.licensed import licensed_module
 from support.vulndb import Vuln, write_vulndb
 
 from router.app import STATE
@@ -147,3 +150,82 @@ async def test_a_reload_adds_and_removes_a_policy(tmp_path: Path) -> None:
             _rules(tmp_path, up.url, policy=False)
             assert await reloader.reload("test")
             assert (await _get(http, mod, "finance"))[0] == 200
+
+
+@pytest.mark.e2e
+async def test_go_get_picks_the_newest_allowed_version_and_download_shows_the_403(
+    tmp_path: Path, gocache: Path
+) -> None:
+    """Anonymous requests under a route's policy: `go get` of a module whose newest
+    versions are refused (one vulnerable, one too young) gets the newest allowed one;
+    `go mod download` of a refused version fails with the gateway's line."""
+    write_vulndb(tmp_path / "vulndb", [Vuln("GO-2024-1234", M, (("1.1.0", "1.2.0"),))])
+    policy = {"min_age": "7d", "vulnerabilities": {"db": str(tmp_path / "vulndb")}}
+    route = {"name": "gated", "match": {"module": [M]}, "pool": "main", "policy": policy}
+    licences = {"licenses": {"allow": ["MIT"]}}
+    mit_only = {"name": "mit-only", "match": {"module": [GPL.path]}, "pool": "main"}
+    routes = [route, {**mit_only, "policy": licences}]
+    async with FixtureProxy(ModuleSet([V100, V110, V120, GPL])) as up:
+        rules = one_pool_rules(tmp_path / "rules.yaml", {"fixtures": up.url}, routes=routes)
+        async with gateway_in_process(rules) as gw:
+            env = go_env(tmp_path, gw.url, gocache=gocache)
+            app = tmp_path / "app"
+            app.mkdir()
+            (app / "go.mod").write_text("module example.com/app\n\ngo 1.21\n")
+            got = await run_go(["get", M], app, env)
+            assert got.ok, got.stderr
+            assert f"require {M} v1.0.0" in (app / "go.mod").read_text()
+            refused = await run_go(["mod", "download", f"{M}@v1.1.0"], app, env)
+            assert not refused.ok
+            assert (
+                "example.com/m@v1.1.0: refused by the policy of route gated: "
+                "GO-2024-1234 affects v1.1.0, fixed in v1.2.0" in refused.stderr
+            )
+            young = await run_go(["mod", "download", f"{M}@v1.2.0"], app, env)
+            assert not young.ok and "versions younger than 7 days are refused" in young.stderr
+            gpl = await run_go(["mod", "download", f"{GPL.path}@{GPL.version}"], app, env)
+            assert not gpl.ok
+            assert (
+                "example.com/gpl@v1.4.0: refused by the policy of route mit-only: "
+                "licence GPL-3.0-only is not allowed" in gpl.stderr
+            )
+
+
+GPL = licensed_module("example.com/gpl", "v1.4.0", {"COPYING": "GPL-3.0-only"}, time=OLD)
+MIT = licensed_module("example.com/mit", "v1.0.0", {"LICENSE": "MIT"}, time=OLD)
+GPL_LINE = (
+    "example.com/gpl@v1.4.0: refused by the policy of tenant finance: "
+    "licence GPL-3.0-only is not allowed"
+)
+
+
+@pytest.mark.parametrize("first", ["open", "finance"])
+@pytest.mark.parametrize("tier", ["memory", "store"])
+async def test_a_refused_licence_answers_403_on_the_zip_only(
+    tmp_path: Path, tier: str, first: str
+) -> None:
+    cache: dict[str, Any] = {"memory": 1 << 20}
+    if tier == "store":
+        cache = {"memory": 0, "dir": str(tmp_path / "store")}
+    policy = {"licenses": {"allow": ["MIT"]}}
+    async with FixtureProxy(ModuleSet([GPL, MIT])) as up:
+        rules = one_pool_rules(
+            tmp_path / "rules.yaml",
+            {"fixtures": up.url},
+            tenants=[{"id": "finance", "policy": policy}, {"id": "open"}],
+            cache=cache,
+        )
+        async with gateway_in_process(rules) as gw, aiohttp.ClientSession() as http:
+            zip_url = f"{gw.url}/example.com/gpl/@v/v1.4.0.zip"
+            # whoever fetches it first, later requests are cache hits (memory or store)
+            order = [first, "finance", "finance", "open"]
+            for tenant, expected in ((t, 403 if t == "finance" else 200) for t in order):
+                status, body, _ = await _get(http, zip_url, tenant)
+                assert status == expected, body
+            assert (await _get(http, zip_url, "finance"))[1] == GPL_LINE + "\n"
+            assert (await _get(http, f"{gw.url}/example.com/gpl/@v/v1.4.0.mod", "finance"))[
+                0
+            ] == 200
+            mit = f"{gw.url}/example.com/mit/@v/v1.0.0.zip"
+            assert (await _get(http, mit, "finance"))[0] == 200
+            assert up.count("/example.com/gpl/@v/v1.4.0.zip") == 1
