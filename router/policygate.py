@@ -98,7 +98,7 @@ class PolicyGate:
         refused = self._judged(http, tenant, served, verdict)
         if refused is not None:
             return refused
-        if request.kind is Kind.ZIP and policy.licenses is not None and http.method == "GET":
+        if request.kind is Kind.ZIP and policy.licenses is not None:
             return await self._zip(http, policy, tenant, module, version, served, execute)
         return await execute()
 
@@ -127,6 +127,8 @@ class PolicyGate:
         if known is not None:
             verdict = pol.judge_licence(policy, module, version, known.findings)
             return self._judged(http, tenant, served, verdict) or await execute()
+        if http.method != "GET":
+            return await execute()  # a HEAD sends no byte of it: judged once examined
         gated = False
 
         async def gate(tee: Tee, path: Path | None) -> web.Response | None:

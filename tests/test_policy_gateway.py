@@ -4,6 +4,7 @@ vulnerability database, the gateway in process; the cooldown, the vulnerability 
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,12 @@ async def test_lists_latest_and_files_are_filtered_per_tenant_after_the_cache(
                 assert (await _get(http, base + f"v1.2.0.{ext}", "open"))[0] == 200
                 assert (await _get(http, base + f"v1.0.0.{ext}", "finance"))[0] == 200
 
+            for version, expected in (("v1.2.0", 403), ("v1.1.0", 403), ("v1.0.0", 200)):
+                for ext in ("info", "mod"):
+                    url = base + f"{version}.{ext}"
+                    async with http.head(url, headers={"X-Tenant-ID": "finance"}) as resp:
+                        assert resp.status == expected, url
+
             async with http.get(gw.url + "/metrics") as resp:
                 text = await resp.text()
             assert 'goproxy_router_policy_refusals_total{rule="age",tenant="finance"}' in text
@@ -111,7 +118,10 @@ async def test_nothing_allowed_latest_answers_the_first_refusal(tmp_path: Path) 
         assert (status, body) == (200, "")
 
 
-async def test_warn_mode_serves_with_the_warning_header(tmp_path: Path) -> None:
+async def test_warn_mode_serves_with_the_warning_header(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="goproxy_router.access")
     async with FixtureProxy(ModuleSet([V100, V110, V120])) as up:
         rules = _rules(tmp_path, up.url, mode="warn")
         async with gateway_in_process(rules) as gw, aiohttp.ClientSession() as http:
@@ -129,10 +139,12 @@ async def test_warn_mode_serves_with_the_warning_header(tmp_path: Path) -> None:
             assert status == 200 and HEADER not in resp.headers
             async with http.get(gw.url + "/metrics") as m:
                 text = await m.text()
-            assert (
-                'goproxy_router_policy_warnings_total{rule="vulnerability",tenant="finance"}'
-                in (text)
-            )
+            warned = 'goproxy_router_policy_warnings_total{rule="vulnerability",tenant="finance"}'
+            assert warned in text
+            logged = [getattr(r, "fields", {}) for r in caplog.records]
+            policies = {(f.get("version"), f.get("kind")): f.get("policy") for f in logged}
+            assert policies[("v1.1.0", "mod")] == "vulnerability"
+            assert policies[("v1.0.0", "mod")] is None
 
 
 async def test_a_reload_adds_and_removes_a_policy(tmp_path: Path) -> None:
@@ -223,6 +235,8 @@ async def test_a_refused_licence_answers_403_on_the_zip_only(
                 status, body, _ = await _get(http, zip_url, tenant)
                 assert status == expected, body
             assert (await _get(http, zip_url, "finance"))[1] == GPL_LINE + "\n"
+            async with http.head(zip_url, headers={"X-Tenant-ID": "finance"}) as resp:
+                assert resp.status == 403  # examined by now
             assert (await _get(http, f"{gw.url}/example.com/gpl/@v/v1.4.0.mod", "finance"))[
                 0
             ] == 200
