@@ -50,11 +50,14 @@ from router.fleet.rollouts import sync_loop as rollout_sync
 from router.fleet.selection import RedisSync
 from router.gateway import UPSTREAM_HEADER, Served, serve, text_response
 from router.jobviews import JobViews, build_job_views, gc_interval
+from router.licenses import DetectionStore
 from router.limiting import RequestLimits, StreamSlots
 from router.live import gauge_loop, probe_loop
 from router.logs import AccessLog
 from router.observability import Metrics, status_class
 from router.padding import NotFoundTimer
+from router.policing import PolicyEnforcer
+from router.policygate import PolicyGate, warning_header
 from router.reload import Reloader
 from router.rollouts import RolloutPick, Rollouts
 from router.runtime import Runtime, UpstreamFactory, build_runtime
@@ -100,6 +103,7 @@ class GatewayState:
     checksums: ChecksumRegistry = field(init=False)
     rollouts: Rollouts = field(init=False)
     jobs: JobViews | None = None  # L3 job views (router.jobviews)
+    policy: PolicyGate | None = None  # policy gates (router.policygate), from startup on
 
     def __post_init__(self) -> None:
         # Parsing is pure but validating Go module paths is not cheap: remember the
@@ -387,6 +391,7 @@ def _access_log(
             "user_agent": http.headers.get("User-Agent", "")[:200],
             "trace_id": served.trace.trace_id if served.trace is not None else None,
             "ci_job": http[JOB].logged if JOB in http else None,
+            "policy": served.policy,
         }
     )
 
@@ -408,24 +413,60 @@ async def _decide_and_serve(
         return await _refused(state, who, decided)
     served.pool, served.route = decided.pool.name, decided.route.route
     if (decided.pinned or decided.offline) and state.jobs is not None:  # router.jobviews
-        answer = functools.partial(_serve_plan, http, state, rt, decided, served)
+        answer = functools.partial(_gated, http, state, rt, who, decided, served)
         return await state.jobs.serve(http, decided, served, answer, state.answers)
-    return await _serve_plan(http, state, rt, decided, served)
+    return await _gated(http, state, rt, who, decided, served)
 
 
-async def _serve_plan(
+async def _gated(
+    http: web.Request,
+    state: GatewayState,
+    rt: Runtime,
+    who: Identity,
+    decided: Plan,
+    served: Served,
+) -> web.StreamResponse:
+    """Under a policy, the answer the caches and upstreams give, judged and filtered."""
+    if decided.policy is not None and state.policy is not None:
+        execute = functools.partial(_execute, http, state, rt, decided, served)
+        lookup = functools.partial(_lookup, http, rt, who, served)
+        return await state.policy.serve(http, decided, served, execute, lookup)
+    return await _execute(http, state, rt, decided, served)
+
+
+async def _execute(
     http: web.Request, state: GatewayState, rt: Runtime, decided: Plan, served: Served
 ) -> web.StreamResponse:
-    request = decided.request
+    """A decided request through the caches, then the upstreams."""
     answers = state.answers
     if answers is not None:
-        hit = answers.fast_hit(request, decided.key, served)
+        hit = answers.fast_hit(decided.request, decided.key, served)
         if hit is not None:
             return hit  # a fresh cache hit needs no upstream ranking
     sel = state.selection
     with state.tracer.span(served.trace, "selection", {"goproxy.pool": decided.pool.name}):
         ranked = rank(decided, sel, state.rollouts.trackers, sel.rng, sel.now())
     return await _fetch(http, state, rt, decided, ranked, served)
+
+
+async def _lookup(
+    http: web.Request, rt: Runtime, who: Identity, served: Served, request: ModuleRequest
+) -> web.StreamResponse:
+    """A GET of `request` (an .info or a list the policy needs) as this client would be
+    served it: decided, then cached and coalesced like any request; never prepared."""
+    job = http[JOB]
+    decided = decide_once(
+        rt.compiled, request, who, Asked("GET", http.headers, job.job, job.offline)
+    )
+    if isinstance(decided, Refused):
+        return text_response(decided.status, decided.reason)
+    inner = http if http.method == "GET" else http.clone(method="GET")
+    state = http.app[STATE]
+    looked = Served(trace=served.trace)
+    if (decided.pinned or decided.offline) and state.jobs is not None:  # as the job sees it
+        answer = functools.partial(_execute, inner, state, rt, decided, looked)
+        return await state.jobs.serve(inner, decided, looked, answer, state.answers)
+    return await _execute(inner, state, rt, decided, looked)
 
 
 async def _refused(state: GatewayState, who: Identity, refused: Refused) -> web.Response:
@@ -563,6 +604,12 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     state.tracer = make_tracer(state.initial_rules.tracing)
     state.answers.tracer = state.tracer
     state.answers.use_rollouts(state.rollouts)
+    cache_dir = state.initial_rules.cache.dir
+    detections = DetectionStore(Path(cache_dir) / "licences") if cache_dir else None
+    enforcer = PolicyEnforcer(state.initial_rules, store=detections, metrics=state.metrics)
+    state.policy = PolicyGate(enforcer)
+    state.answers.inspect = state.policy.inspect
+    state.tasks.spawn(enforcer.run(), name="policy-vulndb")
     state.tasks.spawn(probe_loop(state), name="probes")
     state.tasks.spawn(gauge_loop(state), name="gauges")
     state.ready = True
@@ -573,6 +620,8 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     if state.answers is not None:
         await state.answers.close()
     state.tracer.shutdown()
+    if state.policy is not None:
+        state.policy.enforcer.close()
     await state.checksums.close()
     if redis_client is not None:
         await redis_client.aclose()
@@ -618,6 +667,7 @@ def create_app(
         redis_url=redis_url or rules.redis,
     )
     app.on_response_prepare.append(_prepare_headers)
+    app.on_response_prepare.append(warning_header)
     app.cleanup_ctx.append(_runtime_ctx)
     app.router.add_get("/healthz", guarded(healthz))
     app.router.add_get("/readyz", guarded(readyz))

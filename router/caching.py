@@ -14,8 +14,9 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -44,6 +45,7 @@ from router.gateway import (
     walk,
 )
 from router.observability import Metrics
+from router.policygate import ZIP_GATE, ZipGate
 from router.rollouts import RolloutPick, Rollouts
 from router.sending import send_tee
 from router.spooling import Reader, Spools, Tee
@@ -115,6 +117,8 @@ class AnswerCache:
         self.rollouts: Rollouts | None = None
         self.comparer: Comparer | None = None
         self.bucket: BucketTier | None = None  # behind the store (set by cachesetup)
+        # looks at every whole zip before it is marked checked, kept or served (licences)
+        self.inspect: Callable[[str, str, Path], Awaitable[None]] | None = None
 
     @property
     def keeps_nothing(self) -> bool:
@@ -161,7 +165,7 @@ class AnswerCache:
                 reader = tee.attach() if tee is not None else None
                 if tee is not None and reader is not None:
                     self._count(kind, "hit", job)
-                    resp = await self._send(http, job, tee, reader, stored=art.stored)
+                    resp = await self._send(http, job, tee, reader, stored=art.stored, path=path)
                     if tee.unreadable:
                         self.store.forget(key)  # fetch it again next time
                     return resp
@@ -520,6 +524,8 @@ class AnswerCache:
             tee.problem = await asyncio.to_thread(
                 check_module_zip, spool.path, req.module, req.version
             )
+            if tee.problem is None and self.inspect is not None:
+                await self.inspect(req.module, req.version, spool.path)
             tee.checked.set()
             if tee.problem is not None:
                 self.metrics.bad_zips.labels(tee.upstream, tee.problem.cause).inc()
@@ -531,6 +537,9 @@ class AnswerCache:
                     tee.problem.message,
                 )
                 return
+        elif self.inspect is not None:
+            await self.inspect(req.module, req.version, spool.path)
+            tee.checked.set()  # proven by its checksum, and looked at
         answer = UpstreamAnswer(tee.upstream, 200, tee.content_type, tee.written, 0.0)
         if self.store is not None and keeps(self.metrics, job.admission, "disk"):
             art = await self.store.commit(
@@ -594,14 +603,22 @@ class AnswerCache:
         reader: Reader,
         *,
         stored: float | None = None,
+        path: Path | None = None,
     ) -> web.StreamResponse:
-        """Stream a tee to the client (checked first when bad zips are refused)."""
+        """Stream a tee to the client (checked first when bad zips are refused, and by the
+        request's policy gate when it has one; `path`: the tee's stored file)."""
         if self.cfg.bad_zips == "refuse" and not (tee.checked.is_set() and tee.problem is None):
             refused = await self._refused(tee)
             if refused is not None:
                 tee.detach(reader)
                 job.served.status = 502
                 return refused
+        gate: ZipGate | None = http.get(ZIP_GATE)
+        if gate is not None:
+            answer: web.Response | None = await gate(tee, path)
+            if answer is not None:
+                tee.detach(reader)
+                return answer
         served = job.served
         headers = {UPSTREAM_HEADER: "cache" if stored is not None else tee.upstream}
         if stored is not None:

@@ -57,6 +57,7 @@ class Served:
     cache: str | None = None  # hit, stale, miss, coalesced
     transfer: tuple[int, float] | None = None  # (bytes, seconds) of a zip at upstream pace
     trace: TraceContext | None = None
+    policy: str | None = None  # the policy rule that refused or warned (router.policygate)
 
 
 @dataclass(frozen=True, slots=True)

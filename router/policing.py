@@ -27,14 +27,14 @@ import re
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
 
 from router.core import policy as pol
 from router.core.model import Rules
 from router.licenses import Detection, DetectionStore, IsolatedDetector
+from router.observability import Metrics
 from router.vulndb import VulnDatabases
 
-log = logging.getLogger("goproxy_router.policy")
+_log = logging.getLogger("goproxy_router.policy")
 
 WARNING_HEADER = "X-Router-Policy-Warning"
 """Set on an answer served under a policy in warn mode that would have refused it."""
@@ -64,17 +64,6 @@ def info_time(body: bytes) -> datetime | None:
     return parsed
 
 
-class _Counter(Protocol):
-    def labels(self, *values: str) -> _Counter: ...
-
-    def inc(self, amount: float = 1) -> None: ...
-
-
-class _Metrics(Protocol):
-    policy_refusals: _Counter
-    policy_warnings: _Counter
-
-
 class PolicyEnforcer:
     """The policies of one rule set, the vulnerability databases they name and the
     licence detections, for every request."""
@@ -85,7 +74,7 @@ class PolicyEnforcer:
         *,
         store: DetectionStore | None = None,
         detector: IsolatedDetector | None = None,
-        metrics: _Metrics | None = None,
+        metrics: Metrics | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.databases = VulnDatabases()
@@ -103,6 +92,11 @@ class PolicyEnforcer:
         """Take a new rule set (a reload): databases still named keep their snapshot."""
         self._tenants = {t.id: t.policy for t in rules.tenants}
         self._routes = {r.name: r.policy for r in rules.routes}
+        self.judges_licences = any(
+            isinstance(b.licenses, pol.LicenceRule)
+            for b in (*self._tenants.values(), *self._routes.values())
+            if b is not None
+        )
         roots: set[str] = set()
         for block in (*self._tenants.values(), *self._routes.values()):
             vulns = block.vulnerabilities if block is not None else None
@@ -111,6 +105,12 @@ class PolicyEnforcer:
         self.databases.keep_only(roots)
         for root in roots:
             self.databases.get(root)
+
+    async def reload(self, rules: Rules) -> None:
+        """`update_rules` on a live gateway: a database the new rules name is loaded
+        before it is used (in a worker thread), not at the next periodic check."""
+        self.update_rules(rules)
+        await asyncio.to_thread(self.databases.refresh_all)
 
     def policy(self, tenant: str | None, route: str | None) -> pol.Policy | None:
         """The policy of a request of `tenant` (None: anonymous) matched by `route` (the
@@ -218,6 +218,15 @@ class PolicyEnforcer:
         finally:
             del self._pending[key]
 
+    async def known_licences(self, module: str, version: str) -> Detection | None:
+        """The licences of `module@version` if already detected (here or in the store)."""
+        known = self._detections.get((module, version))
+        if known is None and self.store is not None:
+            known = await asyncio.to_thread(self.store.get, module, version)
+            if known is not None:
+                self._remember(known)
+        return known
+
     def _remember(self, detection: Detection) -> None:
         if len(self._detections) >= 4096:
             self._detections.pop(next(iter(self._detections)))
@@ -235,8 +244,9 @@ class PolicyEnforcer:
 
     # --- bookkeeping -----------------------------------------------------------
 
-    def record(self, tenant: str | None, verdict: pol.Verdict) -> None:
-        """Count a refusal or a warning (metrics by tenant and rule) and log it."""
+    def record(self, tenant: str | None, verdict: pol.Verdict, *, log: bool = True) -> None:
+        """Count a refusal or a warning (metrics by tenant and rule) and log it (with
+        `log`: a list leaving out many versions logs only its first)."""
         if verdict.outcome is pol.Outcome.ALLOW:
             return
         label = tenant or "anonymous"
@@ -244,7 +254,8 @@ class PolicyEnforcer:
         if self.metrics is not None:
             counter = self.metrics.policy_refusals if refused else self.metrics.policy_warnings
             counter.labels(label, verdict.rule).inc()
-        log.info("policy %s: %s", "refusal" if refused else "warning", verdict.message)
+        if log:
+            _log.info("policy %s: %s", "refusal" if refused else "warning", verdict.message)
 
     async def run(self, interval: float = 5.0) -> None:
         """Load the vulnerability databases, then look for changes every `interval`."""

@@ -85,6 +85,8 @@ class Reloader:
                 previous.rules.redis,
             ):
                 log.warning("listen/tls/redis changed: they take effect on restart only")
+            if state.policy is not None:  # its databases loaded before the rules serve
+                await state.policy.enforcer.reload(result.rules)
             runtime, retired = await build_runtime(
                 result.rules,
                 previous.generation + 1,
