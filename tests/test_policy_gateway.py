@@ -141,6 +141,7 @@ async def test_warn_mode_serves_with_the_warning_header(
                 text = await m.text()
             warned = 'goproxy_router_policy_warnings_total{rule="vulnerability",tenant="finance"}'
             assert warned in text
+            gw.flush_access_log()
             logged = [getattr(r, "fields", {}) for r in caplog.records]
             policies = {(f.get("version"), f.get("kind")): f.get("policy") for f in logged}
             assert policies[("v1.1.0", "mod")] == "vulnerability"
