@@ -35,7 +35,7 @@ from router.core.model import Rules
 from router.core.modpath import escape_path, escape_version
 from router.core.routing import Facts, Router
 from router.licenses import MAX_ZIP_BYTES, IsolatedDetector
-from router.policing import PolicyEnforcer, info_time
+from router.policing import RULE_HEADER, PolicyEnforcer, info_time
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -129,7 +129,12 @@ def parse_requirements(text: str, name: str = "") -> list[Requirement]:
 
 
 class FetchError(Exception):
-    """A file could not be fetched; the message says why in a few words."""
+    """A file could not be fetched; the message says why in a few words. `refused`: the
+    gateway's policy refused it (the rule, and the gateway's one-line message)."""
+
+    def __init__(self, message: str, refused: tuple[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.refused = refused
 
 
 def _file_path(module: str, version: str, ext: str) -> str:
@@ -144,7 +149,10 @@ async def _get(
         async with session.get(url, headers=headers) as resp:
             if resp.status != 200:
                 text = (await resp.content.read(500)).decode("utf-8", "replace").strip()
-                raise FetchError(f"{resp.status} {text.splitlines()[0] if text else ''}".strip())
+                line = text.splitlines()[0] if text else ""
+                rule = resp.headers.get(RULE_HEADER) if resp.status == 403 else None
+                refused = (rule, line) if rule in pol.RULES else None
+                raise FetchError(f"{resp.status} {line}".strip(), refused)
             if dest is None:
                 return await resp.content.read(1 << 20)
             size = 0
@@ -262,20 +270,35 @@ async def judge(
     if policy is None:
         return row
     now = enforcer.clock()
+    gateway: list[pol.Verdict] = []  # what a gateway enforcing the policy refused itself
     try:
         row.published = info_time(await source.fetch(req.module, req.version, "info"))
     except FetchError as exc:
-        row.notes.append(f"the .info could not be fetched ({exc})")
+        if exc.refused is None:
+            row.notes.append(f"the .info could not be fetched ({exc})")
+        else:
+            gateway.append(_gateway_verdict(req, exc.refused))
     advisories = enforcer.advisories(policy, req.module)
     row.advisories = _affecting(advisories, req.version)
     verdicts = [
         pol.judge_vulnerabilities(policy, req.module, req.version, advisories),
         pol.judge_age(policy, req.module, req.version, row.published, now),
     ]
-    if policy.licenses is not None and not req.gomod_only:
-        verdicts.append(await _licence(req, policy, source, enforcer, workdir, row))
-    row.verdict = pol.combine(verdicts)
+    if policy.licenses is not None and not req.gomod_only and not gateway:
+        verdicts.append(await _licence(req, policy, source, enforcer, workdir, row, gateway))
+    # a refusal the gateway gave counts before what could not be judged here for lack of
+    # the file it refused
+    row.verdict = pol.combine([*gateway, *verdicts])
     return row
+
+
+def _gateway_verdict(req: Requirement, refused: tuple[str, str]) -> pol.Verdict:
+    """The gateway's refusal (`MODULE@VERSION: refused by the policy of ORIGIN: REASON`)
+    as a verdict."""
+    rule, line = refused
+    head = f"{req.module}@{req.version}: refused by the policy of "
+    origin, _, reason = line.removeprefix(head).partition(": ")
+    return pol.Verdict(pol.Outcome.REFUSE, req.module, req.version, rule, reason, origin)
 
 
 async def _licence(
@@ -285,6 +308,7 @@ async def _licence(
     enforcer: PolicyEnforcer,
     workdir: Path,
     row: Row,
+    gateway: list[pol.Verdict],
 ) -> pol.Verdict:
     fd, name = tempfile.mkstemp(dir=workdir, suffix=".zip")
     os.close(fd)
@@ -293,6 +317,8 @@ async def _licence(
         try:
             await source.fetch(req.module, req.version, "zip", dest)
         except FetchError as exc:
+            if exc.refused is not None:
+                gateway.append(_gateway_verdict(req, exc.refused))
             findings = pol.LicenceFindings(problem=f"the zip could not be fetched ({exc})")
         else:
             findings = (await enforcer.licences(req.module, req.version, dest)).findings

@@ -175,8 +175,12 @@ async def debug_rollout_reset(http: web.Request) -> web.StreamResponse:
 
 
 def _job_query(state: GatewayState, http: web.Request) -> tuple[str | None, str] | web.Response:
-    """(tenant, job) from `?tenant=T&job=ID` (no tenant: anonymous), or a 400."""
+    """(tenant, job) from `?tenant=T&job=ID` (no tenant: anonymous), or a 403 for a
+    client that is not an admin, or a 400."""
     from router.core.jobviews import job_id_problem
+
+    if not is_admin(state.current.rules.admin, http.remote, http.headers.get("Authorization")):
+        return web.Response(status=403, text="forbidden: /debug is for admin networks or tokens\n")
 
     job = http.query.get("job", "")
     problem = job_id_problem(job)
@@ -194,8 +198,6 @@ async def debug_job_show(http: web.Request) -> web.StreamResponse:
     from router.app import STATE
 
     state = http.app[STATE]
-    if not is_admin(state.current.rules.admin, http.remote, http.headers.get("Authorization")):
-        return web.Response(status=403, text="forbidden: /debug is for admin networks or tokens\n")
     asked = _job_query(state, http)
     if isinstance(asked, web.Response):
         return asked
@@ -211,8 +213,6 @@ async def debug_job_drop(http: web.Request) -> web.StreamResponse:
     from router.app import STATE
 
     state = http.app[STATE]
-    if not is_admin(state.current.rules.admin, http.remote, http.headers.get("Authorization")):
-        return web.Response(status=403, text="forbidden: /debug is for admin networks or tokens\n")
     asked = _job_query(state, http)
     if isinstance(asked, web.Response):
         return asked

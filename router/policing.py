@@ -36,6 +36,10 @@ from router.vulndb import VulnDatabases
 
 _log = logging.getLogger("goproxy_router.policy")
 
+RULE_HEADER = "X-Router-Policy-Rule"
+"""On a policy's 403: the rule that refused (licence, age, vulnerability, ...), so that
+`audit --gateway` reports the gateway's refusal as its own verdict."""
+
 WARNING_HEADER = "X-Router-Policy-Warning"
 """Set on an answer served under a policy in warn mode that would have refused it."""
 

@@ -30,7 +30,7 @@ from router.core import policy as pol
 from router.core.plan import Plan
 from router.core.protocol import Kind, ModuleRequest
 from router.gateway import UPSTREAM_HEADER, Served, text_response
-from router.policing import WARNING_HEADER, InfoTime, PolicyEnforcer, info_time
+from router.policing import RULE_HEADER, WARNING_HEADER, InfoTime, PolicyEnforcer, info_time
 from router.spooling import Tee
 
 log = logging.getLogger("goproxy_router.policy")
@@ -47,6 +47,15 @@ its stored file (None: a spool): the answer to send instead (a 403), or None to 
 
 WARNING = web.RequestKey("policy_warning", str)
 ZIP_GATE: web.RequestKey[ZipGate] = web.RequestKey("policy_zip_gate")
+
+
+def refusal_response(verdict: pol.Verdict) -> web.Response:
+    """The 403 of a refused version: the verdict's one line, and its rule."""
+    resp = text_response(403, verdict.message)
+    resp.headers[RULE_HEADER] = verdict.rule
+    return resp
+
+
 _COPIED = ("Content-Type", UPSTREAM_HEADER, "Age")
 
 
@@ -188,7 +197,7 @@ class PolicyGate:
         served.policy = verdict.rule
         if verdict.refused:
             served.status = 403
-            return text_response(403, verdict.message)
+            return refusal_response(verdict)
         http[WARNING] = verdict.message
         return None
 
@@ -254,7 +263,7 @@ class PolicyGate:
         if choice.version is None:
             first = choice.first_refusal or verdict
             served.status = 403
-            return text_response(403, first.message)
+            return refusal_response(first)
         info = await lookup(ModuleRequest(Kind.INFO, request.module, choice.version))
         if info.status != 200 or not isinstance(info, web.Response):
             return info

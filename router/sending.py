@@ -30,23 +30,24 @@ SENDFILE_SLICE = 4 << 20
 
 async def _send_file(
     http: web.Request, tee: Tee, reader: Reader, stall: float, on_bytes: Callable[[int], None]
-) -> None:
+) -> bool:
     """Send what of the body is in a file straight from the page cache to the socket
     (plain HTTP; TLS needs the bytes in Python), at the client's pace. uvloop has no
     `loop.sendfile` (MagicStack/uvloop#228), so this calls sendfile(2) itself, only while
     the transport has nothing buffered, and waits for the socket to take more on a
     duplicate of its descriptor (the transport owns the original). A client that takes
     nothing for `stall` seconds raises ClientStalled; any other problem stops here and
-    the usual path goes on from where this stopped."""
+    the usual path goes on from where this stopped. True when it sent anything."""
     found = tee.file_for(reader)
     transport = http.transport
     if found is None or transport is None or transport.get_extra_info("sslcontext") is not None:
-        return
+        return False
     sock = transport.get_extra_info("socket")
     if sock is None or transport.get_write_buffer_size() or transport.is_closing():
-        return
+        return False
     fd, end = found
     out = sock.fileno()
+    sent = False
     watch: int | None = None
     loop = asyncio.get_running_loop()
     try:
@@ -65,10 +66,12 @@ async def _send_file(
             if n == 0:
                 break  # the file is shorter than it was: the usual path says so
             reader.offset += n
+            sent = True
             on_bytes(n)
     finally:
         if watch is not None:
             os.close(watch)
+    return sent
 
 
 async def _writable(loop: asyncio.AbstractEventLoop, fd: int, stall: float) -> None:
@@ -129,8 +132,17 @@ async def send_tee(
         if http.method == "HEAD":
             await resp.write_eof()
             return resp
-        await _send_file(http, tee, reader, stall, on_bytes)
-        while chunk := await tee.read(reader, CHUNK):
+        direct = resp.content_length is not None and not resp.chunked  # raw bytes can go
+        while True:
+            if direct and await _send_file(http, tee, reader, stall, on_bytes):
+                continue  # more may be in the file by now
+            if direct and tee.file_for(reader) is None:
+                await tee.wait(reader)  # the next bytes, in the file or not, or the end
+                if tee.file_for(reader) is not None:
+                    continue
+            chunk = await tee.read(reader, CHUNK)
+            if not chunk:
+                break
             await write_within(resp, chunk, stall)
             on_bytes(len(chunk))
         await resp.write_eof()

@@ -265,13 +265,22 @@ class Tee:
         self._maybe_close()
 
     def file_for(self, reader: Reader) -> tuple[int, int] | None:
-        """(file descriptor, end) when the rest of `reader`'s body is all in this tee's
-        file (a stored or whole spooled artifact): it can be sent without reading it."""
-        if self._fd is None or not self.done or self.file_end != self.written:
-            return None
-        if reader.offset >= self.file_end:
+        """(file descriptor, end) when the next bytes for `reader` are in this tee's file
+        (a stored artifact, or a spool as far as it is written): they can be sent
+        without reading them."""
+        if self._fd is None or reader.offset >= self.file_end:
             return None
         return self._fd, self.file_end
+
+    async def wait(self, reader: Reader) -> None:
+        """Until there is something new for `reader`: bytes, the end, or an error."""
+        while (
+            reader.offset >= self.file_end
+            and not self._from_tail(reader.offset, 1)
+            and not (self.done and reader.offset >= self.written)
+            and self.error is None
+        ):
+            await self._changed.wait()
 
     async def read(self, reader: Reader, size: int) -> bytes:
         """The next bytes for `reader` (b"" at the end); TeeBroken if there is no end."""

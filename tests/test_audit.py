@@ -131,8 +131,10 @@ async def test_audit_through_a_gateway_refuses_with_the_reason(tmp_path: Path) -
             doc = json.loads(out)
             assert code == 1 and doc["refused"] == 3
             by_module = {m["module"]: m for m in doc["modules"]}
-            assert by_module["example.com/gpl"]["licences"] == ["GPL-3.0-only"]
+            # the gateway enforces the same policy: it refused the zip, and its refusal
+            # (rule and line) is the verdict; the licence ids stay in that line
             assert by_module["example.com/gpl"]["rule"] == "licence"
+            assert "GPL-3.0-only" in by_module["example.com/gpl"]["message"]
             assert by_module["example.com/vuln"]["vulnerabilities"] == ["GO-2024-1234"]
             assert by_module["example.com/good"]["verdict"] == "allow"
             assert by_module["example.com/good"]["age_days"] > 100

@@ -46,7 +46,7 @@ def run(b: Bench) -> Section:
                 f"store / nginx static{suffix} (MiB/s)",
                 rps(got[f"goproxy-router (artifact store){suffix}"]),
                 rps(got[f"nginx static{suffix}"]),
-                at_least=0.8,
+                at_least=0.9,
             )
         )
     s.data = {"runs": [run_data(r) for r in got.values()]}
