@@ -50,12 +50,14 @@ from router.logs import AccessLog
 from router.observability import Metrics, status_class
 from router.padding import NotFoundTimer
 from router.reload import Reloader
+from router.retention import debug_store_gc
 from router.rollouts import RolloutPick, Rollouts
 from router.runtime import Runtime, build_runtime
 from router.sending import abort
 from router.state.local import SelectionState
 from router.tasks import TaskGroup
 from router.tracing import Tracer, make_tracer
+from router.warming import debug_warm
 
 log = logging.getLogger("goproxy_router.app")
 
@@ -545,6 +547,8 @@ def create_app(
     app.router.add_post("/debug/explain", debug_explain)
     app.router.add_get("/debug/abuse", debug_abuse)
     app.router.add_post("/debug/rollouts/reset", debug_rollout_reset)
+    app.router.add_post("/debug/store/gc", debug_store_gc)
+    app.router.add_post("/debug/warm", debug_warm)
     # Any path at all, line breaks included: aiohttp matches routes on the decoded path,
     # and a `.*` there sent a decoded %0a to aiohttp's own 404 instead of the 400 below.
     app.router.add_route("*", r"/{tail:[\s\S]*}", goproxy)

@@ -152,7 +152,8 @@ class AnswerCache:
                 reader = tee.attach() if tee is not None else None
                 if tee is not None and reader is not None:
                     self._count(kind, "hit", job)
-                    resp = await self._send(http, job, tee, reader, stored=art.stored)
+                    with self.store.pinned(key):  # not evicted under this client
+                        resp = await self._send(http, job, tee, reader, stored=art.stored)
                     if tee.unreadable:
                         self.store.forget(key)  # fetch it again next time
                     return resp

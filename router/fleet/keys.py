@@ -16,6 +16,7 @@ entry and its lock live in one Redis Cluster slot.
 | `meta:{<sha256 of cache key>}` | string | a cache entry: JSON head line + body | when stale |
 | `lock:{<sha256 of cache key>}` | string | the replica fetching it | 5 s |
 | `modkeys:<module>` | set | the meta keys of a module (purge) | with them |
+| `bucket-access` | sorted set | bucket cache key -> last access (`store gc`) | by gc |
 | channel `purge` | pub/sub | modules to purge on every replica | - |
 """
 
@@ -28,6 +29,7 @@ PURGE_CHANNEL = PREFIX + "purge"
 COST = PREFIX + "cost"
 REPLICAS = PREFIX + "replicas"
 ROLLOUTS = PREFIX + "rollouts"
+BUCKET_ACCESS = PREFIX + "bucket-access"
 
 
 def rtt(upstream: str) -> str:
