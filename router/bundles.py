@@ -55,6 +55,7 @@ MAX_MANIFEST = 16 << 20
 MAX_META = 16 << 20  # an .info or .mod larger than this is not one
 CONTENT_TYPES = {"info": "application/json", "mod": "text/plain; charset=utf-8"}
 CONTENT_TYPES["zip"] = "application/zip"
+MAX_PROBLEMS = 100  # a bundle of junk is not read to its end
 UPSTREAM = "bundle"  # the origin recorded for imported artifacts
 
 
@@ -366,7 +367,10 @@ def _check_members(
     entries = read_manifest(tar)
     listed = {e.path: e for e in entries}
     seen: set[str] = set()
-    for member in tar:
+    while (member := tar.next()) is not None:  # after the manifest
+        if len(report.problems) >= MAX_PROBLEMS:
+            report.problems.append(f"... stopped after {MAX_PROBLEMS} problems")
+            return
         problem = member_problem(member, listed)
         path = member.name[len("files/") :]
         if problem is None and path in seen:

@@ -79,7 +79,7 @@ def add_parsers(sub: Any, command: Command, rules_default: Path, rules_help: str
 
 
 def _client_args(p: argparse.ArgumentParser, gateway_help: str) -> None:
-    p.add_argument("--gateway", required=True, help=gateway_help)
+    p.add_argument("--gateway", required=True, help=gateway_help + " (default: none; required)")
     p.add_argument("--tenant", help="as this tenant (default: anonymous)")
     p.add_argument(
         "--token",
