@@ -153,7 +153,10 @@ def _print_gc(report: Any, as_json: bool) -> None:
 
 
 def _gc_bucket(args: argparse.Namespace, budget: int, min_idle: float) -> int:
-    from router.cache.bucket import Bucket, BucketConfig, BucketError
+    try:
+        from router.cache.bucket import Bucket, BucketConfig, BucketError
+    except ImportError as exc:  # the s3 extra is not installed
+        return _fail("store gc", str(exc))
     from router.retention import BucketAccess, gc_bucket
 
     try:
