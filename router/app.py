@@ -59,6 +59,7 @@ from router.padding import NotFoundTimer
 from router.policing import PolicyEnforcer
 from router.policygate import PolicyGate, warning_header
 from router.reload import Reloader
+from router.retention import debug_store_gc
 from router.rollouts import RolloutPick, Rollouts
 from router.runtime import Runtime, UpstreamFactory, build_runtime
 from router.sending import abort
@@ -66,6 +67,7 @@ from router.state.local import SelectionState
 from router.tasks import TaskGroup
 from router.tracing import Tracer, make_tracer
 from router.upstream import UpstreamClient
+from router.warming import debug_warm
 
 log = logging.getLogger("goproxy_router.app")
 
@@ -679,6 +681,8 @@ def create_app(
     app.router.add_post("/debug/rollouts/reset", guarded(debug_rollout_reset))
     app.router.add_get("/debug/jobs", guarded(debug_job_show))
     app.router.add_post("/debug/jobs/drop", guarded(debug_job_drop))
+    app.router.add_post("/debug/store/gc", guarded(debug_store_gc))
+    app.router.add_post("/debug/warm", guarded(debug_warm))
     # Any path at all, line breaks included: aiohttp matches routes on the decoded path,
     # and a `.*` there sent a decoded %0a to aiohttp's own 404 instead of the 400 below.
     catch_all = app.router.add_route("*", r"/{tail:[\s\S]*}", guarded(goproxy))

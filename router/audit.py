@@ -22,7 +22,7 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,95 +33,10 @@ import aiohttp
 from router.core import policy as pol
 from router.core.model import Rules
 from router.core.modpath import escape_path, escape_version
+from router.core.requirements import Requirement
 from router.core.routing import Facts, Router
 from router.licenses import MAX_ZIP_BYTES, IsolatedDetector
 from router.policing import RULE_HEADER, PolicyEnforcer, info_time
-
-
-@dataclass(frozen=True, slots=True, order=True)
-class Requirement:
-    module: str
-    version: str
-    gomod_only: bool = False  # go.sum has only its /go.mod line
-
-
-# ---------------------------------------------------------------------------
-# Inputs
-# ---------------------------------------------------------------------------
-
-
-def _strip_comment(line: str) -> str:
-    return line.split("//", 1)[0].strip()
-
-
-def parse_go_sum(text: str) -> list[Requirement]:
-    full: set[tuple[str, str]] = set()
-    mods: set[tuple[str, str]] = set()
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) != 3:
-            continue
-        module, version = parts[0], parts[1]
-        if version.endswith("/go.mod"):
-            mods.add((module, version.removesuffix("/go.mod")))
-        else:
-            full.add((module, version))
-    return sorted(
-        [Requirement(m, v) for m, v in full]
-        + [Requirement(m, v, gomod_only=True) for m, v in mods - full]
-    )
-
-
-def parse_go_mod(text: str) -> list[Requirement]:
-    out: set[Requirement] = set()
-    block = ""
-    for raw in text.splitlines():
-        line = _strip_comment(raw)
-        if not line:
-            continue
-        if block:
-            if line == ")":
-                block = ""
-            elif block == "require":
-                out.update(_require(line.split()))
-            continue
-        words = line.split()
-        if len(words) == 2 and words[1] == "(":
-            block = words[0]
-        elif words[0] == "require":
-            out.update(_require(words[1:]))
-    return sorted(out)
-
-
-def _require(words: Sequence[str]) -> list[Requirement]:
-    if len(words) != 2:
-        return []
-    return [Requirement(words[0].strip('"`'), words[1])]
-
-
-def parse_go_list(text: str) -> list[Requirement]:
-    """`go list -m all`: `path version [=> path version | => ./dir]`; the main module (no
-    version) and replacements by a directory are left out."""
-    out: set[Requirement] = set()
-    for line in text.splitlines():
-        words = line.split()
-        if "=>" in words:
-            words = words[words.index("=>") + 1 :]
-        if len(words) == 2 and words[1].startswith("v"):
-            out.add(Requirement(words[0], words[1]))
-    return sorted(out)
-
-
-def parse_requirements(text: str, name: str = "") -> list[Requirement]:
-    """The module versions of a go.sum, go.mod or `go list -m all` output (told apart by
-    the file name, else by the content)."""
-    base = Path(name).name
-    if base == "go.sum" or (base != "go.mod" and " h1:" in text):
-        return parse_go_sum(text)
-    if base == "go.mod" or any(line.startswith("module ") for line in text.splitlines()):
-        return parse_go_mod(text)
-    return parse_go_list(text)
-
 
 # ---------------------------------------------------------------------------
 # Fetching
@@ -407,10 +322,11 @@ def summary(rows: Sequence[Row], tenant: str | None) -> str:
 
 
 class Progress:
-    """`audit: 12/240` on a terminal's stderr, rewritten in place; nothing elsewhere."""
+    """`audit [###...] 12/240` on a terminal's stderr, rewritten in place; nothing elsewhere."""
 
-    def __init__(self, stream: TextIO) -> None:
+    def __init__(self, stream: TextIO, label: str = "audit") -> None:
         self.stream = stream
+        self.label = label
         self.on = stream.isatty()
 
     def __call__(self, done: int, total: int) -> None:
@@ -418,7 +334,7 @@ class Progress:
             width = 30
             filled = width * done // max(total, 1)
             bar = "#" * filled + "." * (width - filled)
-            self.stream.write(f"\raudit [{bar}] {done}/{total}")
+            self.stream.write(f"\r{self.label} [{bar}] {done}/{total}")
             self.stream.flush()
 
     def clear(self) -> None:
@@ -481,13 +397,3 @@ def read_input(name: str, stdin: TextIO) -> str:
     if name == "-":
         return stdin.read()
     return Path(name).read_text(encoding="utf-8")
-
-
-def requirements_of(texts: Iterable[tuple[str, str]]) -> list[Requirement]:
-    seen: dict[tuple[str, str], Requirement] = {}
-    for name, text in texts:
-        for req in parse_requirements(text, name):
-            old = seen.get((req.module, req.version))
-            if old is None or (old.gomod_only and not req.gomod_only):
-                seen[(req.module, req.version)] = req
-    return sorted(seen.values())

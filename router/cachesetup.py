@@ -84,7 +84,7 @@ async def build_cache(state: GatewayState, redis_client: Any) -> AnswerCache:
         clock=state.clock,
     )
     if cfg.bucket is not None and store is not None:
-        await attach_bucket(state, answers, store, spools, shared)
+        await attach_bucket(state, answers, store, spools, shared, redis_client)
     answers_ref.append(answers)
     return answers
 
@@ -95,10 +95,13 @@ async def attach_bucket(
     store: ArtifactStore,
     spools: Spools,
     shared: SharedTier | None,
+    redis_client: Any = None,
 ) -> None:
     """The object-storage tier behind the store (docs/bucket.md); needs the s3 extra,
-    which `validate` has checked is installed."""
+    which `validate` has checked is installed. With Redis, the keys read from the
+    bucket get their last access recorded there (for `store gc --bucket`)."""
     from router.cache.bucket_tier import BucketTier
+    from router.retention import BucketAccess
 
     cfg = state.initial_rules.cache.bucket
     assert cfg is not None
@@ -108,4 +111,6 @@ async def attach_bucket(
     await tier.start()
     state.tasks.spawn(tier.watch(), name="bucket-gauge")
     answers.bucket = tier
+    if redis_client is not None:
+        answers.bucket_access = BucketAccess(redis_client)
     log.info("bucket tier %s (serve: %s)", cfg.url, cfg.serve)

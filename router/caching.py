@@ -55,6 +55,7 @@ from router.upstream import UpstreamAnswer, UpstreamClient
 
 if TYPE_CHECKING:
     from router.cache.bucket_tier import BucketTier
+    from router.retention import BucketAccess
 
 log = logging.getLogger("goproxy_router.caching")
 
@@ -117,6 +118,7 @@ class AnswerCache:
         self.rollouts: Rollouts | None = None
         self.comparer: Comparer | None = None
         self.bucket: BucketTier | None = None  # behind the store (set by cachesetup)
+        self.bucket_access: BucketAccess | None = None  # last access in Redis (store gc)
         # looks at every whole zip before it is marked checked, kept or served (licences)
         self.inspect: Callable[[str, str, Path], Awaitable[None]] | None = None
 
@@ -165,7 +167,10 @@ class AnswerCache:
                 reader = tee.attach() if tee is not None else None
                 if tee is not None and reader is not None:
                     self._count(kind, "hit", job)
-                    resp = await self._send(http, job, tee, reader, stored=art.stored, path=path)
+                    with self.store.pinned(key):  # not evicted under this client
+                        resp = await self._send(
+                            http, job, tee, reader, stored=art.stored, path=path
+                        )
                     if tee.unreadable:
                         self.store.forget(key)  # fetch it again next time
                     return resp
@@ -561,6 +566,14 @@ class AnswerCache:
             if hashlib.sha256(body).hexdigest() == spool.digest:
                 self.store_meta(job, key, _with_body(answer, body))
 
+    async def _touch_bucket(self, key: str) -> None:
+        """Record that the bucket's copy of `key` was used; Redis away costs only that."""
+        assert self.bucket_access is not None
+        try:
+            await self.bucket_access.touch(key, self._clock())
+        except Exception:
+            self.metrics.redis_errors.labels("bucket_touch").inc()
+
     async def _from_bucket(
         self, http: web.Request, job: Job, key: str, flight: ZipFlight
     ) -> web.StreamResponse | None:
@@ -570,6 +583,8 @@ class AnswerCache:
         found = await self.bucket.lookup(key, private=job.private, zip_request=True)
         if found is None:
             return None
+        if self.bucket_access is not None:
+            self.tasks.spawn(self._touch_bucket(key), name="bucket-touch")
         job.served.cache, job.served.upstream = "bucket", "cache"
         if isinstance(found, Redirect):
             job.served.status = 302

@@ -1,5 +1,5 @@
 """The command line: serve, validate, hash-token, schema, cost, purge, rollout, explain, job,
-audit.
+audit, store gc, warm, export, import.
 
 Every flag's help shows its default. Output closed early (`... | head -1`) ends a
 command quietly with the shell's code for a broken pipe, never with a traceback."""
@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from router import storecli
 from router.config import Rules, load_rules
 from router.config.schema import json_schema
 
@@ -95,6 +96,7 @@ def _parser() -> argparse.ArgumentParser:
             "exit 1 when anything is refused",
         )
     )
+    storecli.add_parsers(sub, _command, DEFAULT_RULES, RULES_HELP)
     return parser
 
 
@@ -294,7 +296,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def cmd_audit(args: argparse.Namespace) -> int:
     import asyncio
 
-    from router.audit import Options, read_input, report, requirements_of, run_audit
+    from router.audit import Options, read_input, report, run_audit
+    from router.core.requirements import requirements_of
 
     rules = _rules_or_report(args.rules)
     if rules is None:
@@ -612,6 +615,8 @@ def _run(argv: Sequence[str] | None) -> int:
             return cmd_rollout_reset(args)
         if args.command == "job":
             return cmd_job(args)
+        if args.command in storecli.COMMANDS:
+            return storecli.run(args)
     except KeyboardInterrupt:
         return 130
     return 2

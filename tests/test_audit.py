@@ -17,8 +17,14 @@ from support.goproxy_server import FixtureProxy
 from support.licensed import licensed_module
 from support.vulndb import Vuln, write_vulndb
 
-from router.audit import Requirement, parse_go_list, parse_go_mod, parse_go_sum, parse_requirements
 from router.cli import main
+from router.core.requirements import (
+    Requirement,
+    parse_go_list,
+    parse_go_mod,
+    parse_go_sum,
+    parse_requirements,
+)
 
 OLD = datetime(2024, 1, 1, tzinfo=UTC)
 GOOD = licensed_module("example.com/good", "v1.0.0", {"LICENSE": "MIT"}, time=OLD)

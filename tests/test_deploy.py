@@ -430,3 +430,73 @@ def test_dashboard_queries_are_valid_promql(promtool: str, tmp_path: Path) -> No
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
     result = run([promtool, "check", "rules", str(path)])
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# ----------------------------------------------------------------------------- object store
+
+OBJECT_STORE = DEPLOY / "object-store"
+
+
+def _object_store_k8s() -> list[dict[str, Any]]:
+    return load_all(OBJECT_STORE / "k8s.yaml")
+
+
+def test_object_store_rules_pass_the_validator_and_the_configmap_is_their_copy() -> None:
+    rules = OBJECT_STORE / "rules.yaml"
+    result = load_rules([rules])
+    assert result.rules is not None, [str(p) for p in result.errors]
+    assert result.rules.cache.dir == "/var/cache/goproxy-router"
+    (cm,) = [d for d in _object_store_k8s() if d["kind"] == "ConfigMap"]
+    assert cm["data"]["rules.yaml"] == rules.read_text()
+
+
+def test_object_store_compose_runs_two_replicas_on_redis_and_minio() -> None:
+    services = load_all(OBJECT_STORE / "docker-compose.yaml")[0]["services"]
+    gateways = [s for n, s in services.items() if n.startswith("gateway-")]
+    assert len(gateways) == 2
+    assert {"redis", "minio", "bucket"} <= set(services)
+    stores = {v.split(":")[0] for g in gateways for v in g["volumes"] if "goproxy-router" in v}
+    assert stores == {"./rules.yaml", "store-1", "store-2"}  # a store volume per replica
+    for g in gateways:
+        assert g["command"] == ["--redis", "redis://redis:6379/0"]
+        assert "AWS_SECRET_ACCESS_KEY" in g["environment"]
+    for path in (v.split(":")[0] for g in gateways for v in g["volumes"]):
+        assert path.startswith("store-") or (OBJECT_STORE / path).exists(), path
+
+
+def test_object_store_tool_commands_are_ones_the_cli_accepts() -> None:
+    from router.cli import _parser
+
+    services = load_all(OBJECT_STORE / "docker-compose.yaml")[0]["services"]
+    commands = [services["gc"]["command"], services["warm"]["command"]]
+    (cron,) = [d for d in _object_store_k8s() if d["kind"] == "CronJob"]
+    container = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["goproxy-router"]
+    commands.append(container["args"])
+    for args in commands:
+        parsed = _parser().parse_args(args)
+        assert parsed.command in ("store", "warm")
+
+
+def test_object_store_k8s_objects_are_complete() -> None:
+    docs = _object_store_k8s()
+    assert {d["kind"] for d in docs} == {
+        "Secret",
+        "ConfigMap",
+        "Deployment",
+        "CronJob",
+        "StatefulSet",
+        "Service",
+    }
+    for doc in docs:
+        assert doc["apiVersion"] and doc["metadata"]["name"]
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    spec = deployment["spec"]
+    assert spec["replicas"] == 2
+    labels = spec["selector"]["matchLabels"]
+    assert spec["template"]["metadata"]["labels"] == labels
+    pod = spec["template"]["spec"]
+    mounts = {m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+    assert {"/etc/goproxy-router", "/var/cache/goproxy-router"} <= mounts
+    secrets = {e["secretRef"]["name"] for e in pod["containers"][0]["envFrom"] if "secretRef" in e}
+    assert secrets == {"goproxy-router-s3"}

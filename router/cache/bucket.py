@@ -418,6 +418,25 @@ class Bucket:
             if not page.get("IsTruncated") or not token:
                 return
 
+    async def entry_at(self, name: str) -> BucketEntry | None:
+        """The index entry stored under a listed name (`index/<hash>.json`), for gc, which
+        knows names from a listing, not keys. None when gone or malformed."""
+        client = self._need_client()
+        full = f"{self.config.prefix}{name}"
+        try:
+            resp = await self._call("list", lambda: client.get_object(Bucket=self._b, Key=full))
+        except _Missing:
+            return None
+        async with resp["Body"] as body:
+            raw = await self._call("list", lambda: body.read(_MAX_INDEX), check=False)
+        try:
+            key = json.loads(raw).get("key")
+        except (ValueError, AttributeError):
+            return None
+        if not isinstance(key, str) or self.index_name(key) != full:
+            return None
+        return _parse_index(raw, key)
+
     # ------------------------------------------------------------ writing
 
     async def put_file(

@@ -11,6 +11,14 @@ rules), fsynced, renamed into `data/`, and only then indexed (again temp file +
 rename). A process killed at any point leaves either no index entry or a complete one,
 never a partial artifact that is later served. Eviction is least-recently-used under a
 byte budget that also counts the spools being written (`SpoolBudget`).
+
+Last access is kept beside the objects: the mtime of a key's index file, set when the key is
+read (at most once per `touch_interval`, so a hot key costs no write per hit), read back at
+start-up so the least recently used go first after a restart too. An artifact being served
+is pinned (`pinned`) and never evicted under its client; `gc` (the `store gc` command) also
+spares anything used within its `min_idle`, which covers other processes' clients. A miss
+looks for the key's index file on disk, so artifacts written by another process sharing the
+folder (`goproxy-router import`, another worker) are found without a restart.
 """
 
 from __future__ import annotations
@@ -27,17 +35,19 @@ import time
 import zipfile
 import zlib
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
 
 from router.cache.health import StorageHealth
 from router.core.modzip import ZipProblem, zip_problem
+from router.core.retention import Held, Retention, choose_evictions
 
 log = logging.getLogger("goproxy_router.store")
 
 GROW = 4 << 20  # a spool of unknown length reserves room in steps of this
+TOUCH_INTERVAL = 600.0  # seconds: a key's recorded last access is at most this stale
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +227,19 @@ class Spool:
         except OSError as exc:
             self._fail("spooling a body", exc)
 
+    def write_now(self, chunk: bytes) -> None:
+        """`write` for a caller already in a thread (an import)."""
+        if self.failed:
+            return
+        if not self._room_for(len(chunk)):
+            self.failed = self.no_room = True
+            return
+        try:
+            self._write(chunk)
+            self.size += len(chunk)
+        except OSError as exc:
+            self._fail("spooling a body", exc)
+
     def _room_for(self, more: int) -> bool:
         res = self.reservation
         if res is None or self.size + more <= res.size:
@@ -270,10 +293,14 @@ class ArtifactStore:
         *,
         clock: Callable[[], float] = time.time,
         health: StorageHealth | None = None,
+        touch_interval: float = TOUCH_INTERVAL,
     ) -> None:
         self.root = root
         self.budget = budget
         self._clock = clock
+        self.touch_interval = touch_interval
+        self._access: dict[str, float] = {}  # key -> last access (also its index file's mtime)
+        self._pins: dict[str, int] = {}  # digest -> clients being served its bytes
         self.health = health or StorageHealth()
         self._index: OrderedDict[str, Artifact] = OrderedDict()
         self._users: dict[str, int] = {}  # digest -> how many keys use it
@@ -285,36 +312,110 @@ class ArtifactStore:
 
     # ---------------------------------------------------------------- startup (blocking)
 
-    def open(self) -> None:
+    def open(self, *, evict: bool = True) -> None:
         """Create the layout, drop leftovers of dead processes, load the index (dropping
-        zips kept before they were checked by Go's rules). Blocking: run in a thread."""
+        zips kept before they were checked by Go's rules), least recently used first.
+        Without `evict`, nothing kept is removed even above the budget (a gc dry run).
+        Blocking: run in a thread."""
         for sub in ("data", "index", "tmp"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         remove_orphans(self.root / "tmp")
         loaded = []
         for path in (self.root / "index").glob("*.json"):
-            try:
-                art = Artifact(**json.loads(path.read_text()))
-            except (OSError, ValueError, TypeError):
-                art = None
-            if art is not None and _usable(art) and self._data_path(art.digest).is_file():
-                loaded.append(art)
+            found = self._load_index(path)
+            if found is not None:
+                loaded.append(found)
                 continue
             with contextlib.suppress(OSError):
                 path.unlink()
-        for art in sorted(loaded, key=lambda a: a.stored):
+        for art, last in sorted(loaded, key=lambda found: found[1]):
             self._remember(art)
-        self._evict()
+            self._access[art.key] = last
+        if evict:
+            self._evict()
+
+    def _load_index(self, path: Path) -> tuple[Artifact, float] | None:
+        """A usable index entry and its last access (the file's mtime); None otherwise."""
+        try:
+            art = Artifact(**json.loads(path.read_text()))
+            last = path.stat().st_mtime
+        except (OSError, ValueError, TypeError):
+            return None
+        if _usable(art) and self._data_path(art.digest).is_file():
+            return art, last
+        return None
 
     # ---------------------------------------------------------------- lookups
 
     def get(self, key: str) -> tuple[Artifact, Path] | None:
+        now = self._clock()
         with self._lock:
             art = self._index.get(key)
             if art is None:
-                return None
+                art = self._adopt(key)
+                if art is None:
+                    return None
             self._index.move_to_end(key)
+            touch = now - self._access.get(key, 0.0) >= self.touch_interval
+            if touch:
+                self._access[key] = now
+        if touch:  # last access beside the object; a failure only makes it look older
+            with contextlib.suppress(OSError):
+                os.utime(self._index_path(key), (now, now))
         return art, self._data_path(art.digest)
+
+    def _adopt(self, key: str) -> Artifact | None:
+        """An entry another process wrote into this folder (an import, another worker)."""
+        found = self._load_index(self._index_path(key))
+        if found is None or found[0].key != key:
+            return None
+        art, last = found
+        self._remember(art)
+        self._access[key] = last
+        self._evict()
+        return self._index.get(key)
+
+    @contextlib.contextmanager
+    def pinned(self, key: str) -> Iterator[None]:
+        """While inside, the bytes of `key` are not evicted (a client is reading them)."""
+        with self._lock:
+            art = self._index.get(key)
+            digest = art.digest if art is not None else None
+            if digest is not None:
+                self._pins[digest] = self._pins.get(digest, 0) + 1
+        try:
+            yield
+        finally:
+            if digest is not None:
+                with self._lock:
+                    left = self._pins.get(digest, 1) - 1
+                    if left > 0:
+                        self._pins[digest] = left
+                    else:
+                        self._pins.pop(digest, None)
+
+    def retention(self, budget: int, *, min_idle: float) -> Retention:
+        """What `gc` would remove to fit `budget` bytes (nothing used within `min_idle`
+        seconds, nothing being served)."""
+        with self._lock:
+            held = [
+                Held(k, a.digest, a.size, self._access.get(k, a.stored))
+                for k, a in self._index.items()
+            ]
+            pins = set(self._pins)
+        return choose_evictions(held, budget, self._clock(), min_idle=min_idle, pinned=pins)
+
+    def gc(self, budget: int, *, min_idle: float, apply: bool) -> Retention:
+        """Remove what `retention` chooses (with `apply`; else only report it). Blocking."""
+        plan = self.retention(budget, min_idle=min_idle)
+        if apply:
+            with self._lock:
+                for key in plan.evict:
+                    art = self._index.get(key)
+                    if art is not None and art.digest not in self._pins:
+                        self._forget(key)
+                        self.evictions += 1
+        return plan
 
     def __len__(self) -> int:
         return len(self._index)
@@ -360,10 +461,31 @@ class ArtifactStore:
     ) -> Artifact | None:
         """Move a complete spool into the store; None (and nothing kept) if it cannot be:
         a failed write, a size other than announced, no room. Never raises."""
+        return await asyncio.to_thread(
+            self.keep,
+            spool,
+            key,
+            content_type=content_type,
+            upstream=upstream,
+            module=module,
+            expected_size=expected_size,
+            checked=checked,
+        )
+
+    def keep(
+        self,
+        spool: Spool,
+        key: str,
+        *,
+        content_type: str | None,
+        upstream: str,
+        module: str | None,
+        expected_size: int | None,
+        checked: bool = False,
+    ) -> Artifact | None:
+        """`commit` for a caller already in a thread (an import). Never raises."""
         try:
-            art = await asyncio.to_thread(
-                self._commit, spool, key, content_type, upstream, module, expected_size, checked
-            )
+            art = self._commit(spool, key, content_type, upstream, module, expected_size, checked)
         except OSError as exc:
             self.health.failed("disk", "keeping an artifact", exc)
             spool.discard()
@@ -407,6 +529,7 @@ class ArtifactStore:
             os.replace(spool.path, target)
             spool.release()  # its room is now the artifact's
             self._remember(art)
+            self._access[key] = art.stored
             self._evict()
         _fsync_dir(target.parent)
         self._write_index(art)
@@ -435,6 +558,7 @@ class ArtifactStore:
             json.dump(asdict(art), fh)
             fh.flush()
             os.fsync(fh.fileno())
+        os.utime(tmp, (art.stored, art.stored))  # its last access: now, by the store's clock
         os.replace(tmp, path)
         _fsync_dir(path.parent)
 
@@ -454,6 +578,7 @@ class ArtifactStore:
 
     def _forget(self, key: str) -> None:
         art = self._index.pop(key, None)
+        self._access.pop(key, None)
         if art is None:
             return
         with contextlib.suppress(OSError):
@@ -476,8 +601,12 @@ class ArtifactStore:
         return len(keys)
 
     def _evict(self) -> None:
+        """Least recently used first, never bytes being served (the store may then stay
+        above its budget by what its clients are reading, until they are done)."""
         while self.used_bytes + self.reserved > self.budget and self._index:
-            oldest = next(iter(self._index))
+            oldest = next((k for k, a in self._index.items() if a.digest not in self._pins), None)
+            if oldest is None:
+                return
             self._forget(oldest)
             self.evictions += 1
 

@@ -19,6 +19,7 @@ entry and its lock live in one Redis Cluster slot.
 | `job:{<view>}` | hash | a job view: question -> pinned answer (JSON head + body) | jobs.ttl idle |
 | `jobs` | sorted set | view (`tenant/job`) -> last used (count bound, GC) | never (GC'd) |
 | `jobsize` | hash | view -> bytes pinned (bytes bound) | never (GC'd) |
+| `bucket-access` | sorted set | bucket cache key -> last access (`store gc`) | by gc |
 | channel `purge` | pub/sub | modules to purge on every replica | - |
 """
 
@@ -33,6 +34,7 @@ REPLICAS = PREFIX + "replicas"
 ROLLOUTS = PREFIX + "rollouts"
 JOBS = PREFIX + "jobs"
 JOB_SIZES = PREFIX + "jobsize"
+BUCKET_ACCESS = PREFIX + "bucket-access"
 
 
 def rtt(upstream: str) -> str:
