@@ -112,7 +112,7 @@ class GatewayState:
         # most recent targets (valid ones only; errors are recomputed).
         self.parse = functools.lru_cache(maxsize=16384)(parse_request_target)
         self.selection = SelectionState(self.initial_rules, clock=self.clock)
-        self.limits = RequestLimits(self.metrics)
+        self.limits = RequestLimits(self.metrics, self.clock)
         self.limits.apply_rules(self.initial_rules)
         log_cfg = self.initial_rules.logging
         self.access_log = AccessLog(

@@ -9,6 +9,8 @@ import asyncio
 import io
 import json
 import tarfile
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -31,12 +33,22 @@ def _go_sum(*, graph_only: bool = True) -> str:
     return "\n".join(sorted(lines)) + "\n"
 
 
+def _status_and_body(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
 def _offline_rules(tmp_path: Path) -> Path:
-    """A gateway whose only upstream never answers (nothing listens on port 9)."""
+    """An air-gapped gateway: `network: offline` (only what its store holds is served),
+    and its only upstream could not answer anyway (nothing listens on port 9)."""
     return one_pool_rules(
         tmp_path / "offline.yaml",
         {"gone": "http://127.0.0.1:9"},
         cache={"memory": 0, "dir": str(tmp_path / "offline-store")},
+        network="offline",
     )
 
 
@@ -79,6 +91,8 @@ async def test_export_import_and_go_build_behind_an_air_gap(
         )
         (app / "go.sum").write_text(_go_sum(graph_only=False))
         (await run_go(["build", "-o", str(tmp_path / "hello"), "."], app, env)).check()
+        missing = await asyncio.to_thread(_status_and_body, gw.url + "/example.com/nope/@v/list")
+        assert missing[0] == 404 and "offline mode" in missing[1]
     proc = await asyncio.create_subprocess_exec(
         str(tmp_path / "hello"), stdout=asyncio.subprocess.PIPE
     )

@@ -10,6 +10,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from support.clock import Clock
 from support.gateway import gateway_in_process, write_rules
 from support.gomod import ModuleSet, simple_module
 from support.goproxy_server import FixtureProxy
@@ -52,7 +53,8 @@ async def test_flooding_anonymous_client_gets_429_while_a_tenant_is_served(tmp_p
             up.url,
             {"anonymous": {"rate": "5/s", "burst": 5}, "tenant": {"rate": "10/s", "burst": 10}},
         )
-        async with gateway_in_process(rules) as gw, aiohttp.ClientSession() as h:
+        clock = Clock()  # buckets refill only when the test moves it: no race with load
+        async with gateway_in_process(rules, clock=clock) as gw, aiohttp.ClientSession() as h:
             url = gw.url + "/example.com/m1/@v/v1.0.0.info"
             got = [await _status(h, url) for _ in range(12)]
             codes = [s for s, _ in got]
