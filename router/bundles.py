@@ -45,6 +45,7 @@ from router.cache.disk import ArtifactStore, Reservation, Spool, check_module_zi
 from router.core.dirhash import DirHashError, hash_go_mod, hash_zip_file
 from router.core.errors import ModuleError
 from router.core.model import Rules
+from router.core.modzip import MAX_ZIP
 from router.core.requirements import Requirement
 from router.warming import client_timeout, file_path, files_of
 
@@ -173,8 +174,12 @@ async def _download(
                 return (
                     f"{resp.status} {text.splitlines()[0] if text else resp.reason or ''}".strip()
                 )
+            size = 0
             with dest.open("wb") as fh:
                 async for chunk in resp.content.iter_chunked(256 << 10):
+                    size += len(chunk)
+                    if size > MAX_ZIP:
+                        return f"larger than {MAX_ZIP >> 20} MiB, the most a module zip may be"
                     fh.write(chunk)
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         return f"{type(exc).__name__}: {exc}".rstrip(": ")
@@ -399,9 +404,12 @@ def _spool_member(
     if fh is None:
         spool.discard()
         return None, "unreadable member"
-    with fh:
-        while chunk := fh.read(1 << 20):
-            spool.write_now(chunk)
+    try:
+        with fh:
+            while chunk := fh.read(1 << 20):
+                spool.write_now(chunk)
+    except (OSError, tarfile.TarError, EOFError) as exc:
+        return spool, f"unreadable member: {exc}"
     spool.close(sync=False)
     if spool.failed:
         return spool, "could not be written to the store's disk"

@@ -163,6 +163,10 @@ def _tampered(good: Path, dest: Path, change: str) -> Path:
     elif change == "no manifest":
         members = members[1:]
     _write(dest, members)
+    if change == "truncated":
+        data = dest.read_bytes()
+        last = max(m.offset_data for m, _ in members if m.isfile())
+        dest.write_bytes(data[: last + 100])  # cut inside the last member's bytes
     return dest
 
 
@@ -174,6 +178,7 @@ def _tampered(good: Path, dest: Path, change: str) -> Path:
         ("link", "not a regular file (links and devices are refused)"),
         ("missing", "example.com/dep/@v/v1.2.0.zip: listed but not in the bundle"),
         ("no manifest", "not a bundle: its first member is not manifest.json"),
+        ("truncated", "example.com/lib/@v/v0.3.0.zip: unreadable member"),
     ],
 )
 async def test_a_bad_bundle_imports_nothing_and_says_why(
