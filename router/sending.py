@@ -68,6 +68,8 @@ async def _send_file(
             reader.offset += n
             sent = True
             on_bytes(n)
+            if reader.offset < end:
+                await asyncio.sleep(0)  # a long zip does not hold the loop
     finally:
         if watch is not None:
             os.close(watch)
