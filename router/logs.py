@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import random
+import select
 import sys
 import time
 from collections.abc import Callable
@@ -134,12 +136,14 @@ class AccessLog:
                         ACCESS.name, logging.INFO, __file__, 0, "request", (), None,
                         extra={"fields": fields},
                     )  # fmt: skip
-                    record.created = when
+                    record.created, record.msecs = when, (when - int(when)) * 1000
                     ACCESS.handle(record)
                 return
             lines = [self._line(when, fields) for when, fields in pending]
-            write = self._write or sys.stderr.write
-            write("\n".join(lines) + "\n")
+            if self._write is not None:
+                self._write("\n".join(lines) + "\n")
+            else:
+                _write_stderr(lines)
         except Exception:
             logging.getLogger("goproxy_router.logs").exception("access log failed")
 
@@ -149,8 +153,32 @@ class AccessLog:
             self._second = second
             self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
         millis = int((when - second) * 1000)
-        head = f'{{"time":"{self._stamp}.{millis:03d}Z","level":"info",{_ACCESS_NAMES},'
-        return head + self._encode(fields)[1:]
+        head = f'{{"time":"{self._stamp}.{millis:03d}Z","level":"info",{_ACCESS_NAMES}'
+        body = self._encode(fields)
+        return head + ("," + body[1:] if len(body) > 2 else "}")
+
+
+def _write_stderr(lines: list[str]) -> None:
+    """Lines to stderr in writes of at most PIPE_BUF bytes each, cut at line ends: with
+    several workers on one pipe, a write that small is never split by another's."""
+    sys.stderr.flush()  # what other loggers wrote first stays first
+    chunk: list[bytes] = []
+    size = 0
+    for line in lines:
+        data = line.encode("utf-8", "replace") + b"\n"
+        if chunk and size + len(data) > select.PIPE_BUF:
+            _write_all(b"".join(chunk))
+            chunk, size = [], 0
+        chunk.append(data)
+        size += len(data)
+    if chunk:
+        _write_all(b"".join(chunk))
+
+
+def _write_all(data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(2, view) :]
 
 
 def _plain_stderr(logger: logging.Logger) -> bool:
@@ -158,5 +186,11 @@ def _plain_stderr(logger: logging.Logger) -> bool:
     they can be written directly, in the same shape, without a LogRecord each."""
     if logger.handlers or not logger.propagate:
         return False
-    root = logging.getLogger()
-    return len(root.handlers) == 1 and isinstance(root.handlers[0].formatter, JsonFormatter)
+    handlers = logging.getLogger().handlers
+    if len(handlers) != 1 or not isinstance(handlers[0].formatter, JsonFormatter):
+        return False
+    stream = getattr(handlers[0], "stream", None)
+    try:
+        return stream is not None and stream.fileno() == 2
+    except (AttributeError, OSError, ValueError):
+        return False  # not a real file (a test's capture): through the handler

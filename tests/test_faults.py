@@ -414,7 +414,8 @@ async def _status_and_line(port: int, path: str, source: str) -> tuple[int, str]
 async def test_without_spool_room_at_most_half_the_connections_serve_slow_clients(
     tmp_path: Path,
 ) -> None:
-    zips = [large_module(f"example.com/nospool{i}", "v1.0.0", 3_000_000, seed=i) for i in range(3)]
+    # larger than the socket buffers (tcp_wmem's 4 MiB): a held download cannot end early
+    zips = [large_module(f"example.com/nospool{i}", "v1.0.0", 12_000_000, seed=i) for i in range(3)]
     async with FixtureProxy(ModuleSet([*zips, LIB]), name="up") as up:
         rules = one_pool_rules(
             tmp_path / "r.yaml",
