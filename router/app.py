@@ -634,18 +634,17 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def _skip_route_walk(router: web.UrlDispatcher, goproxy_route: AbstractRoute) -> None:
     """aiohttp's router walks every route prefix of a path; only the admin endpoints
-    need that: every other path is a GOPROXY request for the catch-all route."""
+    (every route registered besides the catch-all) need that: every other path is a
+    GOPROXY request for the catch-all route."""
     walk = router.resolve
+    admin = tuple(r.canonical for r in router.resources() if r is not goproxy_route.resource)
 
     async def resolve(request: web.Request) -> UrlMappingMatchInfo:
-        if request.raw_path.startswith(_ADMIN_PREFIXES):
+        if request.raw_path.startswith(admin):
             return await walk(request)
         return UrlMappingMatchInfo({}, goproxy_route)
 
     router.resolve = resolve  # type: ignore[method-assign]
-
-
-_ADMIN_PREFIXES = ("/healthz", "/readyz", "/metrics", "/debug/")
 
 
 def create_app(

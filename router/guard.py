@@ -100,13 +100,7 @@ class GuardedProtocol(asyncio.Protocol):
     def _watch(self, data: bytes) -> bool:
         """Track head boundaries; False when a head grows past the limit."""
         if not self._skip and not self._head and data.find(b"\r\n\r\n") == len(data) - 4:
-            # the common case, one whole head in one read: no copies
-            if len(data) > self._guard.limits.max_header_bytes:
-                return False
-            self._disarm()
-            match = _CONTENT_LENGTH.search(data)
-            self._skip = int(match.group(1)) if match else 0
-            return True
+            return self._head_done(data)  # the common case, one whole head in one read
         view = memoryview(data)
         while view:
             if self._skip:
@@ -121,13 +115,19 @@ class GuardedProtocol(asyncio.Protocol):
                 self._arm()
                 return len(self._head) <= self._guard.limits.max_header_bytes
             head, rest = bytes(self._head[: end + 4]), bytes(self._head[end + 4 :])
-            if len(head) > self._guard.limits.max_header_bytes:
-                return False
             self._head = bytearray()
-            self._disarm()
-            match = _CONTENT_LENGTH.search(head)
-            self._skip = int(match.group(1)) if match else 0
+            if not self._head_done(head):
+                return False
             view = memoryview(rest)
+        return True
+
+    def _head_done(self, head: bytes) -> bool:
+        """A whole request head: within the limit (False if not); its body is skipped."""
+        if len(head) > self._guard.limits.max_header_bytes:
+            return False
+        self._disarm()
+        match = _CONTENT_LENGTH.search(head)
+        self._skip = int(match.group(1)) if match else 0
         return True
 
     def eof_received(self) -> bool | None:
