@@ -49,7 +49,7 @@ from router.fleet.limits import LimitSync
 from router.fleet.rollouts import sync_loop as rollout_sync
 from router.fleet.selection import RedisSync
 from router.gateway import UPSTREAM_HEADER, Served, serve, text_response
-from router.jobviews import JobViews, build_job_views, gc_interval
+from router.jobviews import Answer, JobViews, build_job_views, gc_interval
 from router.licenses import DetectionStore
 from router.limiting import RequestLimits, StreamSlots
 from router.live import gauge_loop, probe_loop
@@ -414,10 +414,18 @@ async def _decide_and_serve(
     if isinstance(decided, Refused):
         return await _refused(state, who, decided)
     served.pool, served.route = decided.pool.name, decided.route.route
-    if (decided.pinned or decided.offline) and state.jobs is not None:  # router.jobviews
-        answer = functools.partial(_gated, http, state, rt, who, decided, served)
+    answer = functools.partial(_gated, http, state, rt, who, decided, served)
+    return await _in_job_view(http, state, decided, served, answer)
+
+
+async def _in_job_view(
+    http: web.Request, state: GatewayState, decided: Plan, served: Served, answer: Answer
+) -> web.StreamResponse:
+    """Through the request's CI job view (router.jobviews) when its answer is pinned
+    there or served offline; else `answer()` as it is."""
+    if (decided.pinned or decided.offline) and state.jobs is not None:
         return await state.jobs.serve(http, decided, served, answer, state.answers)
-    return await _gated(http, state, rt, who, decided, served)
+    return await answer()
 
 
 async def _gated(
@@ -465,10 +473,8 @@ async def _lookup(
     inner = http if http.method == "GET" else http.clone(method="GET")
     state = http.app[STATE]
     looked = Served(trace=served.trace)
-    if (decided.pinned or decided.offline) and state.jobs is not None:  # as the job sees it
-        answer = functools.partial(_execute, inner, state, rt, decided, looked)
-        return await state.jobs.serve(inner, decided, looked, answer, state.answers)
-    return await _execute(inner, state, rt, decided, looked)
+    answer = functools.partial(_execute, inner, state, rt, decided, looked)
+    return await _in_job_view(inner, state, decided, looked, answer)  # as the job sees it
 
 
 async def _refused(state: GatewayState, who: Identity, refused: Refused) -> web.Response:
