@@ -26,7 +26,6 @@ from aiohttp.web_urldispatcher import AbstractRoute, UrlMappingMatchInfo
 
 from router import tracing
 from router.cachesetup import build_cache
-from router.caching import AnswerCache, Job
 from router.checksums import ChecksumDatabase, ChecksumRegistry, Verification
 from router.core.errors import ProtocolError
 from router.core.fallback import Outcome
@@ -48,7 +47,6 @@ from router.fleet.client import connect
 from router.fleet.limits import LimitSync
 from router.fleet.rollouts import sync_loop as rollout_sync
 from router.fleet.selection import RedisSync
-from router.gateway import UPSTREAM_HEADER, Served, serve, text_response
 from router.jobviews import Answer, JobViews, build_job_views, gc_interval
 from router.licenses import DetectionStore
 from router.limiting import RequestLimits, StreamSlots
@@ -63,6 +61,10 @@ from router.retention import debug_store_gc
 from router.rollouts import RolloutPick, Rollouts
 from router.runtime import Runtime, UpstreamFactory, build_runtime
 from router.sending import abort
+from router.serving.cache import AnswerCache, direct
+from router.serving.job import Job
+from router.serving.record import Served
+from router.serving.responses import UPSTREAM_HEADER, text_response
 from router.state.local import SelectionState
 from router.tasks import TaskGroup
 from router.tracing import Tracer, make_tracer
@@ -413,7 +415,7 @@ async def _decide_and_serve(
     decided = decide_once(rt.compiled, request, who, asked)
     if isinstance(decided, Refused):
         return await _refused(state, who, decided)
-    served.pool, served.route = decided.pool.name, decided.route.route
+    served.decided(decided.pool.name, decided.route.route)
     answer = functools.partial(_gated, http, state, rt, who, decided, served)
     return await _in_job_view(http, state, decided, served, answer)
 
@@ -508,11 +510,20 @@ async def _fetch(
     rollout = _rollout_pick(state, rt, ranked)
     answers = state.answers
     plain = not plan.verify and rollout is None and check is None
+    job = Job(
+        request,
+        plan.pool,
+        ordered,
+        served,
+        headers,
+        plan.private,
+        check=check,
+        rollout=rollout,
+        admission=plan.admission,  # L2 admission: kept in the store and Redis, or not
+        tracer=state.tracer,
+    )
     if answers is None or (plain and answers.keeps_nothing and not plan.transfer):
-        return await serve(http, request, plan.pool, ordered, served, headers, state.tracer)
-    job = Job(request, plan.pool, ordered, served, headers, plan.private, check=check)
-    job.rollout = rollout
-    job.admission = plan.admission  # L2 admission: kept in the store and Redis, or not
+        return await direct(http, job)
     if plan.verify and state.checksums.primary is not None:
         assert isinstance(request, ModuleRequest) and request.version is not None
         job.verification = _verification(state, rt, plan.pool, request, state.checksums.primary)
@@ -610,7 +621,6 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     state.jobs = build_job_views(state.initial_rules.jobs, state.metrics, redis_client, state.clock)
     state.tasks.spawn(state.jobs.run(gc_interval(state.initial_rules.jobs)), name="job-gc")
     state.tracer = make_tracer(state.initial_rules.tracing)
-    state.answers.tracer = state.tracer
     state.answers.use_rollouts(state.rollouts)
     cache_dir = state.initial_rules.cache.dir
     detections = DetectionStore(Path(cache_dir) / "licences") if cache_dir else None

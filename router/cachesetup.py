@@ -12,11 +12,11 @@ from router.cache.health import StorageHealth
 from router.cache.memory import MemoryCache
 from router.cache.policy import CachePolicy, LRUKPolicy
 from router.cache.shared import Breaker, SharedTier
-from router.caching import AnswerCache
 from router.core.model import Cache
 from router.fleet.client import connect
 from router.fleet.purge import listen_for_purges
 from router.observability import Metrics
+from router.serving.cache import AnswerCache
 from router.spooling import Spools
 
 if TYPE_CHECKING:

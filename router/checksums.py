@@ -27,8 +27,8 @@ from router.core import sumdb
 from router.core.dirhash import hash_go_mod, hash_zip_file
 from router.core.model import ChecksumDB, Rules, Upstream
 from router.core.protocol import MAX_BYTES, Kind, SumdbRequest
-from router.gateway import Rejected, spool_body
 from router.observability import Metrics
+from router.serving.walk import Rejected, spool_body
 from router.tasks import TaskGroup
 from router.upstream import UpstreamAnswer, UpstreamClient, UpstreamError
 

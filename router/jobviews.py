@@ -33,11 +33,12 @@ from router.core.jobviews import (
 from router.core.model import Jobs
 from router.core.plan import Plan
 from router.fleet import keys
-from router.gateway import UPSTREAM_HEADER, Served, text_response
 from router.observability import Metrics
+from router.serving.record import Served
+from router.serving.responses import UPSTREAM_HEADER, text_response
 
 if TYPE_CHECKING:
-    from router.caching import AnswerCache
+    from router.serving.cache import AnswerCache
 
 log = logging.getLogger("goproxy_router.jobviews")
 
@@ -365,7 +366,8 @@ class JobViews:
             pin = await self.store.get(view, q)
             if pin is not None:
                 self.metrics.job_pins.labels("served").inc()
-                served.cache, served.upstream, served.status = "pinned", "cache", pin.status
+                served.from_cache("pinned")
+                served.answered(pin.status)
                 return pin.response()
         if plan.offline:
             resp = await self._offline(http, plan, served, answers)
@@ -387,7 +389,7 @@ class JobViews:
             self.metrics.job_pins.labels("pinned").inc()
             return resp
         self.metrics.job_pins.labels("served").inc()  # another request of the job was first
-        served.cache, served.upstream = "pinned", "cache"
+        served.from_cache("pinned")
         return held.response()
 
     async def _offline(
@@ -400,7 +402,7 @@ class JobViews:
                 return found
         mode = plan.offline.split(":", 1)[0].split(" ", 1)[0]  # network, route, job
         self.metrics.offline_misses.labels(mode).inc()
-        served.cache = "offline"
+        served.from_cache("offline")
         return text_response(404, offline_refusal(plan.offline, plan.request))
 
     async def collect(self) -> Drops:

@@ -29,8 +29,9 @@ from aiohttp import web
 from router.core import policy as pol
 from router.core.plan import Plan
 from router.core.protocol import Kind, ModuleRequest
-from router.gateway import UPSTREAM_HEADER, Served, text_response
 from router.policing import RULE_HEADER, WARNING_HEADER, InfoTime, PolicyEnforcer, info_time
+from router.serving.record import Served
+from router.serving.responses import UPSTREAM_HEADER, text_response
 from router.spooling import Tee
 
 log = logging.getLogger("goproxy_router.policy")
@@ -194,9 +195,8 @@ class PolicyGate:
         if verdict.outcome is pol.Outcome.ALLOW:
             return None
         self.enforcer.record(tenant, verdict)
-        served.policy = verdict.rule
+        served.judged(verdict.rule, refused=verdict.refused)
         if verdict.refused:
-            served.status = 403
             return refusal_response(verdict)
         http[WARNING] = verdict.message
         return None
@@ -223,7 +223,7 @@ class PolicyGate:
         for verdict in noted:
             self.enforcer.record(tenant, verdict, log=verdict is noted[0])
         if noted:
-            served.policy = noted[0].rule
+            served.judged(noted[0].rule, refused=False)
         if result.warned:
             http[WARNING] = result.warned[0].message
         if not result.removed:
@@ -259,11 +259,9 @@ class PolicyGate:
         choice = await self.enforcer.latest(policy, request.module, versions, fetch)
         for passed in choice.passed_over:
             self.enforcer.record(tenant, passed, log=passed is choice.passed_over[0])
-        served.policy = verdict.rule
+        served.judged(verdict.rule, refused=choice.version is None)
         if choice.version is None:
-            first = choice.first_refusal or verdict
-            served.status = 403
-            return refusal_response(first)
+            return refusal_response(choice.first_refusal or verdict)
         info = await lookup(ModuleRequest(Kind.INFO, request.module, choice.version))
         if info.status != 200 or not isinstance(info, web.Response):
             return info

@@ -1,7 +1,7 @@
 """Mirror rollouts, live: which requests are compared, what came of it, who is rolled back.
 
 The pure decisions are `router.core.rollout` and `router.core.plan` (which requests are
-compared); the comparison fetches are `router.comparing`. With Redis, rollbacks and
+compared); the comparison fetches are `router.serving.comparing`. With Redis, rollbacks and
 resets reach every replica within a second (`router.fleet.rollouts`).
 """
 

@@ -32,7 +32,7 @@ from aiohttp import web
 
 from router.core.modpath import escape_path, escape_version
 from router.core.requirements import Requirement, requirements_of
-from router.gateway import UPSTREAM_HEADER
+from router.serving.responses import UPSTREAM_HEADER
 
 Outcome = Literal["fetched", "present", "refused", "failed"]
 OUTCOMES: tuple[Outcome, ...] = ("fetched", "present", "refused", "failed")

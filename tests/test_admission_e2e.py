@@ -16,9 +16,9 @@ from support.gomod import ModuleSet, hash_module, simple_module
 from support.goproxy_server import Fault, FixtureProxy
 
 from router.app import STATE
-from router.caching import AnswerCache
 from router.core.lifetimes import cache_key
 from router.core.protocol import parse_module_path
+from router.serving.cache import AnswerCache
 
 RELEASE = simple_module("example.com/lib", "v1.0.0")
 PRE = simple_module("example.com/lib", "v1.1.0-rc.1")

@@ -75,3 +75,47 @@ def test_the_core_reads_no_clock_and_no_randomness(path: Path) -> None:
                 if (node.module, alias) in IMPURE_CALLS or alias in ("now", "urandom"):
                     found.append(f"{path.name}:{node.lineno}: from {node.module} import {alias}")
     assert found == []
+
+
+SERVING = CORE.parent / "serving"
+ROUTER = CORE.parent
+
+
+def _router_imports(path: Path) -> set[str]:
+    """The `router.*` modules a file imports (type-checking-only imports included)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("router"):
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("router"))
+    return found
+
+
+def _serving_order() -> list[str]:
+    """The reading order `router/serving/__init__.py` lists (`* `name` - ...` lines)."""
+    doc = (SERVING / "__init__.py").read_text()
+    return [line.split("`")[1] for line in doc.splitlines() if line.startswith("* `")]
+
+
+def test_the_serving_package_reads_top_to_bottom() -> None:
+    """Each serving module imports only the serving modules listed before it: no cycles,
+    and the package's docstring is the order to read it in."""
+    order = _serving_order()
+    on_disk = sorted(p.stem for p in SERVING.glob("*.py") if p.stem != "__init__")
+    assert sorted(order) == on_disk
+    for i, name in enumerate(order):
+        inside = {
+            m.removeprefix("router.serving.")
+            for m in _router_imports(SERVING / f"{name}.py")
+            if m.startswith("router.serving.")
+        }
+        later = inside - set(order[:i])
+        assert later == set(), f"serving/{name}.py imports {sorted(later)}, listed after it"
+
+
+def test_the_tiers_know_nothing_of_the_serving_path() -> None:
+    """`router.cache` (memory, Redis, disk, bucket) sits below the serving path."""
+    for path in sorted((ROUTER / "cache").glob("*.py")):
+        above = {m for m in _router_imports(path) if m.startswith("router.serving")}
+        assert above == set(), f"cache/{path.name} imports {sorted(above)}"

@@ -33,8 +33,8 @@ from router.config import load_or_raise
 from router.core import sumdb
 from router.core.model import ChecksumDB, Rules, Upstream
 from router.core.protocol import Kind, SumdbRequest
-from router.gateway import Rejected
 from router.observability import Metrics
+from router.serving.walk import Rejected
 from router.tasks import TaskGroup
 from router.upstream import UpstreamAnswer, UpstreamClient
 

@@ -1,20 +1,18 @@
-"""Serving one GOPROXY request: walk the pool's upstreams, answer, stream.
+"""Walking a pool: ask its upstreams in order with its fallback rule.
 
-This is the fetch -> answer half of the request flow. It takes an already
-parsed request and a decided pool; it owns no policy of its own beyond the
-pure fallback walk in `router.core.fallback`.
+The fetch half of the request flow. It takes an already decided pool and
+returns what happened (`Walked`: the answer or the failure, and every attempt); it
+owns no policy beyond the pure fallback table in `router.core.fallback`, and writes
+into no shared record.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
-
-from aiohttp import web
 
 from router.core.fallback import (
     Attempt,
@@ -30,9 +28,7 @@ from router.core.protocol import MAX_BYTES, Kind, ModuleRequest, SumdbRequest
 from router.tracing import TraceContext, Tracer
 from router.upstream import UpstreamAnswer, UpstreamClient, UpstreamError
 
-_PROPAGATE_ONLY = Tracer()
-
-log = logging.getLogger("goproxy_router.gateway")
+PROPAGATE_ONLY = Tracer()
 
 _CAUSE_OUTCOME = {
     "timeout": Outcome.TIMEOUT,
@@ -40,24 +36,6 @@ _CAUSE_OUTCOME = {
     "reset": Outcome.UNREACHABLE,
     "busy": Outcome.BUSY,
 }
-UPSTREAM_HEADER = "X-Router-Upstream"
-
-
-@dataclass(slots=True)
-class Served:
-    """What happened to one request: for the access log and metrics."""
-
-    upstream: str | None = None
-    attempts: list[Attempt] = field(default_factory=list)
-    status: int = 0
-    bytes: int = 0
-    pool: str | None = None
-    route: str | None = None
-    deadline: float = 600.0
-    cache: str | None = None  # hit, stale, miss, coalesced
-    transfer: tuple[int, float] | None = None  # (bytes, seconds) of a zip at upstream pace
-    trace: TraceContext | None = None
-    policy: str | None = None  # the policy rule that refused or warned (router.policygate)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,75 +51,52 @@ Check = Callable[[UpstreamClient, UpstreamAnswer], Awaitable[Rejected | None]]
 """Accepts or rejects an upstream's 200 before anything of it reaches a client."""
 
 
-def text_response(status: int, reason: str, *, upstream: str | None = None) -> web.Response:
-    """A one-line text/plain answer, as the go command wants errors."""
-    one_line = " ".join(reason.split())[:500]
-    resp = web.Response(status=status, text=one_line + "\n", content_type="text/plain")
-    resp.headers[UPSTREAM_HEADER] = upstream or "none"
-    return resp
+@dataclass(frozen=True, slots=True)
+class Walked:
+    """What one walk did: the answer (or the failure to answer with) and every attempt."""
 
+    result: UpstreamAnswer | Failure
+    attempts: tuple[Attempt, ...]
+    deadline: float | None = None  # the answering upstream's whole-transfer timeout
 
-async def serve(
-    http: web.Request,
-    request: ModuleRequest | SumdbRequest,
-    pool: Pool,
-    clients: Sequence[UpstreamClient],
-    served: Served,
-    extra_headers: Mapping[str, str],
-    tracer: Tracer = _PROPAGATE_ONLY,
-) -> web.StreamResponse:
-    """Answer `request` from the first upstream of `clients` that serves it, read whole
-    (no cache; zips, which are streamed, go through the answer cache's tees)."""
-    if isinstance(request, SumdbRequest) and request.is_supported_probe:
-        return supported_probe(request, clients)
-    result = await walk(
-        request,
-        pool,
-        clients,
-        served,
-        method=http.method,
-        stream=False,
-        headers=extra_headers,
-        tracer=tracer,
-    )
-    if isinstance(result, Failure):
-        return failure_response(result)
-    return await respond(http, result, served)
+    @property
+    def upstream(self) -> str | None:
+        return self.result.upstream
 
+    def failed(self) -> Failure | None:
+        return self.result if isinstance(self.result, Failure) else None
 
-def supported_probe(request: SumdbRequest, clients: Sequence[UpstreamClient]) -> web.Response:
-    """`/sumdb/NAME/supported`: 200 when an upstream of the pool proxies NAME."""
-    if clients:
-        return _local_ok(b"", "text/plain; charset=utf-8")
-    return text_response(404, f"checksum database {request.db} is not proxied here")
-
-
-def failure_response(failure: Failure) -> web.Response:
-    return text_response(failure.status, failure.reason, upstream=failure.upstream)
+    def after(self, earlier: Sequence[Attempt]) -> Walked:
+        """This walk as the continuation of `earlier` attempts of the same request (which
+        its record already holds): a failure is chosen over all of them."""
+        if not isinstance(self.result, Failure):
+            return self
+        return Walked(final_failure([*earlier, *self.attempts]), self.attempts, self.deadline)
 
 
 async def walk(
     request: ModuleRequest | SumdbRequest,
     pool: Pool,
     clients: Sequence[UpstreamClient],
-    served: Served,
     *,
     method: str,
     stream: bool,
     headers: Mapping[str, str],
-    tracer: Tracer = _PROPAGATE_ONLY,
+    trace: TraceContext | None = None,
+    tracer: Tracer = PROPAGATE_ONLY,
     check: Check | None = None,
-) -> UpstreamAnswer | Failure:
+) -> Walked:
     """Ask `clients` in order with the pool's fallback rule: the first 200 (body read
     whole, or left open when `stream`) that `check` accepts, else the go command's
     preferred failure. A rejected answer is discarded; the walk goes on to the next
     upstream whatever the fallback rule when the rejection says so (a checksum mismatch)."""
     limit = MAX_BYTES[request.kind]
     path = request.upstream_path()
+    attempts: list[Attempt] = []
     for client in clients:
         began = time.monotonic()
         try:
-            with tracer.attempt(served.trace, client.name) as trace_headers:
+            with tracer.attempt(trace, client.name) as trace_headers:
                 answer = await client.fetch(
                     path,
                     method=method,
@@ -153,9 +108,7 @@ async def walk(
             outcome = _CAUSE_OUTCOME.get(exc.cause, Outcome.ERROR)
             # a timeout still tells how slow the upstream was: it counts in the latency
             waited = time.monotonic() - began if exc.cause == "timeout" else None
-            served.attempts.append(
-                Attempt(client.name, outcome, None, exc.reason, exc.cause, waited)
-            )
+            attempts.append(Attempt(client.name, outcome, None, exc.reason, exc.cause, waited))
         else:
             outcome = classify_status(answer.status)
             seconds = answer.first_byte_seconds
@@ -169,35 +122,23 @@ async def walk(
             if rejected is not None:
                 answer.close()
                 reason, cause = rejected.reason, rejected.cause
-                served.attempts.append(
-                    Attempt(client.name, Outcome.ERROR, 200, reason, cause, seconds)
-                )
+                attempts.append(Attempt(client.name, Outcome.ERROR, 200, reason, cause, seconds))
                 if rejected.fall_through:
                     continue
                 outcome = Outcome.ERROR
             elif outcome is Outcome.OK:
-                served.upstream = client.name
-                served.attempts.append(Attempt(client.name, outcome, 200, "", "", seconds))
-                served.deadline = client.config.timeouts.total
-                return answer
+                attempts.append(Attempt(client.name, outcome, 200, "", "", seconds))
+                return Walked(answer, tuple(attempts), client.config.timeouts.total)
             else:
                 cause = "not_found" if outcome is Outcome.NOT_FOUND else f"{answer.status // 100}xx"
-                served.attempts.append(
+                attempts.append(
                     Attempt(client.name, outcome, answer.status, _reason(answer), cause, seconds)
                 )
                 answer.close()
         fall = client.config.tier == "L3"
         if next_step(pool.fallback, outcome, always_fall_through=fall) is Step.STOP:
             break
-    failure = final_failure(served.attempts)
-    served.upstream = failure.upstream
-    return failure
-
-
-def _local_ok(body: bytes, content_type: str) -> web.Response:
-    resp = web.Response(status=200, body=body, headers={"Content-Type": content_type})
-    resp.headers[UPSTREAM_HEADER] = "none"
-    return resp
+    return Walked(final_failure(attempts), tuple(attempts))
 
 
 def _reason(answer: UpstreamAnswer) -> str:
@@ -251,22 +192,3 @@ async def spool_body(answer: UpstreamAnswer, spool: Spooled, deadline: float) ->
         answer.close()
         spool.discard()
     return problem
-
-
-async def respond(http: web.Request, answer: UpstreamAnswer, served: Served) -> web.StreamResponse:
-    """Answer the client with an upstream's 200 read whole (or the head of one, for HEAD).
-    Streamed bodies (zips) go through `router.spooling.Tee` instead."""
-    headers = {UPSTREAM_HEADER: answer.upstream}
-    if answer.content_type:
-        headers["Content-Type"] = answer.content_type
-    if http.method == "HEAD":
-        head = web.StreamResponse(status=200, headers=headers)
-        if answer.content_length is not None:
-            head.content_length = answer.content_length
-        await head.prepare(http)
-        await head.write_eof()
-        served.status = 200
-        return head
-    assert answer.body is not None, "streamed answers are served through a tee"
-    served.status, served.bytes = 200, len(answer.body)
-    return web.Response(status=200, body=answer.body, headers=headers)

@@ -1,9 +1,10 @@
-"""Rollout comparisons (mirror A/B): one sampled request asked of a candidate and its
-baseline at once, the answers compared, the baseline's served when they differ.
+"""Rollout comparisons (mirror A/B) as a wrapper around the pool walk: one sampled
+request asked of a candidate and its baseline at once, the answers compared, the
+baseline's chosen when they differ.
 
 The decisions (what differs, when to roll back) are `router.core.rollout`; the rollout
-states are `router.rollouts`. This module does the fetching, on behalf of the answer
-cache, so what is served is kept and coalesced like any other answer.
+states are `router.rollouts`. The comparer fetches and judges; what it chooses is
+served, kept and coalesced by the answer cache like any other answer.
 """
 
 from __future__ import annotations
@@ -13,33 +14,27 @@ import dataclasses
 import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-from aiohttp import web
 
 from router.cache.disk import Spool
 from router.core.fallback import Failure
 from router.core.protocol import Kind
 from router.core.rollout import RETRY_DELAYS, Fingerprint, info_fields
-from router.gateway import Served, failure_response, spool_body, text_response
 from router.rollouts import RolloutPick, Rollouts
+from router.serving.job import Job
+from router.serving.walk import Walked, spool_body
 from router.upstream import UpstreamAnswer, UpstreamClient
 
-if TYPE_CHECKING:
-    from router.caching import AnswerCache, Job, ZipFlight
-
-
 INLINE_RETRIES = RETRY_DELAYS[:2]  # a baseline that failed is asked again this soon
+DEFAULT_DEADLINE = 600.0
 
 
 @dataclass(slots=True)
 class _Fetched:
-    """One compared upstream's answer (a zip: spooled whole) and what is compared of it."""
+    """One compared upstream's walk (a zip: spooled whole) and what is compared of it."""
 
-    result: UpstreamAnswer | Failure
+    walked: Walked
     spool: Spool | None
     print: Fingerprint | None
-    served: Served
 
     def discard(self) -> None:
         if self.spool is not None:
@@ -47,8 +42,18 @@ class _Fetched:
             self.spool = None
 
 
+@dataclass(slots=True)
+class ComparedZip:
+    """A compared zip: the walk to account for and, when it answered, the whole zip;
+    or, when nothing compared may be served, the job over the pool's other upstreams."""
+
+    walked: Walked
+    spool: Spool | None = None
+    rest: Job | None = None
+
+
 class Comparer:
-    """Compares a rollout candidate's answers with its baseline's for one answer cache.
+    """Compares a rollout candidate's answers with its baseline's.
 
     A compared request is answered only with what the baseline vouched for: the
     candidate's answer when the two agree, the baseline's when they differ. When the
@@ -56,120 +61,106 @@ class Comparer:
     answer is never served unproven: the request goes on to the pool's other upstreams,
     or fails with the baseline's error."""
 
-    def __init__(self, cache: AnswerCache, rollouts: Rollouts) -> None:
-        self.cache = cache
+    def __init__(self, rollouts: Rollouts, new_spool: Callable[[int | None], Spool | None]):
         self.rollouts = rollouts
+        self._new_spool = new_spool
 
-    async def meta(self, job: Job, pick: RolloutPick) -> UpstreamAnswer | Failure:
-        """A compared .info or .mod."""
+    async def meta(self, job: Job, pick: RolloutPick) -> Walked:
+        """A compared .info or .mod, read whole."""
         chosen, unvouched = await self._compare(job, pick, self._meta)
-        rest = _go_on(job, pick, chosen.result, unvouched)
-        if rest is not None:
-            return await self.cache.walk_job(rest, method="GET", stream=False)
-        return chosen.result
+        rest = _go_on(job, pick, chosen.walked, unvouched)
+        if rest is None:
+            return chosen.walked
+        more = await rest.walk(method="GET", stream=False)
+        return Walked(more.result, (*chosen.walked.attempts, *more.attempts), more.deadline)
 
-    async def zip(
-        self,
-        http: web.Request,
-        job: Job,
-        key: str,
-        flight: ZipFlight | None,
-        pick: RolloutPick,
-    ) -> web.StreamResponse:
+    async def zip(self, job: Job, pick: RolloutPick) -> ComparedZip:
         """A compared .zip: both spooled whole, compared by length and digest."""
         chosen, unvouched = await self._compare(job, pick, self._spooled)
-        result = chosen.result
-        rest = _go_on(job, pick, result, unvouched)
+        rest = _go_on(job, pick, chosen.walked, unvouched)
         if rest is not None:
             chosen.discard()
-            return await self.cache.zip_fetch(http, rest, key, flight)
-        if isinstance(result, Failure):
-            self.cache.store_meta(job, key, result)
-            return failure_response(result)
-        if chosen.spool is None:
-            return text_response(502, "no whole zip from the rollout's upstreams")
         spool, chosen.spool = chosen.spool, None
-        return await self.cache.serve_spool(job, key, result, spool, flight, http)
+        return ComparedZip(chosen.walked, spool, rest)
 
     async def _compare(
-        self, job: Job, pick: RolloutPick, fetch: Callable[[Job, Served], Awaitable[_Fetched]]
+        self, job: Job, pick: RolloutPick, fetch: Callable[[Job], Awaitable[_Fetched]]
     ) -> tuple[_Fetched, bool]:
-        """Both answers fetched at once and judged: (the one to serve, whether the baseline
-        could not vouch for anything)."""
+        """Both answers fetched at once and judged: (the one to serve, with the attempts
+        to account for; whether the baseline could not vouch for anything)."""
         cand, base = await asyncio.gather(
-            fetch(_one(job, pick.candidate, job.served), job.served),
-            fetch(_one(job, pick.baseline, Served()), Served()),
+            fetch(_one(job, pick.candidate)), fetch(_one(job, pick.baseline))
         )
         for delay in INLINE_RETRIES:
             if base.print is not None or cand.print is None:
                 break
             await asyncio.sleep(delay)
             base.discard()
-            served = Served()
-            base = await fetch(_one(job, pick.baseline, served), served)
+            base = await fetch(_one(job, pick.baseline))
         if cand.print is None:  # the candidate failed: selection's business, not a comparison
-            chosen = _adopt(job, base) if base.print is not None else cand
+            chosen = _adopt(cand, base) if base.print is not None else cand
             unvouched = False
         elif base.print is None:
             self.rollouts.unresolved(pick.tracker)
-            chosen, unvouched = _adopt(job, base), True
+            chosen, unvouched = _adopt(cand, base), True
         else:
             differs = cand.print.differs(base.print)
             self.rollouts.record(pick.tracker, differs, _what(job))
-            chosen, unvouched = (_adopt(job, base) if differs else cand), False
+            chosen, unvouched = (_adopt(cand, base) if differs else cand), False
         for fetched in (cand, base):
-            if fetched is not chosen:
+            if fetched.spool is not None and fetched.spool is not chosen.spool:
                 fetched.discard()
         return chosen, unvouched
 
-    async def _meta(self, job: Job, served: Served) -> _Fetched:
-        result = await self.cache.walk_job(job, method="GET", stream=False)
-        return _Fetched(result, None, _meta_fingerprint(job.request.kind, result), served)
+    async def _meta(self, job: Job) -> _Fetched:
+        walked = await job.walk(method="GET", stream=False)
+        return _Fetched(walked, None, _meta_fingerprint(job.request.kind, walked.result))
 
-    async def _spooled(self, job: Job, served: Served) -> _Fetched:
+    async def _spooled(self, job: Job) -> _Fetched:
         """A zip fetched whole into a spool (digest and size known), or the failure."""
-        result = await self.cache.walk_job(job, method="GET", stream=True)
+        walked = await job.walk(method="GET", stream=True)
+        result = walked.result
         if isinstance(result, Failure):
-            return _Fetched(result, None, _found_or_not(result), served)
-        spool = self.cache.new_spool(result.content_length)
+            return _Fetched(walked, None, _found_or_not(result))
+        spool = self._new_spool(result.content_length)
         if spool is None:
             result.close()
             failure = Failure(503, "no room to spool the zip to compare it (cache.spool)", None)
-            return _Fetched(failure, None, None, served)
-        problem = await spool_body(result, spool, job.served.deadline)
+            return _Fetched(dataclasses.replace(walked, result=failure), None, None)
+        problem = await spool_body(result, spool, walked.deadline or DEFAULT_DEADLINE)
         if problem is not None:
             status = 503 if problem.cause == "spool" else 502
             failure = Failure(status, f"upstream {result.upstream}: {problem.reason}", None)
-            return _Fetched(failure, None, None, served)
-        return _Fetched(result, spool, Fingerprint(True, spool.size, spool.digest), served)
+            return _Fetched(dataclasses.replace(walked, result=failure), None, None)
+        return _Fetched(walked, spool, Fingerprint(True, spool.size, spool.digest))
 
 
-def _one(job: Job, client: UpstreamClient, served: Served) -> Job:
+def _one(job: Job, client: UpstreamClient) -> Job:
     """`job` asked of `client` alone."""
-    return dataclasses.replace(job, clients=[client], served=served)
+    return dataclasses.replace(job, clients=[client])
 
 
-def _adopt(job: Job, base: _Fetched) -> _Fetched:
-    """Serve the baseline's answer: account for it as this request's."""
-    job.served.attempts.extend(base.served.attempts)
-    job.served.upstream = base.served.upstream
-    job.served.deadline = base.served.deadline
-    return base
+def _adopt(cand: _Fetched, base: _Fetched) -> _Fetched:
+    """Serve the baseline's answer: the request accounts for both walks."""
+    attempts = (*cand.walked.attempts, *base.walked.attempts)
+    walked = Walked(base.walked.result, attempts, base.walked.deadline)
+    return _Fetched(walked, base.spool, base.print)
 
 
-def _go_on(
-    job: Job, pick: RolloutPick, result: UpstreamAnswer | Failure, unvouched: bool
-) -> Job | None:
+def _go_on(job: Job, pick: RolloutPick, walked: Walked, unvouched: bool) -> Job | None:
     """`job` over the pool's other upstreams when no compared answer may be served: neither
     compared one served and the pool's fallback rule moves on after such a failure, or the
     baseline could not vouch for the candidate (None otherwise)."""
+    result = walked.result
     if not isinstance(result, Failure):
         return None
     if not unvouched and result.status not in (404, 410) and job.pool.fallback != "any-error":
         return None
     names = (pick.candidate.name, pick.baseline.name)
     rest = [c for c in job.clients if c.name not in names]
-    return dataclasses.replace(job, clients=rest, rollout=None) if rest else None
+    if not rest:
+        return None
+    return dataclasses.replace(job, clients=rest, rollout=None, earlier=walked.attempts)
 
 
 def _what(job: Job) -> str:
