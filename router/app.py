@@ -627,6 +627,8 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     enforcer = PolicyEnforcer(state.initial_rules, store=detections, metrics=state.metrics)
     state.policy = PolicyGate(enforcer)
     state.answers.inspect = state.policy.inspect
+    # loaded before the first request: a policy never judges without its databases
+    await asyncio.to_thread(enforcer.databases.refresh_all)
     state.tasks.spawn(enforcer.run(), name="policy-vulndb")
     state.tasks.spawn(probe_loop(state), name="probes")
     state.tasks.spawn(gauge_loop(state), name="gauges")
