@@ -9,6 +9,9 @@ from typing import Any
 
 log = logging.getLogger("goproxy_router.tasks")
 
+CANCEL_ROUNDS = 10  # times a task still running at close is cancelled again
+CANCEL_WAIT = 0.5  # seconds each round waits for the cancelled tasks to end
+
 
 class TaskGroup:
     """Keeps references to background tasks so none is garbage-collected mid-flight."""
@@ -37,7 +40,17 @@ class TaskGroup:
         if pending:
             await asyncio.wait(pending, timeout=grace)
         tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # A cancellation that lands as a timeout expires inside the task can come back
+        # out of it as a TimeoutError (Python 3.11), which a retry loop then survives:
+        # every task left running is cancelled again, a bounded number of times.
+        for _ in range(CANCEL_ROUNDS):
+            running = [t for t in tasks if not t.done()]
+            if not running:
+                break
+            for task in running:
+                task.cancel()
+            await asyncio.wait(running, timeout=CANCEL_WAIT)
+        stuck = sorted(t.get_name() for t in tasks if not t.done())
+        if stuck:
+            log.error("background tasks did not stop when cancelled: %s", ", ".join(stuck))
         self._tasks.clear()

@@ -327,7 +327,7 @@ async def test_redis_killed_and_restarted_mid_run_fails_no_request(
         async with (
             gateway_in_process(rules, redis_url=redis_server.url) as g1,
             gateway_in_process(rules, redis_url=redis_server.url) as g2,
-            aiohttp.ClientSession() as http,
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http,
         ):
             failures: list[str] = []
             stop = asyncio.Event()
@@ -345,8 +345,8 @@ async def test_redis_killed_and_restarted_mid_run_fails_no_request(
                             count += 1
                             if resp.status != 200:
                                 failures.append(str(resp.status))
-                    except aiohttp.ClientError as exc:
-                        failures.append(repr(exc))
+                    except (aiohttp.ClientError, TimeoutError) as exc:
+                        failures.append(f"{m.path}: {exc!r}")
 
             tasks = [asyncio.create_task(client(u)) for u in (g1.url, g2.url) for _ in range(3)]
             await asyncio.sleep(1.0)
