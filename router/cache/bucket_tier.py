@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from router.cache.bucket import Bucket, BucketEntry, BucketError, BucketObject
 from router.cache.disk import Artifact, ArtifactStore
 from router.cache.shared import SharedTier
-from router.cache.tier import ArtifactMeta, Backfilled, Redirect
+from router.cache.tier import ArtifactFile, ArtifactMeta, Backfilled, Redirect
 from router.core.bucketing import MAX_REDIRECT_EXPIRY, BucketConfig, redirect_allowed
 from router.tasks import TaskGroup
 
@@ -119,7 +119,7 @@ class BucketTier:
         if self.started:
             await self.bucket.close()
 
-    # ------------------------------------------------------------------ ArtifactTier
+    # ------------------------------------------------------------------ the Tier protocol
 
     async def get(self, key: str) -> BucketObjectView | None:
         if not self.started:
@@ -131,9 +131,10 @@ class BucketTier:
             return None
         return BucketObjectView(obj, _meta(obj.entry)) if obj is not None else None
 
-    async def put(self, key: str, path: Path, meta: ArtifactMeta) -> bool:
+    async def put(self, key: str, value: ArtifactFile) -> bool:
         if not self.started:
             return False
+        path, meta = value.path, value.meta
         before = self.bucket.stats.published
         try:
             await self.bucket.put_file(
@@ -255,14 +256,12 @@ class BucketTier:
             self.metrics.bucket_published.labels("skipped").inc()
             self.settle(key)
             return
-        meta = ArtifactMeta(
-            art.size, art.digest, art.content_type, art.upstream, art.module, art.stored
-        )
+        meta = ArtifactMeta.of(art)
         self._uploading.add(key)
 
         async def upload() -> None:
             try:
-                if await self.put(key, path, meta):
+                if await self.put(key, ArtifactFile(path, meta)):
                     self.metrics.bucket_bytes.labels("up").inc(meta.size)
             finally:
                 self._uploading.discard(key)

@@ -114,9 +114,10 @@ class SharedTier:
             self._failed("meta_get")
             return None
 
-    async def put(self, key: str, entry: Entry, ttl: float) -> None:
+    async def put(self, key: str, entry: Entry, ttl: float) -> bool:
+        """Keep `entry` for `ttl` seconds; whether Redis took it."""
         if ttl <= 0 or self.breaker.open:
-            return
+            return False
         name = keys.meta(key)
         ms = int(min(ttl, 30 * 86400) * 1000)
         try:
@@ -129,6 +130,17 @@ class SharedTier:
                 await pipe.execute()
         except _ERRORS:
             self._failed("meta_put")
+            return False
+        return True
+
+    async def forget(self, key: str) -> None:
+        if self.breaker.open:
+            return
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self.client.delete(keys.meta(key))
+        except _ERRORS:
+            self._failed("meta_forget")
 
     async def lock(self, key: str, owner: str, ms: int = LOCK_MS) -> bool:
         """Try to become the one replica fetching `key` (for `ms` at most); True on a Redis

@@ -1,8 +1,14 @@
-"""The interface of an artifact tier: where immutable, checked artifacts are kept by cache key.
+"""The one interface of every cache tier: a place answers are kept by cache key.
 
-The bucket tier (`router.cache.bucket_tier`) satisfies it; the disk store could too (its `get`
-is a file, its `put` a rename). A tier never raises on the request path: a failure is a miss
-(or a `put` that returns False), counted by the tier itself.
+`Tier` is three calls - `get`, `put`, `forget` - over a key and what the tier keeps:
+the metadata tiers (`AnswerTier`: memory, Redis) keep whole answers (`Entry`), the
+artifact tiers (`ArtifactTier`: the disk store, the bucket) keep checked files, read
+back as a stream checked against their size and sha256. Adapters: `router.cache.tiers`
+(memory, Redis, disk); the bucket tier (`router.cache.bucket_tier`) is one itself.
+
+A tier never raises on the request path: a failure is a miss (or a `put` that returns
+False), counted by the tier itself. `tests/cache/test_tier_contract.py` holds every
+tier to this, against a real redis-server, a real directory and a real S3 server.
 """
 
 from __future__ import annotations
@@ -10,10 +16,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
+
+from router.cache.memory import Entry
 
 if TYPE_CHECKING:
     from router.cache.disk import Artifact
+
+Kept = TypeVar("Kept", contravariant=True)
+Found = TypeVar("Found", covariant=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +37,11 @@ class ArtifactMeta:
     upstream: str  # who served it first (a rollback forgets what a mirror served)
     module: str | None
     stored: float  # when it was first kept (unix time)
+
+    @classmethod
+    def of(cls, art: Artifact) -> ArtifactMeta:
+        """What the disk store knows of one of its artifacts."""
+        return cls(art.size, art.digest, art.content_type, art.upstream, art.module, art.stored)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,17 +69,34 @@ class TierObject(Protocol):
     async def close(self) -> None: ...
 
 
-class ArtifactTier(Protocol):
+@dataclass(frozen=True, slots=True)
+class ArtifactFile:
+    """A complete, checked file to keep, and what is known of it (`put` copies it)."""
+
+    path: Path
+    meta: ArtifactMeta
+
+
+class Tier(Protocol[Kept, Found]):
+    """Where answers are kept by cache key."""
+
     name: str
 
-    async def get(self, key: str) -> TierObject | None:
-        """The artifact of `key`, or None (a miss, or the tier failed)."""
+    async def get(self, key: str) -> Found | None:
+        """What is kept for `key`, or None (a miss, or the tier failed)."""
         ...
 
-    async def put(self, key: str, path: Path, meta: ArtifactMeta) -> bool:
-        """Keep the complete, checked file at `path` as `key`'s artifact; whether it is kept."""
+    async def put(self, key: str, value: Kept) -> bool:
+        """Keep `value` as `key`'s (replacing what was kept); whether it is kept."""
         ...
 
     async def forget(self, key: str) -> None:
-        """Drop `key` (its bytes may stay while other keys use them)."""
+        """Drop `key` (an artifact's bytes may stay while other keys use them)."""
         ...
+
+
+AnswerTier = Tier[Entry, Entry]
+"""Memory and Redis: whole answers, kept until their `stale_until`."""
+
+ArtifactTier = Tier[ArtifactFile, TierObject]
+"""The disk store and the bucket: immutable, checked artifacts."""

@@ -20,6 +20,7 @@ from router.admitting import keeps
 from router.cache.disk import ArtifactStore, check_module_zip
 from router.cache.memory import Entry, MemoryCache
 from router.cache.shared import SharedTier
+from router.cache.tiers import redis_ttl
 from router.core.fallback import Failure
 from router.core.lifetimes import lifetime
 from router.core.model import Cache
@@ -38,7 +39,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("goproxy_router.caching")
 
 SMALL_ZIP = 1 << 20  # zips up to this size may live in the memory cache
-REDIS_FOREVER = 30 * 86400  # the Redis TTL of an answer that never goes stale
 Inspect = Callable[[str, str, Path], Awaitable[None]]
 """Looks at every whole zip before it is marked checked, kept or served (licences)."""
 
@@ -87,8 +87,7 @@ class Keeper:
         tiers.remember(key, entry, now)
         small = job.request.kind is not Kind.ZIP
         if tiers.shared is not None and small and keeps(self.metrics, job.admission, "redis"):
-            forever = entry.stale_until == float("inf")
-            ttl = REDIS_FOREVER if forever else entry.stale_until - now
+            ttl = redis_ttl(entry, now)
             self.tasks.spawn(tiers.shared.put(key, entry, ttl), name="cache-share")
         if (
             tiers.store is not None
