@@ -33,7 +33,7 @@ from support.goproxy_server import FixtureProxy  # noqa: E402
 from support.redis_server import RedisServer  # noqa: E402
 from support.s3_server import AWS_VARS_TO_CLEAR, S3Server  # noqa: E402
 
-from router.app import STATE  # noqa: E402
+from router.appkeys import ANSWERS  # noqa: E402
 
 REPLICAS = 3
 
@@ -84,8 +84,8 @@ async def run(
         published = 0
         for g in (g1, g2, g3):
             assert g.app is not None
-            answers = g.app[STATE].answers
-            tier = answers.bucket if answers is not None else None
+            answers = g.app[ANSWERS]
+            tier = answers.tiers.bucket if answers is not None else None
             if tier is not None:
                 while tier._uploading:  # let the uploads finish before the gateways stop
                     await asyncio.sleep(0.05)

@@ -17,7 +17,6 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
@@ -25,14 +24,29 @@ from aiohttp.typedefs import Handler
 from aiohttp.web_urldispatcher import AbstractRoute, UrlMappingMatchInfo
 
 from router import tracing
-from router.cachesetup import build_cache
-from router.checksums import ChecksumDatabase, ChecksumRegistry, Verification
+from router.appkeys import (
+    ACCESS_LOG,
+    ANSWERS,
+    CHECKSUMS,
+    JOBS,
+    LIMITS,
+    LIVE,
+    METRICS,
+    POLICY,
+    REDIS_SYNC,
+    RELOADER,
+    ROLLOUTS,
+    SELECTION,
+    TASKS,
+    TRACER,
+)
+from router.checksums import ChecksumDatabase, Verification
 from router.core.errors import ProtocolError
 from router.core.fallback import Outcome
 from router.core.jobviews import JOB_HEADER, JobTarget, split_job
 from router.core.model import Pool, Rules, Server
 from router.core.plan import Asked, Plan, Ranked, Refused, decide_once, rank
-from router.core.protocol import Kind, ModuleRequest, SumdbRequest, parse_request_target
+from router.core.protocol import Kind, ModuleRequest, SumdbRequest
 from router.core.tenancy import REALM, Identity, Refusal, identify
 from router.debug import (
     debug_abuse,
@@ -43,31 +57,18 @@ from router.debug import (
     debug_rollout_reset,
     debug_upstreams,
 )
-from router.fleet.client import connect
-from router.fleet.limits import LimitSync
-from router.fleet.rollouts import sync_loop as rollout_sync
-from router.fleet.selection import RedisSync
-from router.jobviews import Answer, JobViews, build_job_views, gc_interval
-from router.licenses import DetectionStore
-from router.limiting import RequestLimits, StreamSlots
-from router.live import gauge_loop, probe_loop
-from router.logs import AccessLog
-from router.observability import Metrics, status_class
-from router.padding import NotFoundTimer
-from router.policing import PolicyEnforcer
-from router.policygate import PolicyGate, warning_header
-from router.reload import Reloader
+from router.jobviews import Answer
+from router.observability import status_class
+from router.policygate import warning_header
 from router.retention import debug_store_gc
-from router.rollouts import RolloutPick, Rollouts
-from router.runtime import Runtime, UpstreamFactory, build_runtime
+from router.rollouts import RolloutPick
+from router.runtime import Runtime, UpstreamFactory
 from router.sending import abort
-from router.serving.cache import AnswerCache, direct
+from router.services import Services, build, start, stop
+from router.serving.cache import direct
 from router.serving.job import Job
 from router.serving.record import Served
 from router.serving.responses import UPSTREAM_HEADER, text_response
-from router.state.local import SelectionState
-from router.tasks import TaskGroup
-from router.tracing import Tracer, make_tracer
 from router.upstream import UpstreamClient
 from router.warming import debug_warm
 
@@ -79,64 +80,6 @@ _HEALTH_FAILURES = frozenset({Outcome.ERROR, Outcome.TIMEOUT, Outcome.UNREACHABL
 _VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
 
-@dataclass(slots=True)
-class GatewayState:
-    """The application's live state: the current runtime and what outlives reloads."""
-
-    initial_rules: Rules
-    rules_paths: tuple[Path, ...] = ()
-    clock: Callable[[], float] = time.time  # wall-clock seconds for caches and selection
-    make_client: UpstreamFactory = UpstreamClient
-    runtime: Runtime | None = None
-    ready: bool = False
-    draining: bool = False
-    tasks: TaskGroup = field(default_factory=TaskGroup)
-    metrics: Metrics = field(default_factory=Metrics)
-    not_found_timer: NotFoundTimer = field(default_factory=NotFoundTimer)
-    reloader: Reloader | None = None
-    redis_url: str | None = None
-    selection: SelectionState = field(init=False)
-    redis_sync: RedisSync | None = None
-    answers: AnswerCache | None = None
-    parse: Callable[[str], ModuleRequest | SumdbRequest] = field(init=False)
-    access_log: AccessLog = field(init=False)
-    limits: RequestLimits = field(init=False)
-    eviction_totals: dict[str, int] = field(default_factory=dict)
-    tracer: Tracer = field(default_factory=Tracer)
-    streams: StreamSlots = field(default_factory=StreamSlots)
-    checksums: ChecksumRegistry = field(init=False)
-    rollouts: Rollouts = field(init=False)
-    jobs: JobViews | None = None  # L3 job views (router.jobviews)
-    policy: PolicyGate | None = None  # policy gates (router.policygate), from startup on
-
-    def __post_init__(self) -> None:
-        # Parsing is pure but validating Go module paths is not cheap: remember the
-        # most recent targets (valid ones only; errors are recomputed).
-        self.parse = functools.lru_cache(maxsize=16384)(parse_request_target)
-        self.selection = SelectionState(self.initial_rules, clock=self.clock)
-        self.limits = RequestLimits(self.metrics, self.clock)
-        self.limits.apply_rules(self.initial_rules)
-        log_cfg = self.initial_rules.logging
-        self.access_log = AccessLog(
-            enabled=log_cfg.access,
-            sample=log_cfg.sample,
-            on_drop=self.metrics.access_log_dropped.inc,
-        )
-        self.checksums = ChecksumRegistry(self.metrics, self.count_connection)
-        self.rollouts = Rollouts(self.metrics)
-        self.rollouts.apply_rules(self.initial_rules)
-
-    def count_connection(self, upstream: str, event: str) -> None:
-        self.metrics.connections.labels(upstream, event).inc()
-
-    @property
-    def current(self) -> Runtime:
-        if self.runtime is None:
-            raise web.HTTPServiceUnavailable(reason="not ready")
-        return self.runtime
-
-
-STATE = web.AppKey("state", GatewayState)
 REQUEST_ID = web.RequestKey("request_id", str)
 SERVED = web.RequestKey("served", Served)
 STARTED = web.RequestKey("started", web.StreamResponse)
@@ -237,18 +180,17 @@ async def healthz(http: web.Request) -> web.StreamResponse:
 async def readyz(http: web.Request) -> web.StreamResponse:
     """Ready while rules are loaded and not draining. A storage tier that cannot be
     written is reported but keeps the gateway ready: it serves without keeping."""
-    state = http.app[STATE]
-    if not state.ready or state.draining:
+    live = http.app[LIVE]
+    if not live.ready or live.draining:
         return web.Response(status=503, text="not ready\n")
     lines = ["ready"]
-    health = state.answers.spools.health if state.answers is not None else None
-    for tier, why in (health.degraded() if health is not None else {}).items():
+    for tier, why in http.app[ANSWERS].spools.health.degraded().items():
         lines.append(f"degraded: {tier} storage: {why} (serving without keeping)")
     return web.Response(text="\n".join(lines) + "\n")
 
 
 async def metrics(http: web.Request) -> web.StreamResponse:
-    body, ctype = http.app[STATE].metrics.exposition()
+    body, ctype = http.app[METRICS].exposition()
     resp = web.Response(body=body)
     resp.headers["Content-Type"] = ctype
     return resp
@@ -261,9 +203,8 @@ def _refusal_response(refusal: Refusal) -> web.Response:
     return resp
 
 
-async def goproxy(http: web.Request) -> web.StreamResponse:
+async def goproxy(svc: Services, http: web.Request) -> web.StreamResponse:
     """Every GOPROXY and checksum-database request: parse, identify, decide, fetch."""
-    state = http.app[STATE]
     started = time.monotonic()
     served = Served(trace=tracing.parse(http.headers))
     http[SERVED] = served
@@ -280,11 +221,11 @@ async def goproxy(http: web.Request) -> web.StreamResponse:
             resp = text_response(400, job.problem)
             return resp
         try:
-            request = state.parse(job.path)
+            request = svc.parse(job.path)
         except ProtocolError as exc:
             resp = text_response(exc.status, exc.reason)
             return resp
-        rt = state.current
+        rt = svc.live.current
         found = identify(
             rt.tenants,
             authorization=http.headers.get("Authorization"),
@@ -293,43 +234,43 @@ async def goproxy(http: web.Request) -> web.StreamResponse:
             cert_names=peer_cert_names(http),
         )
         if isinstance(found, Refusal):
-            state.metrics.auth_failures.labels(str(found.status)).inc()
+            svc.metrics.auth_failures.labels(str(found.status)).inc()
             resp = _refusal_response(found)
             return resp
         who = found
         pull = request.kind is Kind.ZIP and http.method == "GET"
-        if state.limits.enabled:
-            over = state.limits.check(who, http.remote, http.headers.get("User-Agent", ""), pull)
+        if svc.limits.enabled:
+            over = svc.limits.check(who, http.remote, http.headers.get("User-Agent", ""), pull)
             if over is not None:
                 resp = text_response(429, over.reason)
                 resp.headers["Retry-After"] = str(over.retry_after)
                 return resp
         slot = f"{who.tenant_id or ''}|{http.remote}" if pull else None
         server = rt.rules.server
-        if slot is not None and not await state.streams.take(
+        if slot is not None and not await svc.streams.take(
             slot, server.streams_per_client, server.stall_timeout
         ):
             slot = None  # none was taken
-            resp = _too_many_streams(state, who, server)
+            resp = _too_many_streams(svc, who, server)
             return resp
-        state.metrics.in_flight.inc()
+        svc.metrics.in_flight.inc()
         try:
             attrs = {"goproxy.kind": request.kind.value, "goproxy.tenant": who.tenant_id or ""}
-            with state.tracer.request(served.trace, "goproxy.request", attrs) as ctx:
+            with svc.tracer.request(served.trace, "goproxy.request", attrs) as ctx:
                 served.trace = ctx
-                resp = await _decide_and_serve(http, rt, who, request, served)
+                resp = await _decide_and_serve(http, svc, rt, who, request, served)
         finally:
-            state.metrics.in_flight.dec()
+            svc.metrics.in_flight.dec()
             if slot is not None:
-                state.streams.give_back(slot)
-        _observe(state, who, request, served, resp.status, time.monotonic() - started)
+                svc.streams.give_back(slot)
+        _observe(svc, who, request, served, resp.status, time.monotonic() - started)
         return resp
     finally:
-        _access_log(state, http, request, who, served, resp, time.monotonic() - started)
+        _access_log(svc, http, request, who, served, resp, time.monotonic() - started)
 
 
-def _too_many_streams(state: GatewayState, who: Identity, server: Server) -> web.Response:
-    state.metrics.rate_limited.labels(who.tenant_id or "anonymous", "streams").inc()
+def _too_many_streams(svc: Services, who: Identity, server: Server) -> web.Response:
+    svc.metrics.rate_limited.labels(who.tenant_id or "anonymous", "streams").inc()
     resp = text_response(
         429,
         f"too many downloads at once from this client: {server.streams_per_client} "
@@ -363,7 +304,7 @@ def _body_length(resp: web.StreamResponse | None) -> int:
 
 
 def _access_log(
-    state: GatewayState,
+    svc: Services,
     http: web.Request,
     request: ModuleRequest | SumdbRequest | None,
     who: Identity | None,
@@ -371,10 +312,10 @@ def _access_log(
     resp: web.StreamResponse | None,
     seconds: float,
 ) -> None:
-    if not state.access_log.enabled:
+    if not svc.access_log.enabled:
         return
     status = served.status if served.status >= 500 else (resp.status if resp is not None else 499)
-    state.access_log.emit_safely(
+    svc.access_log.emit_safely(
         {
             "request_id": http.get(REQUEST_ID),
             "method": http.method,
@@ -402,6 +343,7 @@ def _access_log(
 
 async def _decide_and_serve(
     http: web.Request,
+    svc: Services,
     rt: Runtime,
     who: Identity,
     request: ModuleRequest | SumdbRequest,
@@ -409,60 +351,62 @@ async def _decide_and_serve(
 ) -> web.StreamResponse:
     """Execute the plan `router.core.plan` makes for this request: decisions are all
     there; this only looks up caches, fetches and answers."""
-    state = http.app[STATE]
     job = http[JOB]
     asked = Asked(http.method, http.headers, job.job, job.offline)
     decided = decide_once(rt.compiled, request, who, asked)
     if isinstance(decided, Refused):
-        return await _refused(state, who, decided)
+        return await _refused(svc, who, decided)
     served.decided(decided.pool.name, decided.route.route)
-    answer = functools.partial(_gated, http, state, rt, who, decided, served)
-    return await _in_job_view(http, state, decided, served, answer)
+    answer = functools.partial(_gated, http, svc, rt, who, decided, served)
+    return await _in_job_view(http, svc, decided, served, answer)
 
 
 async def _in_job_view(
-    http: web.Request, state: GatewayState, decided: Plan, served: Served, answer: Answer
+    http: web.Request, svc: Services, decided: Plan, served: Served, answer: Answer
 ) -> web.StreamResponse:
     """Through the request's CI job view (router.jobviews) when its answer is pinned
     there or served offline; else `answer()` as it is."""
-    if (decided.pinned or decided.offline) and state.jobs is not None:
-        return await state.jobs.serve(http, decided, served, answer, state.answers)
+    if decided.pinned or decided.offline:
+        return await svc.jobs.serve(http, decided, served, answer, svc.answers)
     return await answer()
 
 
 async def _gated(
     http: web.Request,
-    state: GatewayState,
+    svc: Services,
     rt: Runtime,
     who: Identity,
     decided: Plan,
     served: Served,
 ) -> web.StreamResponse:
     """Under a policy, the answer the caches and upstreams give, judged and filtered."""
-    if decided.policy is not None and state.policy is not None:
-        execute = functools.partial(_execute, http, state, rt, decided, served)
-        lookup = functools.partial(_lookup, http, rt, who, served)
-        return await state.policy.serve(http, decided, served, execute, lookup)
-    return await _execute(http, state, rt, decided, served)
+    if decided.policy is not None:
+        execute = functools.partial(_execute, http, svc, rt, decided, served)
+        lookup = functools.partial(_lookup, http, svc, rt, who, served)
+        return await svc.policy.serve(http, decided, served, execute, lookup)
+    return await _execute(http, svc, rt, decided, served)
 
 
 async def _execute(
-    http: web.Request, state: GatewayState, rt: Runtime, decided: Plan, served: Served
+    http: web.Request, svc: Services, rt: Runtime, decided: Plan, served: Served
 ) -> web.StreamResponse:
     """A decided request through the caches, then the upstreams."""
-    answers = state.answers
-    if answers is not None:
-        hit = answers.fast_hit(decided.request, decided.key, served)
-        if hit is not None:
-            return hit  # a fresh cache hit needs no upstream ranking
-    sel = state.selection
-    with state.tracer.span(served.trace, "selection", {"goproxy.pool": decided.pool.name}):
-        ranked = rank(decided, sel, state.rollouts.trackers, sel.rng, sel.now())
-    return await _fetch(http, state, rt, decided, ranked, served)
+    hit = svc.answers.fast_hit(decided.request, decided.key, served)
+    if hit is not None:
+        return hit  # a fresh cache hit needs no upstream ranking
+    sel = svc.selection
+    with svc.tracer.span(served.trace, "selection", {"goproxy.pool": decided.pool.name}):
+        ranked = rank(decided, sel, svc.rollouts.trackers, sel.rng, sel.now())
+    return await _fetch(http, svc, rt, decided, ranked, served)
 
 
 async def _lookup(
-    http: web.Request, rt: Runtime, who: Identity, served: Served, request: ModuleRequest
+    http: web.Request,
+    svc: Services,
+    rt: Runtime,
+    who: Identity,
+    served: Served,
+    request: ModuleRequest,
 ) -> web.StreamResponse:
     """A GET of `request` (an .info or a list the policy needs) as this client would be
     served it: decided, then cached and coalesced like any request; never prepared."""
@@ -473,26 +417,25 @@ async def _lookup(
     if isinstance(decided, Refused):
         return text_response(decided.status, decided.reason)
     inner = http if http.method == "GET" else http.clone(method="GET")
-    state = http.app[STATE]
     looked = Served(trace=served.trace)
-    answer = functools.partial(_execute, inner, state, rt, decided, looked)
-    return await _in_job_view(inner, state, decided, looked, answer)  # as the job sees it
+    answer = functools.partial(_execute, inner, svc, rt, decided, looked)
+    return await _in_job_view(inner, svc, decided, looked, answer)  # as the job sees it
 
 
-async def _refused(state: GatewayState, who: Identity, refused: Refused) -> web.Response:
+async def _refused(svc: Services, who: Identity, refused: Refused) -> web.Response:
     tenant = who.tenant_id or "anonymous"
     if refused.counted == "access_denied":
-        state.metrics.access_denied.labels(tenant).inc()
+        svc.metrics.access_denied.labels(tenant).inc()
     elif refused.counted == "private_blocked":
-        state.metrics.private_blocked.labels(tenant).inc()
+        svc.metrics.private_blocked.labels(tenant).inc()
     if refused.padded:  # timed like a real not-found: it must not tell them apart
-        await asyncio.sleep(state.not_found_timer.sample())
+        await asyncio.sleep(svc.not_found_timer.sample())
     return text_response(refused.status, refused.reason)
 
 
 async def _fetch(
     http: web.Request,
-    state: GatewayState,
+    svc: Services,
     rt: Runtime,
     plan: Plan,
     ranked: Ranked,
@@ -502,13 +445,13 @@ async def _fetch(
     ordered = [rt.clients[n] for n in ranked.names if n in rt.clients]
     check = None
     if isinstance(request, SumdbRequest):
-        db = state.checksums.get(request.db) if plan.sumdb_checked else None
+        db = svc.checksums.get(request.db) if plan.sumdb_checked else None
         if db is not None:
             ordered = db.sources(ordered)  # its url too; liars ejected
             check = functools.partial(db.check_proxied, request)
     headers = {REQUEST_ID_HEADER: http[REQUEST_ID]}
-    rollout = _rollout_pick(state, rt, ranked)
-    answers = state.answers
+    rollout = _rollout_pick(svc, rt, ranked)
+    answers = svc.answers
     plain = not plan.verify and rollout is None and check is None
     job = Job(
         request,
@@ -520,21 +463,21 @@ async def _fetch(
         check=check,
         rollout=rollout,
         admission=plan.admission,  # L2 admission: kept in the store and Redis, or not
-        tracer=state.tracer,
+        tracer=svc.tracer,
     )
-    if answers is None or (plain and answers.keeps_nothing and not plan.transfer):
+    if plain and answers.keeps_nothing and not plan.transfer:
         return await direct(http, job)
-    if plan.verify and state.checksums.primary is not None:
+    if plan.verify and svc.checksums.primary is not None:
         assert isinstance(request, ModuleRequest) and request.version is not None
-        job.verification = _verification(state, rt, plan.pool, request, state.checksums.primary)
+        job.verification = _verification(svc, rt, plan.pool, request, svc.checksums.primary)
     return await answers.serve(http, job)
 
 
-def _rollout_pick(state: GatewayState, rt: Runtime, ranked: Ranked) -> RolloutPick | None:
+def _rollout_pick(svc: Services, rt: Runtime, ranked: Ranked) -> RolloutPick | None:
     if ranked.rollout is None:
         return None
     candidate, baseline = ranked.rollout
-    tracker = state.rollouts.trackers.get(candidate)
+    tracker = svc.rollouts.trackers.get(candidate)
     cand, base = rt.clients.get(candidate), rt.clients.get(baseline)
     if tracker is None or cand is None or base is None:
         return None
@@ -542,7 +485,7 @@ def _rollout_pick(state: GatewayState, rt: Runtime, ranked: Ranked) -> RolloutPi
 
 
 def _verification(
-    state: GatewayState, rt: Runtime, pool: Pool, request: ModuleRequest, db: ChecksumDatabase
+    svc: Services, rt: Runtime, pool: Pool, request: ModuleRequest, db: ChecksumDatabase
 ) -> Verification:
     pool_clients = [rt.clients[n] for n in pool.upstreams if n in rt.clients]
     assert request.version is not None
@@ -552,25 +495,25 @@ def _verification(
         module=request.module,
         version=request.version,
         kind=request.kind,
-        metrics=state.metrics,
-        tasks=state.tasks,
+        metrics=svc.metrics,
+        tasks=svc.tasks,
     )
 
 
 def _observe(
-    state: GatewayState,
+    svc: Services,
     who: Identity,
     request: ModuleRequest | SumdbRequest,
     served: Served,
     status: int,
     seconds: float,
 ) -> None:
-    m = state.metrics
+    m = svc.metrics
     kind = request.kind.value
     m.requests.labels(who.tenant_id or "anonymous", kind, status_class(status)).inc()
     m.request_seconds.labels(kind).observe(seconds)
     pool = served.pool or ""
-    sel = state.selection
+    sel = svc.selection
     for i, attempt in enumerate(served.attempts):
         if attempt.seconds is not None:
             m.upstream_seconds.labels(attempt.upstream).observe(attempt.seconds)
@@ -596,58 +539,18 @@ def _observe(
                 served.bytes / 1e9 * sel.cost(served.upstream)
             )
     if status in (404, 410) and served.attempts:
-        state.not_found_timer.record(seconds)
+        svc.not_found_timer.record(seconds)
 
 
-async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
-    state = app[STATE]
-    state.runtime, _ = await build_runtime(
-        state.initial_rules, 1, None, state.count_connection, state.make_client
-    )
-    await state.checksums.apply(state.initial_rules)
-    state.metrics.rules_generation.set(1)
-    if state.rules_paths:
-        state.reloader = Reloader(state, state.rules_paths)
-        state.tasks.spawn(state.reloader.watch(), name="rules-watch")
-    redis_client = None
-    if state.redis_url:
-        redis_client = connect(state.redis_url)
-        state.redis_sync = RedisSync(redis_client, state.selection, state.metrics)
-        state.tasks.spawn(state.redis_sync.run(), name="redis-sync")
-        limit_sync = LimitSync(redis_client, state.limits, state.redis_sync.replica)
-        state.tasks.spawn(limit_sync.run(state.metrics), name="limit-sync")
-        state.tasks.spawn(rollout_sync(state.rollouts, redis_client), name="rollout-sync")
-    state.answers = await build_cache(state, redis_client)
-    state.jobs = build_job_views(state.initial_rules.jobs, state.metrics, redis_client, state.clock)
-    state.tasks.spawn(state.jobs.run(gc_interval(state.initial_rules.jobs)), name="job-gc")
-    state.tracer = make_tracer(state.initial_rules.tracing)
-    state.answers.use_rollouts(state.rollouts)
-    cache_dir = state.initial_rules.cache.dir
-    detections = DetectionStore(Path(cache_dir) / "licences") if cache_dir else None
-    enforcer = PolicyEnforcer(state.initial_rules, store=detections, metrics=state.metrics)
-    state.policy = PolicyGate(enforcer)
-    state.answers.inspect = state.policy.inspect
-    # loaded before the first request: a policy never judges without its databases
-    await asyncio.to_thread(enforcer.databases.refresh_all)
-    state.tasks.spawn(enforcer.run(), name="policy-vulndb")
-    state.tasks.spawn(probe_loop(state), name="probes")
-    state.tasks.spawn(gauge_loop(state), name="gauges")
-    state.ready = True
-    yield
-    state.ready = False
-    state.access_log.flush()
-    await state.tasks.close(finish=("store-", "cache-share"))
-    if state.answers is not None:
-        await state.answers.close()
-    state.tracer.shutdown()
-    if state.policy is not None:
-        state.policy.enforcer.close()
-    await state.checksums.close()
-    if redis_client is not None:
-        await redis_client.aclose()
-    if state.runtime is not None:
-        for client in state.runtime.clients.values():
-            await client.close()
+def _lifetime(svc: Services) -> Callable[[web.Application], AsyncIterator[None]]:
+    """The services started with the application and stopped with it."""
+
+    async def lifetime(app: web.Application) -> AsyncIterator[None]:
+        await start(svc)
+        yield
+        await stop(svc)
+
+    return lifetime
 
 
 def _skip_route_walk(router: web.UrlDispatcher, goproxy_route: AbstractRoute) -> None:
@@ -677,17 +580,31 @@ def create_app(
     Redis when `redis_url` is given, else embedded in this process). Tests hand in
     `clock` (cache lifetimes and selection read it) and `make_client` (the client of
     each upstream)."""
-    app = web.Application()
-    app[STATE] = GatewayState(
-        initial_rules=rules,
-        rules_paths=rules_paths,
-        clock=clock,
-        make_client=make_client,
-        redis_url=redis_url or rules.redis,
+    svc = build(
+        rules, rules_paths=rules_paths, redis_url=redis_url, clock=clock, make_client=make_client
     )
+    app = web.Application()
+    app[LIVE] = svc.live
+    app[METRICS] = svc.metrics
+    app[TASKS] = svc.tasks
+    app[SELECTION] = svc.selection
+    app[LIMITS] = svc.limits
+    app[ROLLOUTS] = svc.rollouts
+    app[CHECKSUMS] = svc.checksums
+    app[ANSWERS] = svc.answers
+    app[JOBS] = svc.jobs
+    app[POLICY] = svc.policy
+    app[TRACER] = svc.tracer
+    app[ACCESS_LOG] = svc.access_log
+    app[REDIS_SYNC] = svc.redis_sync
+    app[RELOADER] = svc.reloader
+
+    async def serve_goproxy(http: web.Request) -> web.StreamResponse:
+        return await goproxy(svc, http)
+
     app.on_response_prepare.append(_prepare_headers)
     app.on_response_prepare.append(warning_header)
-    app.cleanup_ctx.append(_runtime_ctx)
+    app.cleanup_ctx.append(_lifetime(svc))
     app.router.add_get("/healthz", guarded(healthz))
     app.router.add_get("/readyz", guarded(readyz))
     app.router.add_get("/metrics", guarded(metrics))
@@ -702,6 +619,6 @@ def create_app(
     app.router.add_post("/debug/warm", guarded(debug_warm))
     # Any path at all, line breaks included: aiohttp matches routes on the decoded path,
     # and a `.*` there sent a decoded %0a to aiohttp's own 404 instead of the 400 below.
-    catch_all = app.router.add_route("*", r"/{tail:[\s\S]*}", guarded(goproxy))
+    catch_all = app.router.add_route("*", r"/{tail:[\s\S]*}", guarded(serve_goproxy))
     _skip_route_walk(app.router, catch_all)
     return app

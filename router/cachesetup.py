@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,15 +13,17 @@ from router.cache.health import StorageHealth
 from router.cache.memory import MemoryCache
 from router.cache.policy import CachePolicy, LRUKPolicy
 from router.cache.shared import Breaker, SharedTier
-from router.core.model import Cache
+from router.core.model import Cache, Rules
 from router.fleet.client import connect
 from router.fleet.purge import listen_for_purges
 from router.observability import Metrics
-from router.serving.cache import AnswerCache
+from router.serving.cache import AnswerCache, new_owner
+from router.serving.keeping import Inspect, Tiers
 from router.spooling import Spools
+from router.tasks import TaskGroup
 
 if TYPE_CHECKING:
-    from router.app import GatewayState
+    from router.rollouts import Rollouts
 
 log = logging.getLogger("goproxy_router.cachesetup")
 
@@ -41,76 +44,81 @@ def storage_health(metrics: Metrics) -> StorageHealth:
     )
 
 
-async def build_cache(state: GatewayState, redis_client: Any) -> AnswerCache:
+def build_cache(
+    rules: Rules,
+    metrics: Metrics,
+    tasks: TaskGroup,
+    redis_client: Any,
+    *,
+    clock: Callable[[], float],
+    rollouts: Rollouts,
+    inspect: Inspect,
+) -> AnswerCache:
     """The cache tiers the rules ask for (none at all with memory 0 and no dir: then
-    only coalescing, verification spools and rollout comparisons remain)."""
-    cfg = state.initial_rules.cache
+    only coalescing, verification spools and rollout comparisons remain). Nothing is
+    read or written yet: `start_cache` opens them."""
+    cfg = rules.cache
     memory = MemoryCache(make_policy(cfg)) if cfg.memory > 0 else None
-    health = storage_health(state.metrics)
-    store = None
-    if cfg.dir:
-        store = ArtifactStore(Path(cfg.dir), cfg.disk, health=health)
-        await asyncio.to_thread(store.open)
-        log.info("artifact store %s: %d artifacts, %d bytes", cfg.dir, len(store), store.used_bytes)
+    health = storage_health(metrics)
+    store = ArtifactStore(Path(cfg.dir), cfg.disk, health=health) if cfg.dir else None
     shared = None
-    answers_ref: list[AnswerCache] = []
     if redis_client is not None and (memory is not None or store is not None):
-        errors, gauge = state.metrics.redis_errors, state.metrics.redis_breaker_open
+        errors, gauge = metrics.redis_errors, metrics.redis_breaker_open
         breaker = Breaker(lambda is_open: gauge.set(1 if is_open else 0))
         shared = SharedTier(
             redis_client, on_error=lambda op: errors.labels(op).inc(), breaker=breaker
         )
-        state.tasks.spawn(shared.watch(), name="redis-breaker")
-        if state.redis_url:
-            listener = connect(state.redis_url, socket_timeout=None)
+    spools = Spools(SpoolBudget(cfg.spool, store), health, store=store)
+    owner = new_owner()
+    bucket, access = None, None
+    if cfg.bucket is not None and store is not None:
+        # the object-storage tier behind the store (docs/bucket.md); needs the s3 extra,
+        # which `validate` has checked is installed. With Redis, the keys read from the
+        # bucket get their last access recorded there (for `store gc --bucket`).
+        from router.cache.bucket_tier import BucketTier
+        from router.retention import BucketAccess
+
+        bucket = BucketTier(
+            cfg.bucket, store=store, spools=spools, metrics=metrics, shared=shared, owner=owner
+        )
+        access = BucketAccess(redis_client) if redis_client is not None else None
+    return AnswerCache(
+        cfg,
+        metrics,
+        tasks,
+        Tiers(memory, store, shared, bucket, access),
+        spools=spools,
+        stall=rules.server.stall_timeout,
+        clock=clock,
+        owner=owner,
+        rollouts=rollouts,
+        inspect=inspect,
+    )
+
+
+async def start_cache(answers: AnswerCache, tasks: TaskGroup, redis_url: str | None) -> None:
+    """Open the tiers: load the store's index, clear old spools, make the bucket's
+    client; then the loops that watch Redis and the bucket, and the purge listener."""
+    tiers = answers.tiers
+    store, memory, shared, bucket = tiers.store, tiers.memory, tiers.shared, tiers.bucket
+    if store is not None:
+        await asyncio.to_thread(store.open)
+        log.info(
+            "artifact store %s: %d artifacts, %d bytes", store.root, len(store), store.used_bytes
+        )
+    if shared is not None:
+        tasks.spawn(shared.watch(), name="redis-breaker")
+        if redis_url:
+            listener = connect(redis_url, socket_timeout=None)
 
             def apply(module: str) -> None:
-                if answers_ref and answers_ref[0].memory is not None:
-                    dropped = answers_ref[0].memory.purge(module)
+                if memory is not None:
+                    dropped = memory.purge(module)
                     log.info("purge %s: %d entries dropped", module, dropped)
 
-            state.tasks.spawn(listen_for_purges(listener, apply), name="purge-listener")
-    spools = Spools(SpoolBudget(cfg.spool, store), health, store=store)
-    await asyncio.to_thread(spools.prepare)
-    answers = AnswerCache(
-        cfg,
-        state.metrics,
-        state.tasks,
-        memory=memory,
-        store=store,
-        shared=shared,
-        spools=spools,
-        stall=state.initial_rules.server.stall_timeout,
-        clock=state.clock,
-    )
-    if cfg.bucket is not None and store is not None:
-        await attach_bucket(state, answers, store, spools, shared, redis_client)
-    answers_ref.append(answers)
-    return answers
-
-
-async def attach_bucket(
-    state: GatewayState,
-    answers: AnswerCache,
-    store: ArtifactStore,
-    spools: Spools,
-    shared: SharedTier | None,
-    redis_client: Any = None,
-) -> None:
-    """The object-storage tier behind the store (docs/bucket.md); needs the s3 extra,
-    which `validate` has checked is installed. With Redis, the keys read from the
-    bucket get their last access recorded there (for `store gc --bucket`)."""
-    from router.cache.bucket_tier import BucketTier
-    from router.retention import BucketAccess
-
-    cfg = state.initial_rules.cache.bucket
-    assert cfg is not None
-    tier = BucketTier(
-        cfg, store=store, spools=spools, metrics=state.metrics, shared=shared, owner=answers.owner
-    )
-    await tier.start()
-    state.tasks.spawn(tier.watch(), name="bucket-gauge")
-    answers.bucket = tier
-    if redis_client is not None:
-        answers.bucket_access = BucketAccess(redis_client)
-    log.info("bucket tier %s (serve: %s)", cfg.url, cfg.serve)
+            tasks.spawn(listen_for_purges(listener, apply), name="purge-listener")
+    await asyncio.to_thread(answers.spools.prepare)
+    if bucket is not None:
+        await bucket.start()
+        tasks.spawn(bucket.watch(), name="bucket-gauge")
+        log.info("bucket tier %s (serve: %s)", bucket.config.url, bucket.config.serve)

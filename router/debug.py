@@ -9,10 +9,14 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from router.core.model import Admin
+from router.appkeys import ANSWERS, CHECKSUMS, JOBS, LIMITS, LIVE, REDIS_SYNC, ROLLOUTS, SELECTION
+from router.core.model import Admin, Rules
 
 if TYPE_CHECKING:
-    from router.app import GatewayState
+    from router.checksums import ChecksumRegistry
+    from router.fleet.selection import RedisSync
+    from router.rollouts import Rollouts
+    from router.state.local import SelectionState
 
 
 def is_admin(admin: Admin, peer: str | None, authorization: str | None) -> bool:
@@ -37,10 +41,15 @@ def is_admin(admin: Admin, peer: str | None, authorization: str | None) -> bool:
     return False
 
 
-def upstreams_view(state: GatewayState, module: str | None) -> dict[str, Any]:
+def upstreams_view(
+    rules: Rules,
+    sel: SelectionState,
+    rollouts: Rollouts,
+    checksums: ChecksumRegistry,
+    redis: RedisSync | None,
+    module: str | None,
+) -> dict[str, Any]:
     """Live RTT, cost, health and per-pool scores (heat for `module` when given)."""
-    sel = state.selection
-    rules = state.current.rules
     now = sel.now()
     ups: dict[str, Any] = {}
     for up in rules.upstreams:
@@ -63,7 +72,7 @@ def upstreams_view(state: GatewayState, module: str | None) -> dict[str, Any]:
             "bytes_served": live.bytes,
             "top_modules": [m for m, _ in sel.heat.top(up.name, now, 5)],
         }
-    for rollout in state.rollouts.view():
+    for rollout in rollouts.view():
         name = str(rollout["upstream"])
         if name in ups:
             ups[name]["rollout"] = rollout
@@ -77,96 +86,96 @@ def upstreams_view(state: GatewayState, module: str | None) -> dict[str, Any]:
             "candidates": [s.as_dict() for s in ranking.order],
         }
     weights = {"rtt": sel.weights.rtt, "cost": sel.weights.cost, "heat": sel.weights.heat}
-    redis = state.redis_sync
     return {
         "weights": weights,
         "module": module,
         "redis": None if redis is None else {"connected": redis.healthy},
         "upstreams": ups,
         "pools": pools,
-        "rollouts": state.rollouts.view(),
-        "checksum_dbs": state.checksums.view(),
+        "rollouts": rollouts.view(),
+        "checksum_dbs": checksums.view(),
     }
 
 
-async def debug_upstreams(http: web.Request) -> web.StreamResponse:
-    from router.app import STATE
+def admin_rules(http: web.Request) -> Rules | None:
+    """The current rules when the client is an admin (None: answer it 403)."""
+    rules = http.app[LIVE].current.rules
+    if is_admin(rules.admin, http.remote, http.headers.get("Authorization")):
+        return rules
+    return None
 
-    state = http.app[STATE]
-    if not is_admin(state.current.rules.admin, http.remote, http.headers.get("Authorization")):
-        return web.Response(status=403, text="forbidden: /debug is for admin networks or tokens\n")
+
+FORBIDDEN = "forbidden: /debug is for admin networks or tokens\n"
+
+
+async def debug_upstreams(http: web.Request) -> web.StreamResponse:
+    rules = admin_rules(http)
+    if rules is None:
+        return web.Response(status=403, text=FORBIDDEN)
     module = http.query.get("module") or None
-    return web.json_response(upstreams_view(state, module))
+    app = http.app
+    view = upstreams_view(
+        rules, app[SELECTION], app[ROLLOUTS], app[CHECKSUMS], app[REDIS_SYNC], module
+    )
+    return web.json_response(view)
 
 
 async def debug_explain(http: web.Request) -> web.StreamResponse:
     """POST /debug/explain with a JSON question (what `goproxy-router explain` takes):
     the plan this gateway would execute for it, against its live selection state. The
     question may hold a token, so it travels in the body, never in the URL."""
-    from router.app import STATE
     from router.explain import NoDraw, explain, question_from
 
-    state = http.app[STATE]
-    if not is_admin(state.current.rules.admin, http.remote, http.headers.get("Authorization")):
-        return web.Response(status=403, text="forbidden: /debug is for admin networks or tokens\n")
+    rules = admin_rules(http)
+    if rules is None:
+        return web.Response(status=403, text=FORBIDDEN)
     try:
         question = question_from(await http.json())
     except (ValueError, TypeError, KeyError) as exc:
         return web.Response(status=400, text=f"bad question: {exc}\n")
-    rules = state.current.rules
-    view = explain(
-        rules, question, view=state.selection, rollouts=state.rollouts.trackers, rng=NoDraw()
-    )
+    trackers = http.app[ROLLOUTS].trackers
+    view = explain(rules, question, view=http.app[SELECTION], rollouts=trackers, rng=NoDraw())
     return web.json_response(view)
 
 
 async def debug_purge(http: web.Request) -> web.StreamResponse:
     """POST /debug/purge?module=PATH: drop the module's list/@latest/negative entries here
     (and, with Redis, on every replica)."""
-    from router.app import STATE
     from router.core.errors import ModuleError
     from router.core.modpath import check_path
     from router.fleet.purge import purge as shared_purge
 
-    state = http.app[STATE]
-    if not is_admin(state.current.rules.admin, http.remote, http.headers.get("Authorization")):
+    if admin_rules(http) is None:
         return web.Response(status=403, text="forbidden: purge is for admin networks or tokens\n")
     module = http.query.get("module", "")
     try:
         check_path(module)
     except ModuleError as exc:
         return web.Response(status=400, text=f"bad module: {exc}\n")
-    dropped = 0
-    answers = state.answers
-    if answers is not None and answers.memory is not None:
-        dropped = answers.memory.purge(module)
+    tiers = http.app[ANSWERS].tiers
+    dropped = tiers.memory.purge(module) if tiers.memory is not None else 0
     replicas = None
-    if answers is not None and answers.shared is not None:
-        replicas = await shared_purge(answers.shared.client, module)
+    if tiers.shared is not None:
+        replicas = await shared_purge(tiers.shared.client, module)
     return web.json_response({"module": module, "dropped": dropped, "replicas_told": replicas})
 
 
 async def debug_abuse(http: web.Request) -> web.StreamResponse:
     """GET /debug/abuse: clients currently flagged for abusive pulling."""
-    from router.app import STATE
-
-    state = http.app[STATE]
-    if not is_admin(state.current.rules.admin, http.remote, http.headers.get("Authorization")):
-        return web.Response(status=403, text="forbidden: /debug is for admin networks or tokens\n")
-    return web.json_response({"flags": state.limits.flags()})
+    if admin_rules(http) is None:
+        return web.Response(status=403, text=FORBIDDEN)
+    return web.json_response({"flags": http.app[LIMITS].flags()})
 
 
 async def debug_rollout_reset(http: web.Request) -> web.StreamResponse:
     """POST /debug/rollouts/reset?upstream=NAME: put a rolled-back candidate back (and,
     with Redis, on every replica)."""
-    from router.app import STATE
-
-    state = http.app[STATE]
-    if not is_admin(state.current.rules.admin, http.remote, http.headers.get("Authorization")):
-        return web.Response(status=403, text="forbidden: /debug is for admin networks or tokens\n")
+    if admin_rules(http) is None:
+        return web.Response(status=403, text=FORBIDDEN)
     name = http.query.get("upstream", "")
-    if not state.rollouts.reset(name):
-        known = ", ".join(sorted(state.rollouts.trackers)) or "none"
+    rollouts = http.app[ROLLOUTS]
+    if not rollouts.reset(name):
+        known = ", ".join(sorted(rollouts.trackers)) or "none"
         return web.Response(status=404, text=f"no rollout for upstream {name!r} (known: {known})\n")
     return web.json_response({"upstream": name, "state": "comparing"})  # replicas: next sync
 
@@ -174,20 +183,20 @@ async def debug_rollout_reset(http: web.Request) -> web.StreamResponse:
 # ---- L3 job views (router.jobviews)
 
 
-def _job_query(state: GatewayState, http: web.Request) -> tuple[str | None, str] | web.Response:
+def _job_query(http: web.Request) -> tuple[str | None, str] | web.Response:
     """(tenant, job) from `?tenant=T&job=ID` (no tenant: anonymous), or a 403 for a
     client that is not an admin, or a 400."""
     from router.core.jobviews import job_id_problem
 
-    if not is_admin(state.current.rules.admin, http.remote, http.headers.get("Authorization")):
-        return web.Response(status=403, text="forbidden: /debug is for admin networks or tokens\n")
-
+    rules = admin_rules(http)
+    if rules is None:
+        return web.Response(status=403, text=FORBIDDEN)
     job = http.query.get("job", "")
     problem = job_id_problem(job)
     if problem is not None:
         return web.Response(status=400, text=f"{problem}\n")
     tenant = http.query.get("tenant") or None
-    known = {t.id for t in state.current.rules.tenants}
+    known = {t.id for t in rules.tenants}
     if tenant is not None and tenant not in known:
         return web.Response(status=400, text=f"bad request: no tenant {tenant!r} in the rules\n")
     return tenant, job
@@ -195,13 +204,10 @@ def _job_query(state: GatewayState, http: web.Request) -> tuple[str | None, str]
 
 async def debug_job_show(http: web.Request) -> web.StreamResponse:
     """GET /debug/jobs?tenant=T&job=ID: a job's view (its pinned answers, not their bodies)."""
-    from router.app import STATE
-
-    state = http.app[STATE]
-    asked = _job_query(state, http)
+    asked = _job_query(http)
     if isinstance(asked, web.Response):
         return asked
-    shown = await state.jobs.show(*asked) if state.jobs is not None else None
+    shown = await http.app[JOBS].show(*asked)
     if shown is None:
         return web.Response(status=404, text=f"no live view for job {asked[1]!r}\n")
     return web.json_response(shown)
@@ -210,11 +216,8 @@ async def debug_job_show(http: web.Request) -> web.StreamResponse:
 async def debug_job_drop(http: web.Request) -> web.StreamResponse:
     """POST /debug/jobs/drop?tenant=T&job=ID: forget a job's view (on every replica with
     Redis); its next requests pin afresh."""
-    from router.app import STATE
-
-    state = http.app[STATE]
-    asked = _job_query(state, http)
+    asked = _job_query(http)
     if isinstance(asked, web.Response):
         return asked
-    dropped = await state.jobs.drop(*asked) if state.jobs is not None else False
+    dropped = await http.app[JOBS].drop(*asked)
     return web.json_response({"tenant": asked[0], "job": asked[1], "dropped": dropped})

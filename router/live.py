@@ -8,7 +8,12 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from router.app import GatewayState
+    from router.appkeys import Live
+    from router.observability import Metrics
+    from router.rollouts import Rollouts
+    from router.serving.cache import AnswerCache
+    from router.state.local import SelectionState
+    from router.tasks import TaskGroup
     from router.upstream import UpstreamClient
 
 log = logging.getLogger("goproxy_router.live")
@@ -20,7 +25,9 @@ PROBE_CONCURRENCY = 8
 PROBE_TICK = 0.2
 
 
-async def probe_loop(state: GatewayState) -> None:
+async def probe_loop(
+    live: Live, selection: SelectionState, metrics: Metrics, tasks: TaskGroup
+) -> None:
     """Probe what selection cannot measure from requests: every upstream at once at start
     and when a reload adds or changes one (FIRST_PROBES in a row, before RTT may rank it),
     then any upstream that has had no sample for `probe_interval` (one not chosen) and
@@ -29,14 +36,15 @@ async def probe_loop(state: GatewayState) -> None:
     running: dict[str, asyncio.Task[None]] = {}
     try:
         while True:
-            rt = state.current
+            rt = live.current
             interval = rt.rules.selection.probe_interval
-            due = state.selection.probes_due(interval) if rt.rules.network != "offline" else {}
+            due = selection.probes_due(interval) if rt.rules.network != "offline" else {}
             for name, count in due.items():  # network: offline never contacts an upstream
                 client = rt.clients.get(name)
                 if client is None or name in running:
                     continue
-                task = state.tasks.spawn(_probe(state, client, count, limit), name=f"probe-{name}")
+                probe = _probe(selection, metrics, client, count, limit)
+                task = tasks.spawn(probe, name=f"probe-{name}")
                 running[name] = task
                 task.add_done_callback(functools.partial(_forget, running, name))
             await asyncio.sleep(min(PROBE_TICK, interval))
@@ -50,7 +58,11 @@ def _forget(running: dict[str, asyncio.Task[None]], name: str, _task: object) ->
 
 
 async def _probe(
-    state: GatewayState, client: UpstreamClient, count: int, limit: asyncio.Semaphore
+    selection: SelectionState,
+    metrics: Metrics,
+    client: UpstreamClient,
+    count: int,
+    limit: asyncio.Semaphore,
 ) -> None:
     """`count` probes of one upstream in a row, each reported to selection as it ends."""
     for _ in range(count):
@@ -60,22 +72,37 @@ async def _probe(
             except Exception as exc:  # a probe must never end the series or the loop
                 log.warning("probe of %s failed: %r", client.name, exc)
                 ok, seconds = False, None
-        state.selection.probed(client.name, ok=ok, rtt=seconds)
-        state.metrics.probes.labels(client.name, "ok" if ok else "failed").inc()
+        selection.probed(client.name, ok=ok, rtt=seconds)
+        metrics.probes.labels(client.name, "ok" if ok else "failed").inc()
 
 
-async def gauge_loop(state: GatewayState, interval: float = 1.0) -> None:
+async def gauge_loop(
+    live: Live,
+    selection: SelectionState,
+    metrics: Metrics,
+    rollouts: Rollouts,
+    answers: AnswerCache,
+    interval: float = 1.0,
+) -> None:
     """Export the live RTT, cost, ejection and score components as gauges."""
+    evictions: dict[str, int] = {}  # the tiers' running totals already counted
     while True:
-        update_gauges(state)
+        update_gauges(live, selection, metrics, rollouts, answers, evictions)
         await asyncio.sleep(interval)
 
 
-def update_gauges(state: GatewayState) -> None:
-    sel, m = state.selection, state.metrics
-    rules = state.current.rules
+def update_gauges(
+    live: Live,
+    selection: SelectionState,
+    metrics: Metrics,
+    rollouts: Rollouts,
+    answers: AnswerCache,
+    evictions: dict[str, int],
+) -> None:
+    sel, m = selection, metrics
+    rules = live.current.rules
     now = sel.now()
-    state.rollouts.update_gauges()  # comparing turns healthy with time alone
+    rollouts.update_gauges()  # comparing turns healthy with time alone
     for name in sel.names():
         rtt = sel.rtt(name)
         if rtt is not None:
@@ -83,15 +110,15 @@ def update_gauges(state: GatewayState) -> None:
         m.upstream_cost.labels(name).set(sel.cost(name))
         ejected = sel.live(name).health.state(now) == "ejected"
         m.upstream_ejected.labels(name).set(1 if ejected else 0)
-    answers = state.answers
-    if answers is not None and answers.memory is not None:
-        m.cache_entries.labels("memory").set(len(answers.memory))
-        m.cache_bytes.labels("memory").set(answers.memory.used_bytes)
-        _count_up(m.cache_evictions.labels("memory"), answers.memory.evictions, state, "memory")
-    if answers is not None and answers.store is not None:
-        m.cache_entries.labels("disk").set(len(answers.store))
-        m.cache_bytes.labels("disk").set(answers.store.used_bytes)
-        _count_up(m.cache_evictions.labels("disk"), answers.store.evictions, state, "disk")
+    memory, store = answers.tiers.memory, answers.tiers.store
+    if memory is not None:
+        m.cache_entries.labels("memory").set(len(memory))
+        m.cache_bytes.labels("memory").set(memory.used_bytes)
+        _count_up(m.cache_evictions.labels("memory"), memory.evictions, evictions, "memory")
+    if store is not None:
+        m.cache_entries.labels("disk").set(len(store))
+        m.cache_bytes.labels("disk").set(store.used_bytes)
+        _count_up(m.cache_evictions.labels("disk"), store.evictions, evictions, "disk")
     for pool in rules.pools:
         ups = [rules.upstream(n) for n in pool.upstreams]
         for scored in sel.scored(ups, None):
@@ -101,9 +128,9 @@ def update_gauges(state: GatewayState) -> None:
             m.upstream_score.labels(pool.name, name, "total").set(scored.score)
 
 
-def _count_up(counter: Any, total: int, state: GatewayState, tier: str) -> None:
+def _count_up(counter: Any, total: int, seen: dict[str, int], tier: str) -> None:
     """Advance a counter to a running total kept elsewhere."""
-    seen = state.eviction_totals.get(tier, 0)
-    if total > seen:
-        counter.inc(total - seen)
-        state.eviction_totals[tier] = total
+    before = seen.get(tier, 0)
+    if total > before:
+        counter.inc(total - before)
+        seen[tier] = total

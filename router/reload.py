@@ -14,10 +14,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from router.config.loader import load_rules, rule_files
-from router.runtime import build_runtime, close_later
+from router.runtime import ConnectionCounter, UpstreamFactory, build_runtime, close_later
 
 if TYPE_CHECKING:
-    from router.app import GatewayState
+    from router.appkeys import Live
+    from router.checksums import ChecksumRegistry
+    from router.limiting import RequestLimits
+    from router.observability import Metrics
+    from router.policygate import PolicyGate
+    from router.rollouts import Rollouts
+    from router.state.local import SelectionState
+    from router.tasks import TaskGroup
 
 log = logging.getLogger("goproxy_router.reload")
 
@@ -38,13 +45,36 @@ def fingerprint(paths: tuple[Path, ...]) -> Fingerprint:
 
 
 class Reloader:
-    """Reloads the rules of one application state."""
+    """Reloads the rules: a new runtime swapped into `live`, and every service that
+    depends on the rules given the new ones."""
 
     def __init__(
-        self, state: GatewayState, paths: tuple[Path, ...], *, interval: float = 0.5
+        self,
+        paths: tuple[Path, ...],
+        *,
+        live: Live,
+        metrics: Metrics,
+        tasks: TaskGroup,
+        selection: SelectionState,
+        limits: RequestLimits,
+        rollouts: Rollouts,
+        checksums: ChecksumRegistry,
+        policy: PolicyGate,
+        count_connection: ConnectionCounter,
+        make_client: UpstreamFactory,
+        interval: float = 0.5,
     ) -> None:
-        self._state = state
         self._paths = paths
+        self._live = live
+        self._metrics = metrics
+        self._tasks = tasks
+        self._selection = selection
+        self._limits = limits
+        self._rollouts = rollouts
+        self._checksums = checksums
+        self._policy = policy
+        self._count_connection = count_connection
+        self._make_client = make_client
         self._interval = interval
         self._lock = asyncio.Lock()
         self._seen = fingerprint(paths)
@@ -62,11 +92,11 @@ class Reloader:
                 raise
             except Exception:  # the watcher must outlive any one bad reload
                 log.exception("rules reload failed unexpectedly; the old rules keep serving")
-                self._state.metrics.rules_reloads.labels("invalid").inc()
+                self._metrics.rules_reloads.labels("invalid").inc()
 
     async def reload(self, why: str) -> bool:
         """Load, validate and swap in the rules; False (old rules kept) when invalid."""
-        state = self._state
+        metrics = self._metrics
         async with self._lock:
             self._seen = await asyncio.to_thread(fingerprint, self._paths)
             result = await asyncio.to_thread(load_rules, list(self._paths))
@@ -74,42 +104,42 @@ class Reloader:
                 level = logging.WARNING if problem.warning or result.rules else logging.ERROR
                 log.log(level, "rules: %s", problem)
             if result.rules is None:
-                state.metrics.rules_reloads.labels("invalid").inc()
-                state.metrics.rules_last_reload_ok.set(0)
+                metrics.rules_reloads.labels("invalid").inc()
+                metrics.rules_last_reload_ok.set(0)
                 log.error("rules reload (%s) refused: the old rules keep serving", why)
                 return False
-            previous = state.current
+            previous = self._live.current
             if (result.rules.listen, result.rules.tls, result.rules.redis) != (
                 previous.rules.listen,
                 previous.rules.tls,
                 previous.rules.redis,
             ):
                 log.warning("listen/tls/redis changed: they take effect on restart only")
-            if state.policy is not None:  # its databases loaded before the rules serve
-                await state.policy.enforcer.reload(result.rules)
+            # the policy's databases are loaded before the rules that name them serve
+            await self._policy.enforcer.reload(result.rules)
             runtime, retired = await build_runtime(
                 result.rules,
                 previous.generation + 1,
                 previous,
-                state.count_connection,
-                state.make_client,
+                self._count_connection,
+                self._make_client,
             )
-            state.runtime = runtime
-            state.selection.apply_rules(result.rules)
-            state.limits.apply_rules(result.rules)
-            state.rollouts.apply_rules(result.rules)
-            await state.checksums.apply(result.rules)
-            state.metrics.rules_reloads.labels("ok").inc()
-            state.metrics.rules_last_reload_ok.set(1)
+            self._live.runtime = runtime
+            self._selection.apply_rules(result.rules)
+            self._limits.apply_rules(result.rules)
+            self._rollouts.apply_rules(result.rules)
+            await self._checksums.apply(result.rules)
+            metrics.rules_reloads.labels("ok").inc()
+            metrics.rules_last_reload_ok.set(1)
             for gauge in (
-                state.metrics.upstream_score,
-                state.metrics.upstream_rtt,
-                state.metrics.upstream_cost,
-                state.metrics.upstream_ejected,
+                metrics.upstream_score,
+                metrics.upstream_rtt,
+                metrics.upstream_cost,
+                metrics.upstream_ejected,
             ):
                 gauge.clear()  # upstreams and pools removed from the rules must not linger
-            state.metrics.rules_generation.set(runtime.generation)
+            metrics.rules_generation.set(runtime.generation)
             delay = result.rules.server.shutdown_timeout + result.rules.upstreams[0].timeouts.total
-            state.tasks.spawn(close_later(retired, min(delay, 900.0)), name="close-retired")
+            self._tasks.spawn(close_later(retired, min(delay, 900.0)), name="close-retired")
             log.info("rules reloaded (%s): generation %d", why, runtime.generation)
             return True

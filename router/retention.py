@@ -201,15 +201,14 @@ async def gc_bucket(
 async def debug_store_gc(http: web.Request) -> web.StreamResponse:
     """POST /debug/store/gc?budget=SIZE&min_idle=DURATION&apply=1: gc of this gateway's
     local store (a dry run without apply=1), answered with the report as JSON."""
-    from router.app import STATE
+    from router.appkeys import ANSWERS
     from router.config.units import parse_duration, parse_size
-    from router.debug import is_admin
+    from router.debug import FORBIDDEN, admin_rules
 
-    state = http.app[STATE]
-    rules = state.current.rules
-    if not is_admin(rules.admin, http.remote, http.headers.get("Authorization")):
-        return web.Response(status=403, text="forbidden: /debug is for admin networks or tokens\n")
-    store = state.answers.store if state.answers is not None else None
+    rules = admin_rules(http)
+    if rules is None:
+        return web.Response(status=403, text=FORBIDDEN)
+    store = http.app[ANSWERS].tiers.store
     if store is None:
         return web.Response(status=409, text="no artifact store: the rules set no cache.dir\n")
     try:

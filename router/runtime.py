@@ -33,7 +33,9 @@ class Runtime:
         return self.compiled.tenants
 
 
-UpstreamFactory = Callable[[Upstream, Callable[[str, str], None] | None], UpstreamClient]
+ConnectionCounter = Callable[[str, str], None]
+"""Counts a connection event (`upstream`, `event`) of an upstream's client."""
+UpstreamFactory = Callable[[Upstream, ConnectionCounter | None], UpstreamClient]
 """Makes the client of one upstream (`UpstreamClient`; tests may hand in their own)."""
 
 

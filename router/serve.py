@@ -14,7 +14,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from router.app import STATE, create_app
+from router.app import create_app
+from router.appkeys import LIVE, METRICS, RELOADER, TASKS
 from router.core.model import Rules
 from router.guard import Guard, GuardedSite, GuardLimits
 
@@ -75,7 +76,7 @@ async def run_gateway(rules: Rules, options: ServeOptions) -> None:
             tls.client_ca if tls else None,
             tls.client_auth if tls else "none",
         )
-    metrics = app[STATE].metrics
+    metrics = app[METRICS]
     guard = Guard(
         GuardLimits(limits.max_connections, limits.header_timeout, limits.max_header_bytes),
         on_event=lambda event: metrics.guard_events.labels(event).inc(),
@@ -90,15 +91,14 @@ async def run_gateway(rules: Rules, options: ServeOptions) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    state = app[STATE]
-    if state.reloader is not None:
-        reloader = state.reloader
+    reloader, tasks = app[RELOADER], app[TASKS]
+    if reloader is not None:
         loop.add_signal_handler(
-            signal.SIGHUP, lambda: state.tasks.spawn(reloader.reload("SIGHUP"), name="reload")
+            signal.SIGHUP, lambda: tasks.spawn(reloader.reload("SIGHUP"), name="reload")
         )
     await stop.wait()
     log.info("draining in-flight requests (at most %gs)", limits.shutdown_timeout)
-    app[STATE].draining = True
+    app[LIVE].draining = True
     await runner.cleanup()
     log.info("stopped")
 

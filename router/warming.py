@@ -152,13 +152,11 @@ async def debug_warm(http: web.Request) -> web.StreamResponse:
     """POST /debug/warm (admin) with a go.sum, go.mod or `go list -m all` as the body:
     warm this gateway's store and answer, when done, with the report as JSON. As anonymous,
     or as `?tenant=ID` (with its token in an `X-Warm-Token` header when it needs one)."""
-    from router.app import STATE
     from router.audit import gateway_headers
-    from router.debug import is_admin
+    from router.debug import FORBIDDEN, admin_rules
 
-    state = http.app[STATE]
-    if not is_admin(state.current.rules.admin, http.remote, http.headers.get("Authorization")):
-        return web.Response(status=403, text="forbidden: /debug is for admin networks or tokens\n")
+    if admin_rules(http) is None:
+        return web.Response(status=403, text=FORBIDDEN)
     if (http.content_length or 0) > MAX_BODY:
         return web.Response(status=413, text=f"warm: body larger than {MAX_BODY >> 20} MiB\n")
     try:

@@ -15,7 +15,7 @@ from support.gocmd import go_env, run_go
 from support.gomod import ModuleSet, hash_module, simple_module
 from support.goproxy_server import Fault, FixtureProxy
 
-from router.app import STATE
+from router.appkeys import ANSWERS
 from router.core.lifetimes import cache_key
 from router.core.protocol import parse_module_path
 from router.serving.cache import AnswerCache
@@ -42,8 +42,8 @@ def _key(module: str, version: str, kind: str) -> str:
 
 
 def _answers(gw: Any) -> AnswerCache:
-    answers: AnswerCache | None = gw.app[STATE].answers
-    assert answers is not None and answers.store is not None
+    answers: AnswerCache | None = gw.app[ANSWERS]
+    assert answers is not None and answers.tiers.store is not None
     return answers
 
 
@@ -76,7 +76,7 @@ async def test_only_releases_reach_the_store_and_redis_by_default(
             aiohttp.ClientSession() as http,
         ):
             answers = _answers(gw)
-            store, shared = answers.store, answers.shared
+            store, shared = answers.tiers.store, answers.tiers.shared
             assert store is not None and shared is not None
             for m in (PSEUDO, PRE, RELEASE):
                 for kind in KINDS:
@@ -119,7 +119,7 @@ async def test_version_lists_are_shared_whatever_the_rule(
             gateway_in_process(rules, redis_url=redis_server.url) as gw,
             aiohttp.ClientSession() as http,
         ):
-            shared = _answers(gw).shared
+            shared = _answers(gw).tiers.shared
             assert shared is not None
             for tail in ("@v/list", "@latest"):
                 assert (await _get(http, f"{gw.url}/{RELEASE.path}/{tail}"))[0] == 200
@@ -138,7 +138,7 @@ async def test_a_tenant_that_admits_pseudo_versions_keeps_them(tmp_path: Path) -
             trusted_proxies=["127.0.0.0/8"],
         )
         async with gateway_in_process(rules) as gw, aiohttp.ClientSession() as http:
-            store = _answers(gw).store
+            store = _answers(gw).tiers.store
             assert store is not None
             path = f"/{PSEUDO.path}/@v/{PSEUDO.version}.zip"
             async with http.get(gw.url + path, headers={"X-Tenant-ID": "dev"}) as resp:
@@ -168,7 +168,7 @@ async def test_go_gets_a_pseudo_version_served_but_only_the_release_is_stored(
             reports = {r["Path"]: r for r in done.check().json_objects()}
             assert reports[PSEUDO.path]["Sum"] == hash_module(PSEUDO)
             assert reports[RELEASE.path]["Sum"] == hash_module(RELEASE)
-            store = _answers(gw).store
+            store = _answers(gw).tiers.store
             assert store is not None
             kept = [_key(RELEASE.path, RELEASE.version, k) for k in KINDS]
             await wait_for(lambda: all(store.get(k) is not None for k in kept))

@@ -19,7 +19,7 @@ from support.gomod import ModuleSet, simple_module
 from support.goproxy_server import FixtureProxy
 from support.s3_server import S3Server
 
-from router.app import STATE
+from router.appkeys import ANSWERS
 from router.cache.bucket_tier import BucketTier
 from router.config import load_rules
 from router.core.bucketing import redirect_allowed
@@ -47,7 +47,7 @@ def _rules(path: Path, up_url: str, store: Path, s3: S3Server, **bucket: Any) ->
 
 
 def _tier(gw: Any) -> BucketTier:
-    tier = gw.app[STATE].answers.bucket
+    tier = gw.app[ANSWERS].tiers.bucket
     assert isinstance(tier, BucketTier)
     return tier
 

@@ -28,7 +28,7 @@ from support.gateway import (
 from support.gomod import ModuleSet, hash_zip, large_module, module_zip_bytes, simple_module
 from support.goproxy_server import Fault, FixtureProxy
 
-from router.app import STATE
+from router.appkeys import ANSWERS
 from router.core.lifetimes import cache_key
 from router.core.protocol import parse_request_target
 
@@ -63,10 +63,10 @@ def _rules(path: Path, url: str, **cache: Any) -> Path:
 def _list_of(gw: RunningGateway, module: str) -> bytes | None:
     """The @v/list the gateway's memory tier holds for `module` (pool main), if any."""
     assert gw.app is not None
-    answers = gw.app[STATE].answers
-    assert answers is not None and answers.memory is not None
+    answers = gw.app[ANSWERS]
+    assert answers is not None and answers.tiers.memory is not None
     key = cache_key(parse_request_target(f"/{module}/@v/list"), "main", private=False)
-    look = answers.memory.get(key, 0.0)
+    look = answers.tiers.memory.get(key, 0.0)
     return look.entry.body if look is not None else None
 
 
@@ -232,9 +232,9 @@ async def test_two_replicas_with_one_redis_make_one_upstream_request(
     ):
         for g in (g1, g2):  # both share this test's event loop: its lag is not Redis's
             assert g.app is not None
-            answers = g.app[STATE].answers
-            assert answers is not None and answers.shared is not None
-            answers.shared.timeout = 5.0
+            answers = g.app[ANSWERS]
+            assert answers is not None and answers.tiers.shared is not None
+            answers.tiers.shared.timeout = 5.0
         path = "/example.com/lib/@v/v1.0.0.info"
         results = await asyncio.gather(
             *(_get(h, g.url + path) for g in (g1, g2) for _ in range(10))
@@ -338,19 +338,23 @@ async def test_memory_and_disk_stay_within_their_budgets(tmp_path: Path) -> None
         )
         async with gateway_in_process(rules) as gw, aiohttp.ClientSession() as h:
             assert gw.app is not None
-            answers = gw.app[STATE].answers
-            assert answers is not None and answers.memory is not None and answers.store is not None
+            answers = gw.app[ANSWERS]
+            assert (
+                answers is not None
+                and answers.tiers.memory is not None
+                and answers.tiers.store is not None
+            )
             for m in mods:
                 for kind in ("info", "list"):
                     path = f"/{m.path}/@v/v1.0.0.info" if kind == "info" else f"/{m.path}/@v/list"
                     assert (await _get(h, gw.url + path))[0] == 200
-                assert answers.memory.used_bytes <= 64 << 10
+                assert answers.tiers.memory.used_bytes <= 64 << 10
             for b in bigs:
                 assert (await _get(h, f"{gw.url}/{b.path}/@v/v1.0.0.zip"))[0] == 200
             await asyncio.sleep(0.1)
-            assert 0 < answers.store.used_bytes <= 3_000_000
-            assert answers.store.evictions >= 2
-            assert answers.memory.evictions > 0
+            assert 0 < answers.tiers.store.used_bytes <= 3_000_000
+            assert answers.tiers.store.evictions >= 2
+            assert answers.tiers.memory.evictions > 0
 
 
 async def test_purge_drops_mutable_entries(tmp_path: Path, up: FixtureProxy) -> None:

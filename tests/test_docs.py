@@ -16,7 +16,7 @@ from support.gateway import gateway_in_process, wait_for
 from support.gomod import ModuleSet, simple_module
 from support.goproxy_server import Fault, FixtureProxy
 
-from router.app import STATE
+from router.appkeys import SELECTION
 
 REPO = Path(__file__).parents[1]
 README = (REPO / "README.md").read_text()
@@ -112,7 +112,7 @@ async def test_once_measured_the_fastest_upstream_comes_first(tmp_path: Path) ->
         )
         async with gateway_in_process(rules) as gw, aiohttp.ClientSession() as http:
             assert gw.app is not None
-            state = gw.app[STATE].selection
+            state = gw.app[SELECTION]
             await wait_for(lambda: all(state.rtt(n) is not None for n in names), timeout=10)
             served = await _served_by(http, gw.url, 5)
     assert "official" not in served, served  # about 100x slower than the mirrors: asked last

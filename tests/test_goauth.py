@@ -39,11 +39,11 @@ from support.gocmd import go_binary, go_env, run_go
 from support.gomod import ModuleSet, hash_module, simple_module
 from support.goproxy_server import FixtureProxy
 
-from router.app import STATE, create_app
+from router.app import create_app
+from router.appkeys import RELOADER
 from router.config import load_or_raise
 from router.core.tenancy import token_digest
 from router.goauth import JOB_VARIABLES
-from router.reload import Reloader
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "goauth-goproxy-router"
@@ -668,7 +668,7 @@ async def https_site(tmp_path: Path, tokens: list[str]) -> AsyncIterator[Site]:
     ca.cert_pem.write_to_path(str(ca_file))
     async with ups["public"], ups["ci"], ups["modern"], ups["jobs"]:
         rules_path = site_rules(tmp_path / "rules.yaml", ups, tokens)
-        app = create_app(load_or_raise([rules_path]))
+        app = create_app(load_or_raise([rules_path]), rules_paths=(rules_path,))
         seen: list[Seen] = []
         hooks: list[Callable[[web.Request, web.StreamResponse], Any]] = []
 
@@ -818,7 +818,8 @@ async def test_a_token_rotated_mid_run_is_picked_up_on_the_401_retry(
                 doc = yaml.safe_load(site.rules_path.read_text())
                 doc["tenants"][0]["tokens"] = [token_digest(NEW)]
                 site.rules_path.write_text(yaml.safe_dump(doc, sort_keys=False))
-                assert await Reloader(site.app[STATE], (site.rules_path,)).reload("rotation")
+                reloader = site.app[RELOADER]
+                assert reloader is not None and await reloader.reload("rotation")
 
         site.before_answer.append(rotate)
         env = client_env(

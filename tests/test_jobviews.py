@@ -20,7 +20,7 @@ from support.gomod import ModuleSet, simple_module
 from support.goproxy_server import FixtureProxy
 
 from router import cli
-from router.app import STATE
+from router.appkeys import ANSWERS, JOBS
 from router.jobviews import MemoryViews
 
 LIB1 = simple_module("example.com/lib", "v1.0.0")
@@ -68,10 +68,10 @@ async def test_a_job_sees_its_first_answer_and_another_tenant_does_not(
         info = await _get(h, gw.url + "/example.com/lib/@v/v1.1.0.info", **alpha)
         assert info[0] == 200
 
-        state = gw.app[STATE] if gw.app is not None else None
-        assert state is not None and state.jobs is not None
-        assert (await state.jobs.show("beta", "run-7")) is not None
-        assert (await state.jobs.show("alpha", "run-7"))["job"] == "run-7"  # type: ignore[index]
+        assert gw.app is not None
+        jobs = gw.app[JOBS]
+        assert (await jobs.show("beta", "run-7")) is not None
+        assert (await jobs.show("alpha", "run-7"))["job"] == "run-7"  # type: ignore[index]
     logged = [r.fields for r in caplog.records if r.name == "goproxy_router.access"]  # type: ignore[attr-defined]
     assert [f["ci_job"] for f in logged] == ["run-7", "run-7", "run-7", "run-7", None, "run-7"]
 
@@ -166,7 +166,7 @@ async def test_go_runs_of_one_job_resolve_the_same_version(tmp_path: Path) -> No
         assert other.check().stdout.split() == ["example.com/lib", "v1.1.0"]
 
         assert gw.app is not None
-        jobs = gw.app[STATE].jobs
+        jobs = gw.app[JOBS]
         assert jobs is not None and isinstance(jobs.store, MemoryViews)
         jobs.store.clock = lambda: time.time() + 3600  # an hour later: job 42's view is idle
         assert ("-/42", "idle") in await jobs.collect()
@@ -188,7 +188,7 @@ async def test_hermetic_job_serves_what_is_cached_and_names_the_mode(tmp_path: P
         )
         done.check()
         assert gw.app is not None
-        store = gw.app[STATE].answers.store  # type: ignore[union-attr]
+        store = gw.app[ANSWERS].tiers.store
         assert store is not None
         await wait_for(lambda: len(store) == 3)  # .info, .mod and .zip kept
         asked = up.count()

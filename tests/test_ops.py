@@ -17,7 +17,7 @@ from support.gateway import GatewayProcess, gateway_in_process, write_rules
 from support.gomod import ModuleSet, simple_module
 from support.goproxy_server import Fault, FixtureProxy
 
-from router.app import STATE
+from router.appkeys import TRACER
 from router.core.tenancy import token_digest
 from router.tracing import OtelTracer
 
@@ -139,7 +139,7 @@ async def test_opentelemetry_spans_for_request_selection_and_attempts(tmp_path: 
         )
         async with gateway_in_process(rules) as gw, aiohttp.ClientSession() as h:
             assert gw.app is not None
-            tracer = gw.app[STATE].tracer
+            tracer = gw.app[TRACER]
             assert isinstance(tracer, OtelTracer)
             exporter = InMemorySpanExporter()
             tracer.provider.add_span_processor(SimpleSpanProcessor(exporter))

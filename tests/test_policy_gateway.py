@@ -18,7 +18,7 @@ from support.goproxy_server import FixtureProxy
 from support.licensed import licensed_module
 from support.vulndb import Vuln, write_vulndb
 
-from router.app import STATE
+from router.appkeys import RELOADER
 
 OLD = datetime(2024, 1, 1, tzinfo=UTC)
 M = "example.com/m"
@@ -153,7 +153,7 @@ async def test_a_reload_adds_and_removes_a_policy(tmp_path: Path) -> None:
         rules = _rules(tmp_path, up.url, policy=False)
         async with gateway_in_process(rules, watch=True) as gw, aiohttp.ClientSession() as http:
             assert gw.app is not None
-            reloader = gw.app[STATE].reloader
+            reloader = gw.app[RELOADER]
             assert reloader is not None
             mod = f"{gw.url}/{M}/@v/v1.1.0.mod"
             assert (await _get(http, mod, "finance"))[0] == 200  # now cached

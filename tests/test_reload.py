@@ -10,11 +10,12 @@ import urllib.request
 from pathlib import Path
 
 import aiohttp
+from aiohttp import web
 from support.gateway import GatewayProcess, gateway_in_process, one_pool_rules
 from support.gomod import ModuleSet, simple_module
 from support.goproxy_server import FixtureProxy
 
-from router.app import STATE
+from router.appkeys import METRICS
 
 LIB = simple_module("example.com/lib", "v0.1.0")
 PATHS = [
@@ -24,9 +25,8 @@ PATHS = [
 ]
 
 
-def _counter(app: object, result: str) -> float:
-    state = app[STATE]  # type: ignore[index]
-    return float(state.metrics.rules_reloads.labels(result)._value.get())
+def _counter(app: web.Application, result: str) -> float:
+    return float(app[METRICS].rules_reloads.labels(result)._value.get())
 
 
 async def test_twenty_reloads_under_load_lose_no_request(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from support.gomod import ModuleSet, simple_module
 from support.goproxy_server import FixtureProxy
 from support.s3_server import S3Server
 
-from router.app import STATE
+from router.appkeys import ANSWERS
 from router.cache.bucket import Bucket
 from router.cli import main
 from router.core.bucketing import BucketConfig
@@ -154,9 +154,9 @@ async def test_gateway_gc_over_debug_spares_nothing_idle_and_reports(tmp_path: P
                     assert resp.status == 200
                     await resp.read()
             assert gw.app is not None
-            answers = gw.app[STATE].answers
-            assert answers is not None and answers.store is not None
-            store = answers.store
+            answers = gw.app[ANSWERS]
+            assert answers is not None and answers.tiers.store is not None
+            store = answers.tiers.store
             await wait_for(lambda: len(store) == 3)
             base = f"{gw.url}/debug/store/gc"
             async with http.post(base, params={"budget": "0", "min_idle": "1h"}) as resp:

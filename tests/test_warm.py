@@ -13,7 +13,7 @@ from support.gateway import gateway_in_process, one_pool_rules, wait_for
 from support.gomod import ModuleSet, gosum_lines, simple_module
 from support.goproxy_server import FixtureProxy
 
-from router.app import STATE
+from router.appkeys import ANSWERS
 from router.cli import main
 
 LIB = simple_module("example.com/lib", "v0.1.0")
@@ -62,9 +62,9 @@ async def test_warm_fetches_what_the_build_needs_and_reports_each_outcome(
         assert up.count("/example.com/dep/@v/v1.0.0.zip") == 0
         assert up.count("/example.com/dep/@v/v1.0.0.info") == 0
         assert gw.app is not None
-        answers = gw.app[STATE].answers
-        assert answers is not None and answers.store is not None
-        store = answers.store
+        answers = gw.app[ANSWERS]
+        assert answers is not None and answers.tiers.store is not None
+        store = answers.tiers.store
         await wait_for(lambda: len(store) == 4)
 
         needed = tmp_path / "needed.sum"

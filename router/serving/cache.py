@@ -20,10 +20,9 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from router.cache.disk import ArtifactStore, Spool, SpoolBudget
+from router.cache.disk import Spool, SpoolBudget
 from router.cache.health import StorageHealth
-from router.cache.memory import Entry, MemoryCache
-from router.cache.shared import SharedTier
+from router.cache.memory import Entry
 from router.checksums import ChecksumUnavailable
 from router.core.fallback import Failure
 from router.core.model import Cache, Pool
@@ -50,10 +49,14 @@ from router.tasks import TaskGroup
 from router.upstream import UpstreamAnswer
 
 if TYPE_CHECKING:
-    from router.cache.bucket_tier import BucketTier
-    from router.retention import BucketAccess
+    pass
 
 FOLLOWER_WAIT = 1.0  # seconds a replica waits for another replica's fetch
+
+
+def new_owner() -> str:
+    """A name for this process in the fleet's fetch locks."""
+    return uuid.uuid4().hex[:12]
 
 
 class AnswerCache:
@@ -64,75 +67,40 @@ class AnswerCache:
         cfg: Cache,
         metrics: Metrics,
         tasks: TaskGroup,
+        tiers: Tiers,
         *,
-        memory: MemoryCache | None,
-        store: ArtifactStore | None,
-        shared: SharedTier | None = None,
         spools: Spools | None = None,
         stall: float = 60.0,
         clock: Callable[[], float] = time.time,
+        owner: str | None = None,
+        rollouts: Rollouts | None = None,
+        inspect: Inspect | None = None,
     ) -> None:
+        """`owner` names this process in the fleet's fetch locks; `rollouts` are compared
+        on sampled requests (what a rolled-back one served is forgotten); `inspect` looks
+        at every whole zip (the policy's licence check)."""
         self.cfg = cfg
         self.metrics = metrics
         self.tasks = tasks
-        self.tiers = Tiers(memory, store, shared)
+        self.tiers = tiers
         self._clock = clock
-        self.owner = uuid.uuid4().hex[:12]
+        self.owner = owner or new_owner()
+        store = tiers.store
         self.spools = spools or Spools(SpoolBudget(cfg.spool, store), StorageHealth(), store=store)
-        self.keeper = Keeper(self.tiers, cfg, metrics, tasks, clock)
-        self.zips = ZipPath(self.tiers, self.keeper, self.spools, cfg, metrics, tasks, clock, stall)
+        self.keeper = Keeper(tiers, cfg, metrics, tasks, clock, rollouts=rollouts, inspect=inspect)
+        self.zips = ZipPath(tiers, self.keeper, self.spools, cfg, metrics, tasks, clock, stall)
         self._meta = SingleFlight[UpstreamAnswer | Failure]()
         self._revalidator = Revalidator(tasks)
         self._comparer: Comparer | None = None
-
-    # the tiers, as the gateway's other parts see them
-    @property
-    def memory(self) -> MemoryCache | None:
-        return self.tiers.memory
-
-    @property
-    def store(self) -> ArtifactStore | None:
-        return self.tiers.store
-
-    @property
-    def shared(self) -> SharedTier | None:
-        return self.tiers.shared
-
-    @property
-    def bucket(self) -> BucketTier | None:
-        return self.tiers.bucket
-
-    @bucket.setter
-    def bucket(self, bucket: BucketTier | None) -> None:
-        self.tiers.bucket = bucket
-
-    @property
-    def bucket_access(self) -> BucketAccess | None:
-        return self.tiers.bucket_access
-
-    @bucket_access.setter
-    def bucket_access(self, access: BucketAccess | None) -> None:
-        self.tiers.bucket_access = access
-
-    @property
-    def inspect(self) -> Inspect | None:
-        return self.keeper.inspect
-
-    @inspect.setter
-    def inspect(self, inspect: Inspect | None) -> None:
-        self.keeper.inspect = inspect
+        if rollouts is not None:
+            self.zips.comparer = self._comparer = Comparer(rollouts, self.spools.new)
+            rollouts.on_rollback.append(self.keeper.drop_upstream)
 
     @property
     def keeps_nothing(self) -> bool:
         """No tier at all (memory 0, no dir): plain requests need none of this."""
         tiers = self.tiers
         return tiers.memory is None and tiers.store is None and tiers.shared is None
-
-    def use_rollouts(self, rollouts: Rollouts) -> None:
-        """Compare sampled requests for `rollouts`; forget what a rolled-back one served."""
-        self.keeper.rollouts = rollouts
-        self.zips.comparer = self._comparer = Comparer(rollouts, self.spools.new)
-        rollouts.on_rollback.append(self.keeper.drop_upstream)
 
     # ------------------------------------------------------------------ entry points
 

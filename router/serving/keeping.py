@@ -43,7 +43,7 @@ Inspect = Callable[[str, str, Path], Awaitable[None]]
 """Looks at every whole zip before it is marked checked, kept or served (licences)."""
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Tiers:
     """Where answers are kept, fastest first (any may be absent)."""
 
@@ -68,14 +68,17 @@ class Keeper:
         metrics: Metrics,
         tasks: TaskGroup,
         clock: Callable[[], float],
+        *,
+        rollouts: Rollouts | None = None,
+        inspect: Inspect | None = None,
     ) -> None:
         self.tiers = tiers
         self.cfg = cfg
         self.metrics = metrics
         self.tasks = tasks
         self.clock = clock
-        self.rollouts: Rollouts | None = None
-        self.inspect: Inspect | None = None
+        self.rollouts = rollouts
+        self.inspect = inspect
 
     def answer(self, job: Job, key: str, result: UpstreamAnswer | Failure) -> None:
         """Keep an answer read whole (or a failure, when its lifetime says so)."""

@@ -20,7 +20,8 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from router.app import STATE, create_app
+from router.app import create_app
+from router.appkeys import ACCESS_LOG
 from router.config import load_or_raise
 
 
@@ -74,7 +75,7 @@ class RunningGateway:
     def flush_access_log(self) -> None:
         """Write the access lines still buffered (they are written in batches)."""
         if self.app is not None:
-            self.app[STATE].access_log.flush()
+            self.app[ACCESS_LOG].flush()
 
 
 @asynccontextmanager
