@@ -1,10 +1,11 @@
-"""The HTTP surface: one composition root, middlewares, handlers.
+"""The HTTP surface: handlers over the services of the composition root.
 
-`create_app` builds the aiohttp application: upstream clients start and stop
-with it (cleanup_ctx), the current `Runtime` (rules and what is compiled from
-them) is swapped whole on reload, and every response gets X-Request-ID and
-X-Router-Upstream. The request flow is parse -> identify -> decide -> fetch
--> answer; errors from the core are mapped to statuses here and only here.
+`create_app` builds the services (`router.services.build`), puts each under its typed
+app key (`router.appkeys`) and starts and stops them with the application
+(cleanup_ctx); the current `Runtime` (rules and what is compiled from them) is swapped
+whole on reload, and every response gets X-Request-ID and X-Router-Upstream. The
+request flow is parse -> identify -> decide -> fetch -> answer; errors from the core
+are mapped to statuses here and only here.
 """
 
 from __future__ import annotations

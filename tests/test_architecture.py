@@ -119,3 +119,24 @@ def test_the_tiers_know_nothing_of_the_serving_path() -> None:
     for path in sorted((ROUTER / "cache").glob("*.py")):
         above = {m for m in _router_imports(path) if m.startswith("router.serving")}
         assert above == set(), f"cache/{path.name} imports {sorted(above)}"
+
+
+def test_only_the_composition_root_and_the_app_see_every_service() -> None:
+    """The services are built once, frozen, by `router.services`; only `router.app`
+    takes the whole of them, every other module is handed what it needs (or reads its
+    typed app key), and none reaches back into the application module."""
+    import dataclasses
+
+    from router.services import Services
+
+    params = getattr(Services, "__dataclass_params__", None)
+    assert params is not None and params.frozen
+    fields = {f.name for f in dataclasses.fields(Services)}
+    assert {"runtime", "ready", "draining"}.isdisjoint(fields)  # what changes lives in `Live`
+    for path in sorted(ROUTER.rglob("*.py")):
+        name = str(path.relative_to(ROUTER))
+        imports = _router_imports(path)
+        if name not in ("services.py", "app.py"):
+            assert "router.services" not in imports, f"{name} imports the composition root"
+        if name not in ("serve.py", "cli.py", "__main__.py"):
+            assert "router.app" not in imports, f"{name} imports router.app"
