@@ -599,10 +599,7 @@ def create_app(
     app[ACCESS_LOG] = svc.access_log
     app[REDIS_SYNC] = svc.redis_sync
     app[RELOADER] = svc.reloader
-
-    async def serve_goproxy(http: web.Request) -> web.StreamResponse:
-        return await goproxy(svc, http)
-
+    serve_goproxy = functools.partial(goproxy, svc)  # no extra coroutine per request
     app.on_response_prepare.append(_prepare_headers)
     app.on_response_prepare.append(warning_header)
     app.cleanup_ctx.append(_lifetime(svc))
