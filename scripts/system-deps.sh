@@ -10,6 +10,10 @@ command -v promtool >/dev/null 2>&1 || need+=(prometheus)   # promtool checks th
 # nginx and wrk: the benchmarks' baselines and load, and the harness's `--quick` smoke test
 command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || need+=(nginx)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
+# the GOAUTH helper script is run under every POSIX shell here, and linted
+for shell_tool in busybox posh shellcheck; do
+  command -v "$shell_tool" >/dev/null 2>&1 || need+=("$shell_tool")
+done
 if ((${#need[@]} == 0)); then
   exit 0
 fi
