@@ -547,7 +547,11 @@ def _lifetime(svc: Services) -> Callable[[web.Application], AsyncIterator[None]]
     """The services started with the application and stopped with it."""
 
     async def lifetime(app: web.Application) -> AsyncIterator[None]:
-        await start(svc)
+        try:
+            await start(svc)
+        except BaseException:
+            await stop(svc)  # what started (loops, clients, the exporter) stops again
+            raise
         yield
         await stop(svc)
 

@@ -40,17 +40,22 @@ class TaskGroup:
         if pending:
             await asyncio.wait(pending, timeout=grace)
         tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
         # A cancellation that lands as a timeout expires inside the task can come back
-        # out of it as a TimeoutError (Python 3.11), which a retry loop then survives:
-        # every task left running is cancelled again, a bounded number of times.
+        # out of it as a TimeoutError (Python 3.11), which a retry loop then survives.
+        # Such a task no longer counts the cancellation (`cancelling()` is 0) and is
+        # cancelled again; one still winding down (its `finally`) is left to finish.
         for _ in range(CANCEL_ROUNDS):
             running = [t for t in tasks if not t.done()]
             if not running:
                 break
-            for task in running:
-                task.cancel()
             await asyncio.wait(running, timeout=CANCEL_WAIT)
-        stuck = sorted(t.get_name() for t in tasks if not t.done())
+            for task in running:
+                if not task.done() and task.cancelling() == 0:
+                    task.cancel()
+        stuck = [t for t in tasks if not t.done()]
         if stuck:
-            log.error("background tasks did not stop when cancelled: %s", ", ".join(stuck))
-        self._tasks.clear()
+            names = ", ".join(sorted(t.get_name() for t in stuck))
+            log.error("background tasks did not stop when cancelled: %s", names)
+        self._tasks = set(stuck)  # still referenced: never destroyed while pending

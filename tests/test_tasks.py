@@ -30,6 +30,9 @@ async def test_a_task_that_survives_a_cancellation_is_cancelled_again() -> None:
                 if survived:
                     raise
                 survived += 1
+                task = asyncio.current_task()
+                assert task is not None
+                task.uncancel()  # as asyncio.timeout does when it turns it into a timeout
 
     group = TaskGroup()
     task = group.spawn(retry_loop(), name="retry-loop")
@@ -37,6 +40,23 @@ async def test_a_task_that_survives_a_cancellation_is_cancelled_again() -> None:
     async with asyncio.timeout(5):
         await group.close()
     assert survived == 1 and task.cancelled()
+
+
+async def test_a_task_winding_down_is_not_cancelled_again() -> None:
+    finished = asyncio.Event()
+
+    async def with_cleanup() -> None:
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            await asyncio.sleep(0.6)  # longer than one round: a second cancel would cut it
+            finished.set()
+
+    group = TaskGroup()
+    group.spawn(with_cleanup(), name="cleanup")
+    await asyncio.sleep(0)
+    await group.close()
+    assert finished.is_set()
 
 
 async def test_a_task_that_never_stops_is_named_and_close_still_returns(

@@ -230,18 +230,9 @@ class BucketTier:
         except BaseException:
             spool.discard()
             raise
-        art = await self.store.commit(
-            spool,
-            key,
-            content_type=meta.content_type,
-            upstream=meta.upstream,
-            module=meta.module,
-            expected_size=entry.size,
-            checked=True,  # it was checked by Go's rules before it was published
-        )
-        if art is None or art.digest != entry.digest:
-            if art is not None:
-                self.store.forget(key)
+        # checked by Go's rules before it was published
+        art = await self.store.commit_checked(spool, key, meta)
+        if art is None:
             return None
         self.metrics.bucket_bytes.labels("down").inc(entry.size)
         return Backfilled(art)

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Protocol
 
 from router.cache.health import StorageHealth
+from router.cache.tier import ArtifactMeta
 from router.core.modzip import ZipProblem, zip_problem
 from router.core.retention import Held, Retention, choose_evictions
 
@@ -470,6 +471,24 @@ class ArtifactStore:
             module=module,
             expected_size=expected_size,
             checked=checked,
+        )
+
+    async def commit_checked(self, spool: Spool, key: str, meta: ArtifactMeta) -> Artifact | None:
+        """Keep a spool of checked bytes (by Go's rules, or as published after them) as
+        `meta` describes them: nothing is kept (and what `key` had stays) unless its size
+        and sha256 are meta's."""
+        if spool.size != meta.size or spool.digest != meta.sha256:
+            log.info("artifact store: not keeping %s: not the bytes that were checked", key)
+            spool.discard()
+            return None
+        return await self.commit(
+            spool,
+            key,
+            content_type=meta.content_type,
+            upstream=meta.upstream,
+            module=meta.module,
+            expected_size=meta.size,
+            checked=True,
         )
 
     def keep(

@@ -9,6 +9,8 @@ back as a stream checked against their size and sha256. Adapters: `router.cache.
 A tier never raises on the request path: a failure is a miss (or a `put` that returns
 False), counted by the tier itself. `tests/cache/test_tier_contract.py` holds every
 tier to this, against a real redis-server, a real directory and a real S3 server.
+The serving path also uses what each tier has beyond these three calls (stale reads,
+locks, pins, redirects; see docs/architecture.md).
 """
 
 from __future__ import annotations

@@ -142,20 +142,8 @@ class DiskTier:
         except OSError:
             spool.discard()
             return False
-        spool.close(sync=False)
-        if spool.failed or spool.digest != meta.sha256:
-            spool.discard()  # the file changed since it was checked, or the disk failed
-            return False
-        art = await self.store.commit(
-            spool,
-            key,
-            content_type=meta.content_type,
-            upstream=meta.upstream,
-            module=meta.module,
-            expected_size=meta.size,
-            checked=True,
-        )
-        return art is not None
+        # a file changed since it was checked, or a failed disk: nothing kept
+        return await self.store.commit_checked(spool, key, meta) is not None
 
     async def forget(self, key: str) -> None:
         with contextlib.suppress(OSError):

@@ -25,7 +25,7 @@ async def purge(client: Any, module: str) -> int:
 
 async def listen_for_purges(client: Any, apply: Callable[[str], None]) -> None:
     """Apply purges broadcast by `goproxy-router purge`, listening again with backoff
-    whenever the subscription breaks."""
+    whenever the subscription breaks; `client` is closed when the listening ends."""
 
     async def listen() -> None:
         pubsub = client.pubsub()
@@ -39,4 +39,8 @@ async def listen_for_purges(client: Any, apply: Callable[[str], None]) -> None:
             with contextlib.suppress(*FAILURES):
                 await pubsub.aclose()
 
-    await every(0.5, listen, what="purge listener", max_backoff=10.0)
+    try:
+        await every(0.5, listen, what="purge listener", max_backoff=10.0)
+    finally:  # the listener has its own client (no read timeout): it goes with it
+        with contextlib.suppress(*FAILURES):
+            await client.aclose()

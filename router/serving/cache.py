@@ -16,7 +16,6 @@ import dataclasses
 import time
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -47,9 +46,6 @@ from router.serving.zips import ZipPath
 from router.spooling import Spools, Tee
 from router.tasks import TaskGroup
 from router.upstream import UpstreamAnswer
-
-if TYPE_CHECKING:
-    pass
 
 FOLLOWER_WAIT = 1.0  # seconds a replica waits for another replica's fetch
 

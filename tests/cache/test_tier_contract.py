@@ -19,14 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.gateway import write_rules
 
 from router.cache.disk import ArtifactStore, SpoolBudget
 from router.cache.health import StorageHealth
 from router.cache.memory import Entry, MemoryCache
-from router.cache.policy import LRUPolicy
 from router.cache.shared import SharedTier
 from router.cache.tier import AnswerTier, ArtifactFile, ArtifactMeta, ArtifactTier, TierObject
 from router.cache.tiers import DiskTier, MemoryTier, RedisTier
+from router.cachesetup import make_policy
+from router.config import load_or_raise
 from router.fleet.client import connect
 
 ANSWER_TIERS = ["memory", "redis"]
@@ -109,7 +111,15 @@ def _expect_artifact(value: ArtifactFile) -> tuple[Any, ...]:
 async def subject(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Subject]:
     kind: str = request.param
     if kind == "memory":
-        tier = MemoryTier(MemoryCache(LRUPolicy(1 << 24, 10_000)), time.time)
+        rules_path = write_rules(
+            tmp_path / "rules.yaml",
+            [{"name": "up", "url": "http://127.0.0.1:9"}],
+            {"main": {"upstreams": ["up"]}},
+            default={"pool": "main"},
+            cache={"memory": "16MiB"},
+        )
+        policy = make_policy(load_or_raise([rules_path]).cache)  # the gateway's LRU-K
+        tier = MemoryTier(MemoryCache(policy), time.time)
         yield Subject(tier, _entry, _read_entry, _expect_entry, None)
     elif kind == "redis":
         server = request.getfixturevalue("redis_server")
@@ -280,3 +290,13 @@ async def test_a_file_that_is_not_what_its_meta_says_is_not_kept(subject: Subjec
     value.path.write_bytes(b"the changed bytes")  # after the check, before the put
     assert await subject.tier.put(KEYS[2], value) is False
     assert await subject.tier.get(KEYS[2]) is None
+
+
+@pytest.mark.parametrize("subject", ARTIFACT_TIERS, indirect=True)
+async def test_a_refused_put_leaves_what_was_kept(subject: Subject) -> None:
+    kept = subject.make(0, b"the artifact kept first")
+    assert await subject.tier.put(KEYS[2], kept)
+    changed = subject.make(1, b"checked bytes")
+    changed.path.write_bytes(b"changed bytes")
+    assert await subject.tier.put(KEYS[2], changed) is False
+    assert await _found(subject, KEYS[2]) == subject.expect(kept)
