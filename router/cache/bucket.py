@@ -70,6 +70,7 @@ except ImportError as exc:  # pragma: no cover - depends on the install
         "the bucket tier needs the s3 extra: pip install 'goproxy-router[s3]'"
     ) from exc
 
+from router.cache.tier import checked_stream
 from router.core.bucketing import BucketConfig
 from router.tasks import TaskGroup
 
@@ -190,36 +191,29 @@ class BucketObject:
         self._closed = False
 
     async def chunks(self, chunk_size: int = 256 << 10) -> AsyncIterator[bytes]:
-        sha = hashlib.sha256()
-        got = 0
-        pending: bytes | None = None
+        entry, stats = self.entry, self._bucket.stats
+        read = functools.partial(self._bucket._read_chunk, self._body, chunk_size)
+
+        def whole() -> None:
+            stats.bytes_down += entry.size
+
         try:
-            while True:
-                chunk = await self._bucket._read_chunk(self._body, chunk_size)
-                if not chunk:
-                    break
-                got += len(chunk)
-                if got > self.entry.size:
-                    break
-                sha.update(chunk)
-                if pending is not None:
-                    yield pending
-                pending = chunk
-            if got != self.entry.size or sha.hexdigest() != self.entry.digest:
-                self._bucket.stats.corrupt += 1
-                self._bucket._count("corrupt")
-                raise BucketError(
-                    "corrupt",
-                    "get",
-                    f"data {self.entry.digest[:12]}: {got} bytes read, {self.entry.size} indexed"
-                    if got != self.entry.size
-                    else f"data {self.entry.digest[:12]}: sha256 differs",
-                )
-            self._bucket.stats.bytes_down += got
-            if pending is not None:
-                yield pending
+            async for chunk in checked_stream(read, entry.size, entry.digest, self._corrupt, whole):
+                yield chunk
         finally:
             await self.close()
+
+    def _corrupt(self, got: int) -> BucketError:
+        self._bucket.stats.corrupt += 1
+        self._bucket._count("corrupt")
+        entry = self.entry
+        if got != entry.size:
+            return BucketError(
+                "corrupt",
+                "get",
+                f"data {entry.digest[:12]}: {got} bytes read, {entry.size} indexed",
+            )
+        return BucketError("corrupt", "get", f"data {entry.digest[:12]}: sha256 differs")
 
     async def read(self) -> bytes:
         return b"".join([chunk async for chunk in self.chunks()])

@@ -15,7 +15,8 @@ locks, pins, redirects; see docs/architecture.md).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import hashlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypeVar
@@ -102,3 +103,30 @@ AnswerTier = Tier[Entry, Entry]
 
 ArtifactTier = Tier[ArtifactFile, TierObject]
 """The disk store and the bucket: immutable, checked artifacts."""
+
+
+async def checked_stream(
+    read: Callable[[], Awaitable[bytes]],
+    size: int,
+    sha256: str,
+    corrupt: Callable[[int], Exception],
+    whole: Callable[[], None] = lambda: None,
+) -> AsyncIterator[bytes]:
+    """The chunks `read` gives (b"" once there are no more), each handed over when the
+    next has come, the last only once the whole is `size` bytes with `sha256` (then
+    `whole()` is called): a mismatch raises `corrupt(bytes read)` instead of it."""
+    digest, got = hashlib.sha256(), 0
+    pending: bytes | None = None
+    while chunk := await read():
+        got += len(chunk)
+        if got > size:
+            break
+        digest.update(chunk)
+        if pending is not None:
+            yield pending
+        pending = chunk
+    if got != size or digest.hexdigest() != sha256:
+        raise corrupt(got)
+    whole()
+    if pending is not None:
+        yield pending

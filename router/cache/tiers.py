@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
+import functools
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import IO
@@ -18,7 +18,7 @@ from typing import IO
 from router.cache.disk import ArtifactStore, Reservation
 from router.cache.memory import Entry, MemoryCache
 from router.cache.shared import SharedTier
-from router.cache.tier import ArtifactFile, ArtifactMeta
+from router.cache.tier import ArtifactFile, ArtifactMeta, checked_stream
 
 CHUNK = 1 << 20  # bytes read from a file at a time
 REDIS_FOREVER = 30 * 86400  # the Redis TTL of an answer that never goes stale
@@ -81,27 +81,18 @@ class FileObject:
         self.meta = meta
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        sha, got = hashlib.sha256(), 0
-        pending: bytes | None = None
+        meta = self.meta
         try:
-            while chunk := await asyncio.to_thread(self._fh.read, CHUNK):
-                got += len(chunk)
-                if got > self.meta.size:
-                    break
-                sha.update(chunk)
-                if pending is not None:
-                    yield pending
-                pending = chunk
-            if got != self.meta.size or sha.hexdigest() != self.meta.sha256:
-                raise CorruptArtifact(
-                    f"{got} bytes read, {self.meta.size} kept"
-                    if got != self.meta.size
-                    else "sha256 differs from what was kept"
-                )
-            if pending is not None:
-                yield pending
+            read = functools.partial(asyncio.to_thread, self._fh.read, CHUNK)
+            async for chunk in checked_stream(read, meta.size, meta.sha256, self._corrupt):
+                yield chunk
         finally:
             await self.close()
+
+    def _corrupt(self, got: int) -> CorruptArtifact:
+        if got != self.meta.size:
+            return CorruptArtifact(f"{got} bytes read, {self.meta.size} kept")
+        return CorruptArtifact("sha256 differs from what was kept")
 
     async def close(self) -> None:
         self._fh.close()
