@@ -56,12 +56,12 @@ from router.debug import (
     debug_job_show,
     debug_purge,
     debug_rollout_reset,
+    debug_store_gc,
     debug_upstreams,
 )
 from router.jobviews import Answer
 from router.observability import status_class
 from router.policygate import warning_header
-from router.retention import debug_store_gc
 from router.rollouts import RolloutPick
 from router.runtime import Runtime, UpstreamFactory
 from router.sending import abort

@@ -1,12 +1,11 @@
 """The typed keys under which the application holds each service (built once by
-`router.services.build`), and `Live`: the only state that changes while it runs.
+`router.services.build`), `LIVE` among them: the only state that changes while it runs.
 
 A handler or endpoint reads the services it needs, by key, and nothing else.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -21,27 +20,11 @@ if TYPE_CHECKING:
     from router.policygate import PolicyGate
     from router.reload import Reloader
     from router.rollouts import Rollouts
-    from router.runtime import Runtime
+    from router.runtime import Live
     from router.serving.cache import AnswerCache
     from router.state.local import SelectionState
     from router.tasks import TaskGroup
     from router.tracing import Tracer
-
-
-@dataclass(slots=True)
-class Live:
-    """What changes while the gateway runs: the current `Runtime` (the rules and what is
-    compiled from them, swapped whole on reload), readiness and draining."""
-
-    runtime: Runtime | None = None
-    ready: bool = False
-    draining: bool = False
-
-    @property
-    def current(self) -> Runtime:
-        if self.runtime is None:
-            raise web.HTTPServiceUnavailable(reason="not ready")
-        return self.runtime
 
 
 LIVE: web.AppKey[Live] = web.AppKey("live")

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from router import storecli
+from router.cliutil import post_admin, rules_or_report
 from router.config import Rules, load_rules
 from router.config.schema import json_schema
 
@@ -186,8 +187,8 @@ def cmd_job(args: argparse.Namespace) -> int:
     gateway = args.gateway or _local_gateway(rules)
     query = {"job": args.id, **({"tenant": args.tenant} if args.tenant else {})}
     if args.job_command == "show":
-        return _post_admin(gateway, "/debug/jobs", query, "job", method="GET")
-    return _post_admin(gateway, "/debug/jobs/drop", query, "job")
+        return post_admin(gateway, "/debug/jobs", query, "job", method="GET")
+    return post_admin(gateway, "/debug/jobs/drop", query, "job")
 
 
 def _explain_parser(exp: argparse.ArgumentParser) -> None:
@@ -249,19 +250,10 @@ def cmd_hash_token(token: str | None) -> int:
     return 0
 
 
-def _rules_or_report(path: Path) -> Rules | None:
-    """The rules at `path`, or None after printing every problem as FILE:LINE."""
-    result = load_rules([path])
-    if result.rules is None:
-        for problem in result.errors:
-            print(problem, file=sys.stderr)
-    return result.rules
-
-
 def cmd_explain(args: argparse.Namespace) -> int:
     from router.explain import Question, explain
 
-    rules = _rules_or_report(args.rules)
+    rules = rules_or_report(args.rules)
     if rules is None:
         return 1
     headers: dict[str, str] = {}
@@ -288,7 +280,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         from router.explain import question_doc
 
         body = json.dumps(question_doc(question)).encode()
-        return _post_admin(args.gateway, "/debug/explain", {}, "explain", body=body)
+        return post_admin(args.gateway, "/debug/explain", {}, "explain", body=body)
     print(json.dumps(explain(rules, question), indent=2))
     return 0
 
@@ -299,7 +291,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from router.audit import Options, read_input, report, run_audit
     from router.core.requirements import requirements_of
 
-    rules = _rules_or_report(args.rules)
+    rules = rules_or_report(args.rules)
     if rules is None:
         return 1
     if args.tenant is not None and args.tenant not in {t.id for t in rules.tenants}:
@@ -337,7 +329,7 @@ def cmd_cost(args: argparse.Namespace) -> int:
     from router.fleet.client import connect
     from router.fleet.selection import get_costs, set_cost
 
-    rules = _rules_or_report(args.rules)
+    rules = rules_or_report(args.rules)
     if rules is None:
         return 1
     url = args.redis or os.environ.get("ROUTER_REDIS_URL") or rules.redis
@@ -433,42 +425,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
             "purge: needs --redis (every replica) or --gateway URL (one gateway)", file=sys.stderr
         )
         return 2
-    return _post_admin(args.gateway, "/debug/purge", {"module": module}, "purge")
-
-
-def _post_admin(
-    gateway: str,
-    path: str,
-    query: dict[str, str],
-    what: str,
-    *,
-    body: bytes | None = None,
-    method: str = "POST",
-) -> int:
-    """POST (or `method`) to a gateway's admin endpoint (Bearer ROUTER_ADMIN_TOKEN when
-    set); print its answer."""
-    import urllib.error
-    import urllib.parse
-    import urllib.request
-
-    url = f"{gateway.rstrip('/')}{path}?{urllib.parse.urlencode(query)}"
-    req = urllib.request.Request(url, data=body, method=method)
-    if body is not None:
-        req.add_header("Content-Type", "application/json")
-    token = os.environ.get("ROUTER_ADMIN_TOKEN")
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            answer = resp.read().decode().strip()
-    except urllib.error.HTTPError as exc:
-        print(f"{what}: {exc.code} {exc.read().decode().strip()}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"{what}: cannot reach {gateway}: {exc}", file=sys.stderr)
-        return 1
-    print(answer)  # outside the try: a closed output is not the gateway's fault
-    return 0
+    return post_admin(args.gateway, "/debug/purge", {"module": module}, "purge")
 
 
 def _local_gateway(rules: Rules | None) -> str:
@@ -502,7 +459,7 @@ def cmd_rollout_reset(args: argparse.Namespace) -> int:
         if not args.gateway:
             print(f"rollout: no Redis; asking the gateway at {gateway} (--gateway to choose)")
         query = {"upstream": args.name}
-        return _post_admin(gateway, "/debug/rollouts/reset", query, "rollout")
+        return post_admin(gateway, "/debug/rollouts/reset", query, "rollout")
     redis_url: str = url
 
     async def run() -> None:

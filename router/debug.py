@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import ipaddress
@@ -221,3 +222,25 @@ async def debug_job_drop(http: web.Request) -> web.StreamResponse:
         return asked
     dropped = await http.app[JOBS].drop(*asked)
     return web.json_response({"tenant": asked[0], "job": asked[1], "dropped": dropped})
+
+
+async def debug_store_gc(http: web.Request) -> web.StreamResponse:
+    """POST /debug/store/gc?budget=SIZE&min_idle=DURATION&apply=1: gc of this gateway's
+    local store (a dry run without apply=1), answered with the report as JSON."""
+    from router.config.units import parse_duration, parse_size
+    from router.retention import gc_disk
+
+    rules = admin_rules(http)
+    if rules is None:
+        return web.Response(status=403, text=FORBIDDEN)
+    store = http.app[ANSWERS].tiers.store
+    if store is None:
+        return web.Response(status=409, text="no artifact store: the rules set no cache.dir\n")
+    try:
+        budget = parse_size(http.query.get("budget", rules.cache.disk))
+        min_idle = parse_duration(http.query.get("min_idle", "1h"))
+    except ValueError as exc:
+        return web.Response(status=400, text=f"bad gc request: {exc}\n")
+    apply = http.query.get("apply") == "1"
+    report = await asyncio.to_thread(gc_disk, store, budget, min_idle=min_idle, apply=apply)
+    return web.json_response(report.as_json())

@@ -8,9 +8,9 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from router.appkeys import Live
     from router.observability import Metrics
     from router.rollouts import Rollouts
+    from router.runtime import Live
     from router.serving.cache import AnswerCache
     from router.state.local import SelectionState
     from router.tasks import TaskGroup

@@ -17,12 +17,12 @@ from router.config.loader import load_rules, rule_files
 from router.runtime import ConnectionCounter, UpstreamFactory, build_runtime, close_later
 
 if TYPE_CHECKING:
-    from router.appkeys import Live
     from router.checksums import ChecksumRegistry
     from router.limiting import RequestLimits
     from router.observability import Metrics
     from router.policygate import PolicyGate
     from router.rollouts import Rollouts
+    from router.runtime import Live
     from router.state.local import SelectionState
     from router.tasks import TaskGroup
 

@@ -24,8 +24,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
-
 from router.cache.disk import TOUCH_INTERVAL, ArtifactStore
 from router.core.retention import Held, Retention, Stored, choose_evictions, orphans
 from router.fleet import keys
@@ -193,29 +191,3 @@ async def gc_bucket(
         for digest in sorted(freed | set(report.orphans)):
             await bucket.delete_data(digest)
     return report
-
-
-# ---------------------------------------------------------------------------- admin endpoint
-
-
-async def debug_store_gc(http: web.Request) -> web.StreamResponse:
-    """POST /debug/store/gc?budget=SIZE&min_idle=DURATION&apply=1: gc of this gateway's
-    local store (a dry run without apply=1), answered with the report as JSON."""
-    from router.appkeys import ANSWERS
-    from router.config.units import parse_duration, parse_size
-    from router.debug import FORBIDDEN, admin_rules
-
-    rules = admin_rules(http)
-    if rules is None:
-        return web.Response(status=403, text=FORBIDDEN)
-    store = http.app[ANSWERS].tiers.store
-    if store is None:
-        return web.Response(status=409, text="no artifact store: the rules set no cache.dir\n")
-    try:
-        budget = parse_size(http.query.get("budget", rules.cache.disk))
-        min_idle = parse_duration(http.query.get("min_idle", "1h"))
-    except ValueError as exc:
-        return web.Response(status=400, text=f"bad gc request: {exc}\n")
-    apply = http.query.get("apply") == "1"
-    report = await asyncio.to_thread(gc_disk, store, budget, min_idle=min_idle, apply=apply)
-    return web.json_response(report.as_json())

@@ -7,6 +7,8 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from aiohttp import web
+
 from router.core.model import Rules, Upstream
 from router.core.plan import Compiled
 from router.core.tenancy import TenantIndex
@@ -31,6 +33,22 @@ class Runtime:
     @property
     def tenants(self) -> TenantIndex:
         return self.compiled.tenants
+
+
+@dataclass(slots=True)
+class Live:
+    """What changes while the gateway runs: the current `Runtime` (the rules and what is
+    compiled from them, swapped whole on reload), readiness and draining."""
+
+    runtime: Runtime | None = None
+    ready: bool = False
+    draining: bool = False
+
+    @property
+    def current(self) -> Runtime:
+        if self.runtime is None:
+            raise web.HTTPServiceUnavailable(reason="not ready")
+        return self.runtime
 
 
 ConnectionCounter = Callable[[str, str], None]

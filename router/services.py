@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from router.appkeys import Live
 from router.cachesetup import build_cache, start_cache
 from router.checksums import ChecksumRegistry
 from router.core.model import Rules
@@ -39,7 +38,7 @@ from router.policing import PolicyEnforcer
 from router.policygate import PolicyGate
 from router.reload import Reloader
 from router.rollouts import Rollouts
-from router.runtime import ConnectionCounter, UpstreamFactory, build_runtime
+from router.runtime import ConnectionCounter, Live, UpstreamFactory, build_runtime
 from router.serving.cache import AnswerCache
 from router.state.local import SelectionState
 from router.tasks import TaskGroup

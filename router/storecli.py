@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from router.cliutil import post_admin, rules_or_report
 from router.config.units import parse_duration, parse_size
 
 COMMANDS = ("store", "warm", "export", "import")
@@ -108,7 +109,6 @@ def _fail(what: str, message: str, code: int = 2) -> int:
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
-    from router.cli import _post_admin, _rules_or_report
 
     try:
         min_idle = parse_duration(args.min_idle)
@@ -119,12 +119,12 @@ def cmd_gc(args: argparse.Namespace) -> int:
         query = {"min_idle": args.min_idle, "apply": "1" if args.apply else "0"}
         if args.budget is not None:
             query["budget"] = args.budget
-        return _post_admin(args.gateway, "/debug/store/gc", query, "store gc")
+        return post_admin(args.gateway, "/debug/store/gc", query, "store gc")
     if args.bucket:
         if budget is None:
             return _fail("store gc", "--bucket needs --budget (the bytes the bucket may hold)")
         return _gc_bucket(args, budget, min_idle)
-    rules = _rules_or_report(args.rules)
+    rules = rules_or_report(args.rules)
     if rules is None:
         return 1
     if not rules.cache.dir:
@@ -289,9 +289,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     from router.bundles import import_bundle
     from router.cache.disk import ArtifactStore
-    from router.cli import _rules_or_report
 
-    rules = _rules_or_report(args.rules)
+    rules = rules_or_report(args.rules)
     if rules is None:
         return 1
     if not rules.cache.dir:

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from router.cache.bucket import Bucket, BucketEntry, BucketError, BucketObject
-from router.cache.disk import Artifact, ArtifactStore
+from router.cache.disk import ArtifactStore
 from router.cache.shared import SharedTier
-from router.cache.tier import ArtifactFile, ArtifactMeta, Backfilled, Redirect
+from router.cache.tier import Artifact, ArtifactFile, ArtifactMeta, Backfilled, Redirect
 from router.core.bucketing import MAX_REDIRECT_EXPIRY, BucketConfig, redirect_allowed
 from router.tasks import TaskGroup
 

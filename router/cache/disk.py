@@ -36,12 +36,12 @@ import zipfile
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Protocol
 
 from router.cache.health import StorageHealth
-from router.cache.tier import ArtifactMeta
+from router.cache.tier import Artifact, ArtifactMeta
 from router.core.modzip import ZipProblem, zip_problem
 from router.core.retention import Held, Retention, choose_evictions
 
@@ -49,18 +49,6 @@ log = logging.getLogger("goproxy_router.store")
 
 GROW = 4 << 20  # a spool of unknown length reserves room in steps of this
 TOUCH_INTERVAL = 600.0  # seconds: a key's recorded last access is at most this stale
-
-
-@dataclass(frozen=True, slots=True)
-class Artifact:
-    key: str
-    digest: str
-    size: int
-    content_type: str | None
-    upstream: str
-    stored: float
-    module: str | None
-    checked: bool = False  # a zip checked by Go's rules before it was kept
 
 
 def check_module_zip(path: Path, module: str, version: str) -> ZipProblem | None:

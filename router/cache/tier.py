@@ -19,15 +19,26 @@ import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from router.cache.memory import Entry
 
-if TYPE_CHECKING:
-    from router.cache.disk import Artifact
-
 Kept = TypeVar("Kept", contravariant=True)
 Found = TypeVar("Found", covariant=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Artifact:
+    """One artifact as the disk store indexes it (`router.cache.disk`)."""
+
+    key: str
+    digest: str
+    size: int
+    content_type: str | None
+    upstream: str
+    stored: float
+    module: str | None
+    checked: bool = False  # a zip checked by Go's rules before it was kept
 
 
 @dataclass(frozen=True, slots=True)
