@@ -33,7 +33,6 @@ from router.appkeys import (
     LIMITS,
     LIVE,
     METRICS,
-    POLICY,
     REDIS_SYNC,
     RELOADER,
     ROLLOUTS,
@@ -598,7 +597,6 @@ def create_app(
     app[CHECKSUMS] = svc.checksums
     app[ANSWERS] = svc.answers
     app[JOBS] = svc.jobs
-    app[POLICY] = svc.policy
     app[TRACER] = svc.tracer
     app[ACCESS_LOG] = svc.access_log
     app[REDIS_SYNC] = svc.redis_sync

@@ -17,7 +17,6 @@ if TYPE_CHECKING:
     from router.limiting import RequestLimits
     from router.logs import AccessLog
     from router.observability import Metrics
-    from router.policygate import PolicyGate
     from router.reload import Reloader
     from router.rollouts import Rollouts
     from router.runtime import Live
@@ -36,7 +35,6 @@ ROLLOUTS: web.AppKey[Rollouts] = web.AppKey("rollouts")
 CHECKSUMS: web.AppKey[ChecksumRegistry] = web.AppKey("checksums")
 ANSWERS: web.AppKey[AnswerCache] = web.AppKey("answers")
 JOBS: web.AppKey[JobViews] = web.AppKey("jobs")
-POLICY: web.AppKey[PolicyGate] = web.AppKey("policy")
 TRACER: web.AppKey[Tracer] = web.AppKey("tracer")
 ACCESS_LOG: web.AppKey[AccessLog] = web.AppKey("access_log")
 REDIS_SYNC: web.AppKey[RedisSync | None] = web.AppKey("redis_sync")

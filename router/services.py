@@ -54,7 +54,6 @@ class Services:
 
     rules: Rules  # the first rules (later ones are `live.current.rules`)
     live: Live
-    clock: Callable[[], float]  # wall-clock seconds for caches and selection
     make_client: UpstreamFactory
     count_connection: ConnectionCounter
     redis_url: str | None
@@ -123,7 +122,6 @@ def build(
     return Services(
         rules=rules,
         live=live,
-        clock=clock,
         make_client=make_client,
         count_connection=count_connection,
         redis_url=redis_url,

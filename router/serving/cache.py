@@ -84,12 +84,13 @@ class AnswerCache:
         store = tiers.store
         self.spools = spools or Spools(SpoolBudget(cfg.spool, store), StorageHealth(), store=store)
         self.keeper = Keeper(tiers, cfg, metrics, tasks, clock, rollouts=rollouts, inspect=inspect)
-        self.zips = ZipPath(tiers, self.keeper, self.spools, cfg, metrics, tasks, clock, stall)
+        self._comparer = Comparer(rollouts, self.spools.new) if rollouts is not None else None
+        self.zips = ZipPath(
+            tiers, self.keeper, self.spools, cfg, metrics, tasks, clock, stall, self._comparer
+        )
         self._meta = SingleFlight[UpstreamAnswer | Failure]()
         self._revalidator = Revalidator(tasks)
-        self._comparer: Comparer | None = None
         if rollouts is not None:
-            self.zips.comparer = self._comparer = Comparer(rollouts, self.spools.new)
             rollouts.on_rollback.append(self.keeper.drop_upstream)
 
     @property

@@ -47,6 +47,7 @@ class ZipPath:
         tasks: TaskGroup,
         clock: Callable[[], float],
         stall: float,
+        comparer: Comparer | None = None,
     ) -> None:
         self.tiers = tiers
         self.keeper = keeper
@@ -56,7 +57,7 @@ class ZipPath:
         self.tasks = tasks
         self.clock = clock
         self.stall = stall
-        self.comparer: Comparer | None = None
+        self.comparer = comparer
         self._flights: dict[str, ZipFlight] = {}
         self._direct: dict[str, int] = {}  # upstream -> zips streamed at a client's pace
 
