@@ -30,7 +30,7 @@ from router.core.jobviews import (
     view_id,
     view_parts,
 )
-from router.core.model import Jobs
+from router.core.model import Jobs, Rules
 from router.core.plan import Plan
 from router.fleet import keys
 from router.observability import Metrics
@@ -99,6 +99,8 @@ class ViewStore(Protocol):
     async def gc(self, keep: str | None = None) -> Drops: ...
 
     async def count(self) -> int: ...
+
+    def configure(self, cfg: Jobs) -> None: ...
 
 
 # ------------------------------------------------------------------ embedded
@@ -180,6 +182,10 @@ class MemoryViews:
 
     async def count(self) -> int:
         return len(self._views)
+
+    def configure(self, cfg: Jobs) -> None:
+        """New bounds (a reload): they hold from the next request and collection."""
+        self.cfg = cfg
 
 
 def _bounds(cfg: Jobs) -> dict[str, Any]:
@@ -334,6 +340,10 @@ class RedisViews:
         ok, got = await self._run("job_count", lambda: self.client.zcard(keys.JOBS))
         return int(got) if ok else await self.local.count()
 
+    def configure(self, cfg: Jobs) -> None:
+        self.cfg = cfg
+        self.local.configure(cfg)
+
 
 # ------------------------------------------------------------------ executing plans
 
@@ -344,10 +354,17 @@ Answer = Callable[[], Awaitable[web.StreamResponse]]
 class JobViews:
     """Serves the plans that have a job view or are offline; counts what happens."""
 
-    def __init__(self, store: ViewStore, metrics: Metrics) -> None:
+    def __init__(self, store: ViewStore, metrics: Metrics, cfg: Jobs) -> None:
         self.store = store
         self.metrics = metrics
         self.clock: Clock = getattr(store, "clock", time.time)
+        self.interval = gc_interval(cfg)
+
+    def apply_rules(self, rules: Rules) -> None:
+        """A reload's `jobs:` bounds: the TTL, count and bytes every view is held to from
+        now on (views already idle past a shorter TTL go at the next collection)."""
+        self.store.configure(rules.jobs)
+        self.interval = gc_interval(rules.jobs)
 
     async def serve(
         self,
@@ -413,10 +430,11 @@ class JobViews:
         self.metrics.job_views.set(await self.store.count())
         return drops
 
-    async def run(self, interval: float) -> None:
-        """`collect` every `interval` seconds, for as long as the gateway runs."""
+    async def run(self) -> None:
+        """`collect` every `interval` seconds (a quarter of the TTL), for as long as the
+        gateway runs."""
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(self.interval)
             try:
                 await self.collect()
             except Exception:  # a bug here must not end the loop
@@ -446,7 +464,7 @@ def build_job_views(
         )
     else:
         store = MemoryViews(cfg, clock)
-    return JobViews(store, metrics)
+    return JobViews(store, metrics, cfg)
 
 
 def gc_interval(cfg: Jobs) -> float:

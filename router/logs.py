@@ -17,7 +17,10 @@ import select
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from router.core.model import Rules
 
 ACCESS = logging.getLogger("goproxy_router.access")
 ACCESS_BUFFER_LINES = 20_000  # pending access lines at most; beyond, lines are dropped
@@ -113,6 +116,11 @@ class AccessLog:
                 self.flush()
                 return
             self._scheduled = loop.call_later(ACCESS_FLUSH_SECONDS, self.flush)
+
+    def apply_rules(self, rules: Rules) -> None:
+        """A reload's `logging.access` and `logging.sample`."""
+        self.enabled = rules.logging.access
+        self.sample = rules.logging.sample
 
     def emit_safely(self, fields: dict[str, Any]) -> None:
         """Like `emit`, but a logging problem never fails the request."""

@@ -14,15 +14,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from router.config.loader import load_rules, rule_files
+from router.core.restart import restart_only_changes
 from router.runtime import ConnectionCounter, UpstreamFactory, build_runtime, close_later
 
 if TYPE_CHECKING:
     from router.checksums import ChecksumRegistry
+    from router.jobviews import JobViews
     from router.limiting import RequestLimits
+    from router.logs import AccessLog
     from router.observability import Metrics
     from router.policygate import PolicyGate
     from router.rollouts import Rollouts
     from router.runtime import Live
+    from router.serving.cache import AnswerCache
     from router.state.local import SelectionState
     from router.tasks import TaskGroup
 
@@ -60,6 +64,9 @@ class Reloader:
         rollouts: Rollouts,
         checksums: ChecksumRegistry,
         policy: PolicyGate,
+        jobs: JobViews,
+        answers: AnswerCache,
+        access_log: AccessLog,
         count_connection: ConnectionCounter,
         make_client: UpstreamFactory,
         interval: float = 0.5,
@@ -73,6 +80,9 @@ class Reloader:
         self._rollouts = rollouts
         self._checksums = checksums
         self._policy = policy
+        self._jobs = jobs
+        self._answers = answers
+        self._access_log = access_log
         self._count_connection = count_connection
         self._make_client = make_client
         self._interval = interval
@@ -109,12 +119,9 @@ class Reloader:
                 log.error("rules reload (%s) refused: the old rules keep serving", why)
                 return False
             previous = self._live.current
-            if (result.rules.listen, result.rules.tls, result.rules.redis) != (
-                previous.rules.listen,
-                previous.rules.tls,
-                previous.rules.redis,
-            ):
-                log.warning("listen/tls/redis changed: they take effect on restart only")
+            later = restart_only_changes(previous.rules, result.rules)
+            if later:
+                log.warning("%s changed: applied on restart only", ", ".join(later))
             # the policy's databases are loaded before the rules that name them serve
             await self._policy.enforcer.reload(result.rules)
             runtime, retired = await build_runtime(
@@ -128,6 +135,9 @@ class Reloader:
             self._selection.apply_rules(result.rules)
             self._limits.apply_rules(result.rules)
             self._rollouts.apply_rules(result.rules)
+            self._jobs.apply_rules(result.rules)
+            self._answers.apply_rules(result.rules)
+            self._access_log.apply_rules(result.rules)
             await self._checksums.apply(result.rules)
             metrics.rules_reloads.labels("ok").inc()
             metrics.rules_last_reload_ok.set(1)

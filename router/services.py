@@ -27,7 +27,7 @@ from router.fleet.client import connect
 from router.fleet.limits import LimitSync
 from router.fleet.rollouts import sync_loop as rollout_sync
 from router.fleet.selection import RedisSync
-from router.jobviews import JobViews, build_job_views, gc_interval
+from router.jobviews import JobViews, build_job_views
 from router.licenses import DetectionStore
 from router.limiting import RequestLimits, StreamSlots
 from router.live import gauge_loop, probe_loop
@@ -101,8 +101,14 @@ def build(
     cache_dir = rules.cache.dir
     detections = DetectionStore(Path(cache_dir) / "licences") if cache_dir else None
     policy = PolicyGate(PolicyEnforcer(rules, store=detections, metrics=metrics))
+    jobs = build_job_views(rules.jobs, metrics, redis, clock)
     answers = build_cache(
         rules, metrics, tasks, redis, clock=clock, rollouts=rollouts, inspect=policy.inspect
+    )
+    access_log = AccessLog(
+        enabled=rules.logging.access,
+        sample=rules.logging.sample,
+        on_drop=metrics.access_log_dropped.inc,
     )
     reloader = None
     if rules_paths:
@@ -116,6 +122,9 @@ def build(
             rollouts=rollouts,
             checksums=checksums,
             policy=policy,
+            jobs=jobs,
+            answers=answers,
+            access_log=access_log,
             count_connection=count_connection,
             make_client=make_client,
         )
@@ -134,16 +143,12 @@ def build(
         selection=selection,
         limits=limits,
         streams=StreamSlots(),
-        access_log=AccessLog(
-            enabled=rules.logging.access,
-            sample=rules.logging.sample,
-            on_drop=metrics.access_log_dropped.inc,
-        ),
+        access_log=access_log,
         checksums=checksums,
         rollouts=rollouts,
         policy=policy,
         answers=answers,
-        jobs=build_job_views(rules.jobs, metrics, redis, clock),
+        jobs=jobs,
         tracer=make_tracer(rules.tracing),
         redis_sync=RedisSync(redis, selection, metrics) if redis is not None else None,
         reloader=reloader,
@@ -169,7 +174,7 @@ async def start(svc: Services) -> None:
         tasks.spawn(limit_sync.run(svc.metrics), name="limit-sync")
         tasks.spawn(rollout_sync(svc.rollouts, svc.redis), name="rollout-sync")
     await start_cache(svc.answers, tasks, svc.redis_url)
-    tasks.spawn(svc.jobs.run(gc_interval(rules.jobs)), name="job-gc")
+    tasks.spawn(svc.jobs.run(), name="job-gc")
     enforcer = svc.policy.enforcer
     await asyncio.to_thread(enforcer.databases.refresh_all)
     tasks.spawn(enforcer.run(), name="policy-vulndb")

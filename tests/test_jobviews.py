@@ -14,13 +14,14 @@ from typing import Any
 
 import aiohttp
 import pytest
+from support.clock import Clock
 from support.gateway import gateway_in_process, one_pool_rules, wait_for
 from support.gocmd import go_env, run_go
 from support.gomod import ModuleSet, simple_module
 from support.goproxy_server import FixtureProxy
 
 from router import cli
-from router.appkeys import ANSWERS, JOBS
+from router.appkeys import ANSWERS, JOBS, RELOADER
 from router.jobviews import MemoryViews
 
 LIB1 = simple_module("example.com/lib", "v1.0.0")
@@ -74,6 +75,33 @@ async def test_a_job_sees_its_first_answer_and_another_tenant_does_not(
         assert (await jobs.show("alpha", "run-7"))["job"] == "run-7"  # type: ignore[index]
     logged = [r.fields for r in caplog.records if r.name == "goproxy_router.access"]  # type: ignore[attr-defined]
     assert [f["ci_job"] for f in logged] == ["run-7", "run-7", "run-7", "run-7", None, "run-7"]
+
+
+async def test_a_reload_applies_new_job_bounds_to_the_views_already_held(
+    tmp_path: Path,
+) -> None:
+    clock = Clock()
+    alpha = {"X-Tenant-ID": "alpha", "X-CI-Job-ID": "run-9"}
+    async with FixtureProxy(ModuleSet([LIB1]), name="up") as up:
+        rules = _rules(tmp_path, up.url, jobs={"ttl": "1h"})
+        async with (
+            gateway_in_process(rules, watch=True, clock=clock) as gw,
+            aiohttp.ClientSession() as h,
+        ):
+            assert gw.app is not None
+            assert _version((await _get(h, gw.url + LATEST, **alpha))[1]) == "v1.0.0"
+            up.modules.add(LIB2)
+            clock.advance(60)
+            assert _version((await _get(h, gw.url + LATEST, **alpha))[1]) == "v1.0.0"
+            assert gw.app[JOBS].interval == 60.0  # a quarter of the TTL, at most 60 s
+
+            _rules(tmp_path, up.url, jobs={"ttl": "20s", "max_views": 5})
+            reloader = gw.app[RELOADER]
+            assert reloader is not None and await reloader.reload("test")
+            assert gw.app[JOBS].interval == 5.0
+            clock.advance(30)  # idle past the new TTL, well within the old one
+            assert await gw.app[JOBS].show("alpha", "run-9") is None
+            assert _version((await _get(h, gw.url + LATEST, **alpha))[1]) == "v1.1.0"
 
 
 async def test_bad_job_ids_are_400(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -53,6 +53,21 @@ async def test_the_first_answer_holds(backend: tuple[ViewStore, Clock]) -> None:
     assert await store.get(OTHER_TENANT, "m/@v/list") is None  # another tenant, same id
 
 
+async def test_new_bounds_hold_for_views_already_held(backend: tuple[ViewStore, Clock]) -> None:
+    store, clock = backend
+    for n in range(3):
+        await store.put(view_id("finance", f"run-{n}"), "q", pin(b"x"))
+    clock.now += 100
+    store.configure(Jobs(ttl=60.0, max_views=2, max_bytes=1000))  # a reload
+    assert await store.get(A, "q") is None  # idle past the new TTL
+    await store.put(A, "q", pin(b"y"))
+    await store.gc()
+    assert await store.count() == 1  # the others, idle past the new TTL, are collected
+    for n in range(2, 5):
+        await store.put(view_id("finance", f"run-{n}"), "q", pin(b"z"))
+    assert await store.count() == 2  # the new count bound
+
+
 async def test_show_and_drop(backend: tuple[ViewStore, Clock]) -> None:
     store, clock = backend
     await store.put(A, "m/@latest", pin(b'{"Version":"v1.0.0"}'))

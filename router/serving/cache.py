@@ -24,7 +24,7 @@ from router.cache.health import StorageHealth
 from router.cache.memory import Entry
 from router.checksums import ChecksumUnavailable
 from router.core.fallback import Failure
-from router.core.model import Cache, Pool
+from router.core.model import Cache, Pool, Rules
 from router.core.protocol import Kind, ModuleRequest, SumdbRequest
 from router.observability import Metrics
 from router.rollouts import Rollouts
@@ -92,6 +92,13 @@ class AnswerCache:
         self._revalidator = Revalidator(tasks)
         if rollouts is not None:
             rollouts.on_rollback.append(self.keeper.drop_upstream)
+
+    def apply_rules(self, rules: Rules) -> None:
+        """A reload's lifetimes (`cache.ttl`, `cache.stale_if_error`), `cache.bad_zips`
+        and `server.stall_timeout`, for answers fetched from now on; the tiers' sizes are
+        the process's (`router.core.restart`)."""
+        self.cfg = self.keeper.cfg = self.zips.cfg = rules.cache
+        self.zips.stall = rules.server.stall_timeout
 
     @property
     def keeps_nothing(self) -> bool:
