@@ -53,7 +53,10 @@ async def _get(http: aiohttp.ClientSession, url: str) -> tuple[int, bytes, str]:
 
 
 async def _until_shared(shared: Any, key: str, timeout: float = 5.0) -> None:
-    """Poll Redis until `key` is there (the shared write happens behind the answer)."""
+    """Poll Redis until `key` is there (the shared write happens behind the answer). The
+    gateways here give Redis seconds per call (`redis_timeout`): with the 0.1 s default, a
+    call slowed by this test's own event loop is a miss, opens the breaker, and the write
+    is never made."""
     for _ in range(int(timeout / 0.02)):
         if await shared.get(key) is not None:
             return
@@ -72,7 +75,7 @@ async def test_only_releases_reach_the_store_and_redis_by_default(
     async with FixtureProxy(ModuleSet([RELEASE, PRE, PSEUDO]), name="up") as up:
         rules = _rules(tmp_path / "r.yaml", up.url, tmp_path / "store")
         async with (
-            gateway_in_process(rules, redis_url=redis_server.url) as gw,
+            gateway_in_process(rules, redis_url=redis_server.url, redis_timeout=5.0) as gw,
             aiohttp.ClientSession() as http,
         ):
             answers = _answers(gw)
@@ -116,7 +119,7 @@ async def test_version_lists_are_shared_whatever_the_rule(
     async with FixtureProxy(ModuleSet([RELEASE, PRE]), name="up") as up:
         rules = _rules(tmp_path / "r.yaml", up.url, tmp_path / "store")
         async with (
-            gateway_in_process(rules, redis_url=redis_server.url) as gw,
+            gateway_in_process(rules, redis_url=redis_server.url, redis_timeout=5.0) as gw,
             aiohttp.ClientSession() as http,
         ):
             shared = _answers(gw).tiers.shared

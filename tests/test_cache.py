@@ -31,6 +31,8 @@ from support.goproxy_server import Fault, FixtureProxy
 from router.appkeys import ANSWERS
 from router.core.lifetimes import cache_key
 from router.core.protocol import parse_request_target
+from router.fleet.client import connect
+from router.fleet.keys import PURGE_CHANNEL
 
 LIB = simple_module("example.com/lib", "v1.0.0")
 LIB2 = simple_module("example.com/lib", "v1.1.0")
@@ -225,16 +227,11 @@ async def test_two_replicas_with_one_redis_make_one_upstream_request(
 ) -> None:
     up.add_fault(Fault(pattern=r"\.info$", delay=0.3))
     rules = _rules(tmp_path / "r.yaml", up.url)
-    async with (
-        gateway_in_process(rules, redis_url=redis_server.url) as g1,
-        gateway_in_process(rules, redis_url=redis_server.url) as g2,
+    async with (  # both share this test's event loop: its lag is not Redis's
+        gateway_in_process(rules, redis_url=redis_server.url, redis_timeout=5.0) as g1,
+        gateway_in_process(rules, redis_url=redis_server.url, redis_timeout=5.0) as g2,
         aiohttp.ClientSession() as h,
     ):
-        for g in (g1, g2):  # both share this test's event loop: its lag is not Redis's
-            assert g.app is not None
-            answers = g.app[ANSWERS]
-            assert answers is not None and answers.tiers.shared is not None
-            answers.tiers.shared.timeout = 5.0
         path = "/example.com/lib/@v/v1.0.0.info"
         results = await asyncio.gather(
             *(_get(h, g.url + path) for g in (g1, g2) for _ in range(10))
@@ -248,14 +245,21 @@ async def test_replica_that_just_started_uses_the_shared_tier(
     tmp_path: Path, up: FixtureProxy, redis_server: Any
 ) -> None:
     rules = _rules(tmp_path / "r.yaml", up.url)
-    async with (
-        gateway_in_process(rules, redis_url=redis_server.url) as g1,
+    key = cache_key(parse_request_target("/example.com/lib/@v/list"), "main", private=False)
+    async with (  # a Redis call slower than 0.1 s (a loaded machine) would be a miss
+        gateway_in_process(rules, redis_url=redis_server.url, redis_timeout=5.0) as g1,
         aiohttp.ClientSession() as h,
     ):
         assert (await _get(h, g1.url + "/example.com/lib/@v/list"))[0] == 200
-        await asyncio.sleep(0.2)  # the shared write happens behind the answer
+        assert g1.app is not None
+        shared = g1.app[ANSWERS].tiers.shared
+        assert shared is not None
+        deadline = time.monotonic() + 30
+        while await shared.get(key) is None:  # the shared write happens behind the answer
+            assert time.monotonic() < deadline, "the list never reached Redis"
+            await asyncio.sleep(0.02)
     async with (
-        gateway_in_process(rules, redis_url=redis_server.url) as g2,
+        gateway_in_process(rules, redis_url=redis_server.url, redis_timeout=5.0) as g2,
         aiohttp.ClientSession() as h,
     ):
         status, body, headers = await _get(h, g2.url + "/example.com/lib/@v/list")
@@ -349,9 +353,12 @@ async def test_memory_and_disk_stay_within_their_budgets(tmp_path: Path) -> None
                     path = f"/{m.path}/@v/v1.0.0.info" if kind == "info" else f"/{m.path}/@v/list"
                     assert (await _get(h, gw.url + path))[0] == 200
                 assert answers.tiers.memory.used_bytes <= 64 << 10
+            store = answers.tiers.store
             for b in bigs:
                 assert (await _get(h, f"{gw.url}/{b.path}/@v/v1.0.0.zip"))[0] == 200
-            await asyncio.sleep(0.1)
+                # kept behind the answer: wait until it is (no spool holds room any more),
+                # so each zip meets a store holding the ones before, at any machine's pace
+                await wait_for(lambda: store.reserved == 0, timeout=30)
             assert 0 < answers.tiers.store.used_bytes <= 3_000_000
             assert answers.tiers.store.evictions >= 2
             assert answers.tiers.memory.evictions > 0
@@ -388,7 +395,7 @@ async def test_purge_cli_reaches_every_replica(
         for g in (g1, g2):
             assert (await _get(h, g.url + "/example.com/lib/@v/list"))[1] == b"v1.0.0\n"
         up.modules.add(LIB2)
-        await asyncio.sleep(0.3)  # the purge listeners are subscribed
+        await _until_subscribed(redis_server.url, 2)  # both purge listeners
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -401,7 +408,7 @@ async def test_purge_cli_reaches_every_replica(
         )
         out, _ = await proc.communicate()
         assert proc.returncode == 0, out
-        deadline = time.monotonic() + 3
+        deadline = time.monotonic() + 30
         bodies: list[bytes] = []
         while time.monotonic() < deadline:
             bodies = [(await _get(h, g.url + "/example.com/lib/@v/list"))[1] for g in (g1, g2)]
@@ -409,6 +416,24 @@ async def test_purge_cli_reaches_every_replica(
                 break
             await asyncio.sleep(0.05)
         assert bodies == [b"v1.0.0\nv1.1.0\n"] * 2
+
+
+async def _until_subscribed(url: str, listeners: int) -> None:
+    """Poll Redis until `listeners` connections listen for purges (each gateway's
+    listener subscribes behind its start)."""
+    client = connect(url, socket_timeout=None)
+
+    async def subscribed() -> int:
+        counts = dict(await client.pubsub_numsub(PURGE_CHANNEL))
+        return int(counts.get(PURGE_CHANNEL.encode(), 0))
+
+    try:
+        deadline = time.monotonic() + 30
+        while await subscribed() < listeners:
+            assert time.monotonic() < deadline, "the purge listeners never subscribed"
+            await asyncio.sleep(0.02)
+    finally:
+        await client.aclose()
 
 
 def test_sha_of_large_module_is_stable() -> None:  # guards the fixtures the tests above rely on

@@ -103,15 +103,20 @@ async def test_two_replicas_share_one_fleet_wide_limit(tmp_path: Path, redis_ser
             await asyncio.gather(*(hammer(g.url) for g in (g1, g2) for _ in range(2)))
             elapsed = time.monotonic() - started
             one_limit = 20 + 20 * elapsed
-            assert allowed <= one_limit * 1.35, (allowed, one_limit)  # not twice the limit
+            # One shared limit lets through one_limit plus what a replica takes before it
+            # hears of the other's: the other's burst and a sync or two (250 ms each), up to
+            # 1.35 x here, more when the syncs run late on a loaded machine (1.47 x with each
+            # 0.75 s late). Two separate limits let through 2 x.
+            assert allowed <= one_limit * 1.6, (allowed, one_limit)  # not twice the limit
             assert allowed >= one_limit * 0.7
 
 
 async def test_redis_killed_limits_keep_working_locally(tmp_path: Path, redis_server: Any) -> None:
     async with FixtureProxy(ModuleSet(MODS), name="up") as up:
         rules = _rules(tmp_path / "r.yaml", up.url, {"tenant": {"rate": "50/s", "burst": 50}})
+        clock = Clock()  # no refill while the 80 requests run, however slowly they do
         async with (
-            gateway_in_process(rules, redis_url=redis_server.url) as gw,
+            gateway_in_process(rules, redis_url=redis_server.url, clock=clock) as gw,
             aiohttp.ClientSession() as h,
         ):
             await asyncio.sleep(0.5)
