@@ -19,6 +19,7 @@ from router.runtime import ConnectionCounter, UpstreamFactory, build_runtime, cl
 
 if TYPE_CHECKING:
     from router.checksums import ChecksumRegistry
+    from router.core.model import Rules
     from router.jobviews import JobViews
     from router.limiting import RequestLimits
     from router.logs import AccessLog
@@ -56,6 +57,7 @@ class Reloader:
         self,
         paths: tuple[Path, ...],
         *,
+        started: Rules,
         live: Live,
         metrics: Metrics,
         tasks: TaskGroup,
@@ -72,6 +74,7 @@ class Reloader:
         interval: float = 0.5,
     ) -> None:
         self._paths = paths
+        self._started = started  # what the process was built from
         self._live = live
         self._metrics = metrics
         self._tasks = tasks
@@ -119,9 +122,12 @@ class Reloader:
                 log.error("rules reload (%s) refused: the old rules keep serving", why)
                 return False
             previous = self._live.current
-            later = restart_only_changes(previous.rules, result.rules)
+            later = restart_only_changes(self._started, result.rules)
             if later:
-                log.warning("%s changed: applied on restart only", ", ".join(later))
+                log.warning(
+                    "%s: changed since this process started; applied on restart only",
+                    ", ".join(later),
+                )
             # the policy's databases are loaded before the rules that name them serve
             await self._policy.enforcer.reload(result.rules)
             runtime, retired = await build_runtime(

@@ -114,6 +114,7 @@ def build(
     if rules_paths:
         reloader = Reloader(
             rules_paths,
+            started=rules,
             live=live,
             metrics=metrics,
             tasks=tasks,

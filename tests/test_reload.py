@@ -146,7 +146,10 @@ async def test_a_reload_applies_cache_lifetimes_and_the_access_log_and_names_the
             one_pool_rules(rules, {"a": a.url}, cache=cache, logging={"access": False})
             with caplog.at_level(logging.WARNING, logger="goproxy_router.reload"):
                 assert await reloader.reload("test")
-            assert "cache.memory changed: applied on restart only" in caplog.text
+            assert (
+                "cache.memory: changed since this process started; applied on restart only"
+                in caplog.text
+            )
             assert gw.app[ACCESS_LOG].enabled is False
 
             assert await listed() == "v1.0.0\n"  # kept for the new 10 s, not an hour
@@ -154,6 +157,14 @@ async def test_a_reload_applies_cache_lifetimes_and_the_access_log_and_names_the
             clock.advance(20)
             assert await listed() == "v1.0.0\n"  # stale: served while it is refreshed
             await _until_async(lambda: listed(), "v1.0.0\nv1.1.0\n")
+
+            caplog.clear()  # back to the size it started with: nothing waits any more
+            cache = {"memory": "16MiB", "ttl": {"list": "10s"}}
+            one_pool_rules(rules, {"a": a.url}, cache=cache)
+            with caplog.at_level(logging.WARNING, logger="goproxy_router.reload"):
+                assert await reloader.reload("test")
+            assert "restart" not in caplog.text
+            assert gw.app[ACCESS_LOG].enabled is True
 
 
 async def _until_async(get: Any, want: str, timeout: float = 30.0) -> None:

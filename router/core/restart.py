@@ -34,8 +34,8 @@ RESTART_ONLY: tuple[tuple[str, str | None], ...] = (
 
 
 def restart_only_changes(running: Rules, loaded: Rules) -> list[str]:
-    """The dotted names of the settings that differ between the rules a process runs
-    with and newly loaded ones, and that only a restart applies."""
+    """The dotted names of the settings that differ between the rules a process was
+    started with and newly loaded ones, and that only a restart applies."""
     changed = []
     for section, name in RESTART_ONLY:
         old, new = getattr(running, section), getattr(loaded, section)
