@@ -37,7 +37,8 @@ function init(args)
   local pace = tonumber(args[2] or "0") or 0
   if pace > 0 then
     math.randomseed(counter + 1)
-    delay = function() return math.floor(pace * (0.5 + math.random())) end
+    -- whole milliseconds, rounded: the mean delay is the pace asked for
+    delay = function() return math.floor(pace * (0.5 + math.random()) + 0.5) end
   end
   if args[3] and #args[3] > 0 then
     local name, value = args[3]:match("^([^:]+):%s*(.*)$")

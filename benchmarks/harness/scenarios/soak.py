@@ -11,7 +11,7 @@ from benchmarks.harness.bench import Bench
 from benchmarks.harness.load import open_fds, process_tree, rss_mib
 from benchmarks.harness.report import Ratio, Section, fmt
 
-from .latency import PACED_CONNECTIONS, half_load
+from .latency import half_load, paced_connections
 
 TITLE = "Soak at half load: RSS, open FDs, p99"
 
@@ -23,6 +23,7 @@ def run(b: Bench) -> Section:
     samples: list[dict[str, float]] = []
     with b.serving(gw):
         rate = half_load(b, gw)
+        conns = paced_connections(rate)
         chunk = max(2.0, min(30.0, b.s.soak_seconds / 20))
         started = time.monotonic()
         while time.monotonic() - started < b.s.soak_seconds:
@@ -32,7 +33,7 @@ def run(b: Bench) -> Section:
                 fx.files["metadata"],
                 seconds=chunk,
                 warmup=0,
-                connections=PACED_CONNECTIONS,
+                connections=conns,
                 sut=process_tree(gw.pid),
                 rate=rate,
             )
@@ -60,8 +61,7 @@ def run(b: Bench) -> Section:
         )
     first, last = samples[0], samples[-1]
     s.notes.append(
-        f"offered {rate:,.0f} req/s on {PACED_CONNECTIONS} connections, "
-        f"{len(samples)} intervals of {chunk:g} s"
+        f"offered {rate:,.0f} req/s on {conns} connections, {len(samples)} intervals of {chunk:g} s"
     )
     s.ratios += [
         Ratio.of("RSS end / start", last["rss_mib"], first["rss_mib"]),
