@@ -231,6 +231,32 @@ async def test_hermetic_job_serves_what_is_cached_and_names_the_mode(tmp_path: P
         assert up.count() == asked  # no upstream was asked
 
 
+async def test_a_route_on_the_job_header_matches_a_job_id_given_in_the_path(
+    tmp_path: Path,
+) -> None:
+    routes = [
+        {
+            "name": "test-jobs",
+            "match": {"header": {"X-CI-Job-ID": {"regex": "^test-"}}},
+            "pool": "main",
+            "offline": True,
+        }
+    ]
+    async with (
+        FixtureProxy(ModuleSet([LIB1]), name="up") as up,
+        gateway_in_process(_rules(tmp_path, up.url, routes=routes)) as gw,
+    ):
+        work = tmp_path / "w"
+        work.mkdir()
+        env = go_env(work, gw.url + "/job/test-2")  # the stock go command: no header
+        refused = await run_go(["mod", "download", "example.com/lib@v1.0.0"], work, env)
+        assert refused.returncode != 0
+        assert "route test-jobs" in refused.stderr
+        assert up.count() == 0
+        other = go_env(work, gw.url + "/job/build-2")
+        (await run_go(["mod", "download", "example.com/lib@v1.0.0"], work, other)).check()
+
+
 # ------------------------------------------------------------------ rules and explain
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "rules" / "examples" / "jobs.yaml"

@@ -168,6 +168,7 @@ def decide(
         module=module,
         go_version=asked.go_version,
         headers=asked.headers,
+        job=asked.job,
     )
     route = compiled.router.decide(facts, explain=explain)
     pool = rules.pool(route.pool)

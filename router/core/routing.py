@@ -8,6 +8,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from router.core.jobviews import JOB_HEADER
 from router.core.model import HeaderMatch, Route, Rules, Tenant
 from router.core.modpath import match_prefix_patterns
 from router.core.versions import GoVersion, GoVersionConstraint, parse_go_version
@@ -22,6 +23,7 @@ class Facts:
     module: str | None
     go_version: str | None
     headers: Mapping[str, str]  # lower-case names
+    job: str | None = None  # the CI job id, from the path or X-CI-Job-ID (path first)
 
     @property
     def parsed_go_version(self) -> GoVersion | None:
@@ -60,7 +62,9 @@ class CompiledRoute:
             if not self.go_version.matches(version):
                 return f"go version {facts.go_version} does not satisfy {m.go_version!r}"
         for name, exact, regex in self.headers:
-            value = facts.headers.get(name)
+            # a job id given in the path (GOPROXY=https://HOST/job/ID) is the request's
+            # X-CI-Job-ID: the stock go command cannot send the header itself
+            value = facts.job if name == _JOB_HEADER and facts.job else facts.headers.get(name)
             if value is None:
                 return f"header {name} absent"
             if exact is not None and value != exact:
@@ -68,6 +72,9 @@ class CompiledRoute:
             if regex is not None and not regex.search(value):
                 return f"header {name} does not match /{regex.pattern}/"
         return None
+
+
+_JOB_HEADER = JOB_HEADER.lower()
 
 
 def _header(h: HeaderMatch) -> tuple[str, str | None, re.Pattern[str] | None]:

@@ -147,3 +147,32 @@ def test_explain_lists_why_each_route_did_not_match() -> None:
 )
 def test_shadowing(routes: tuple[Route, ...], shadowed: list[str]) -> None:
     assert [later.name for later, _ in shadowing(routes)] == shadowed
+
+
+JOB_RULES = Rules(
+    upstreams=(Upstream("a", "https://a.example"),),
+    pools=(Pool("main", ("a",)), Pool("tests", ("a",))),
+    default=Default(pool="main"),
+    routes=(
+        Route("test-jobs", "tests", RouteMatch(header=(HeaderMatch("X-CI-Job-ID", regex="^t-"),))),
+    ),
+)
+
+
+@pytest.mark.parametrize(
+    ("job", "header", "pool"),
+    [
+        ("t-1", None, "tests"),  # GOPROXY=https://HOST/job/t-1: no header, the path's id
+        (None, "t-1", "tests"),  # the header alone (the id the plan got is the same)
+        ("t-1", "b-1", "tests"),  # the path wins over the header, as for the view
+        ("b-1", "t-1", "main"),
+        (None, None, "main"),
+    ],
+)
+def test_a_job_id_header_match_sees_the_id_from_the_path(
+    job: str | None, header: str | None, pool: str
+) -> None:
+    headers = {"x-ci-job-id": header} if header is not None else {}
+    # what the plan passes: the id split_job gave (path first, else the header)
+    facts = Facts(None, "list", "x.org/m", None, headers, job=job or header)
+    assert Router.build(JOB_RULES).decide(facts).pool == pool
