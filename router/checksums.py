@@ -412,6 +412,7 @@ class ChecksumRegistry:
         self.configured: dict[str, ChecksumDatabase] = {}
         self.primary: ChecksumDatabase | None = None
         self._retired: list[UpstreamClient] = []  # closed at the next reload, not mid-request
+        self._state_dir: str | None = None  # cache.dir as the process started (restart only)
 
     async def apply(self, rules: Rules) -> None:
         """Adopt a rule set: databases whose name and key did not change keep their state.
@@ -421,11 +422,13 @@ class ChecksumRegistry:
         retired, self._retired = self._retired, []
         for client in retired:
             await client.close()
+        if self._state_dir is None:
+            self._state_dir = rules.cache.dir
         configured: dict[str, ChecksumDatabase] = {}
         for cfg in rules.checksum_dbs or (GO_SUMDB,):
             db = configured[cfg.name] = await self._database(cfg)
-            if rules.cache.dir:
-                db.load(Path(rules.cache.dir) / "sumdb" / f"{cfg.name}.latest")
+            if self._state_dir:
+                db.load(Path(self._state_dir) / "sumdb" / f"{cfg.name}.latest")
         for db in self._dbs.values():
             if db.direct is not None and configured.get(db.name) is not db:
                 self._retired.append(db.direct)  # no longer named by the rules

@@ -237,7 +237,7 @@ async def debug_store_gc(http: web.Request) -> web.StreamResponse:
     if store is None:
         return web.Response(status=409, text="no artifact store: the rules set no cache.dir\n")
     try:
-        budget = parse_size(http.query.get("budget", rules.cache.disk))
+        budget = parse_size(http.query.get("budget", store.budget))  # cache.disk at start
         min_idle = parse_duration(http.query.get("min_idle", "1h"))
     except ValueError as exc:
         return web.Response(status=400, text=f"bad gc request: {exc}\n")

@@ -100,7 +100,7 @@ class ViewStore(Protocol):
 
     async def count(self) -> int: ...
 
-    def configure(self, cfg: Jobs) -> None: ...
+    async def configure(self, cfg: Jobs) -> None: ...
 
 
 # ------------------------------------------------------------------ embedded
@@ -183,7 +183,7 @@ class MemoryViews:
     async def count(self) -> int:
         return len(self._views)
 
-    def configure(self, cfg: Jobs) -> None:
+    async def configure(self, cfg: Jobs) -> None:
         """New bounds (a reload): they hold from the next request and collection."""
         self.cfg = cfg
 
@@ -340,9 +340,26 @@ class RedisViews:
         ok, got = await self._run("job_count", lambda: self.client.zcard(keys.JOBS))
         return int(got) if ok else await self.local.count()
 
-    def configure(self, cfg: Jobs) -> None:
+    async def configure(self, cfg: Jobs) -> None:
+        """New bounds; each held view's Redis expiry is set again from its last use, so
+        a longer TTL keeps a view the old one would have expired."""
+        longer = cfg.ttl > self.cfg.ttl
         self.cfg = cfg
-        self.local.configure(cfg)
+        await self.local.configure(cfg)
+        if not longer:
+            return  # a shorter TTL is enforced on read and at collection
+
+        async def work() -> Any:
+            members = await self.client.zrange(keys.JOBS, 0, -1, withscores=True)
+            now = self.clock()
+            pipe = self.client.pipeline(transaction=False)
+            for view, touched in members:
+                left = float(touched) + cfg.ttl - now
+                if left > 0:
+                    pipe.pexpire(keys.job(view.decode()), max(1, int(left * 1000)))
+            await pipe.execute()
+
+        await self._run("job_configure", work)
 
 
 # ------------------------------------------------------------------ executing plans
@@ -358,13 +375,18 @@ class JobViews:
         self.store = store
         self.metrics = metrics
         self.clock: Clock = getattr(store, "clock", time.time)
+        self.jobs = cfg
         self.interval = gc_interval(cfg)
 
-    def apply_rules(self, rules: Rules) -> None:
+    async def apply_rules(self, rules: Rules) -> None:
         """A reload's `jobs:` bounds: the TTL, count and bytes every view is held to from
-        now on (views already idle past a shorter TTL go at the next collection)."""
-        self.store.configure(rules.jobs)
-        self.interval = gc_interval(rules.jobs)
+        now on, the views already held included (collected at once)."""
+        if rules.jobs == self.jobs:
+            return
+        self.jobs = rules.jobs
+        await self.store.configure(rules.jobs)
+        self.interval = gc_interval(rules.jobs)  # from the loop's next turn
+        await self.collect()
 
     async def serve(
         self,

@@ -125,7 +125,8 @@ class Reloader:
             later = restart_only_changes(self._started, result.rules)
             if later:
                 log.warning(
-                    "%s: changed since this process started; applied on restart only",
+                    "%s: changed since this process started; applied on restart only "
+                    "(where the command line or environment sets it, that still wins)",
                     ", ".join(later),
                 )
             # the policy's databases are loaded before the rules that name them serve
@@ -141,7 +142,7 @@ class Reloader:
             self._selection.apply_rules(result.rules)
             self._limits.apply_rules(result.rules)
             self._rollouts.apply_rules(result.rules)
-            self._jobs.apply_rules(result.rules)
+            await self._jobs.apply_rules(result.rules)
             self._answers.apply_rules(result.rules)
             self._access_log.apply_rules(result.rules)
             await self._checksums.apply(result.rules)

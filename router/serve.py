@@ -16,6 +16,7 @@ from aiohttp import web
 
 from router.app import create_app
 from router.appkeys import LIVE, METRICS, RELOADER, TASKS
+from router.config.loader import load_rules
 from router.core.model import Rules
 from router.guard import Guard, GuardedSite, GuardLimits
 
@@ -131,14 +132,14 @@ def run_workers(rules: Rules, options: ServeOptions) -> int:
     children: dict[int, int] = {}  # pid -> worker index
     stopping = False
 
-    def spawn(index: int) -> None:
+    def spawn(index: int, current: Rules) -> None:
         pid = os.fork()
         if pid == 0:  # the child: serve until told to stop
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 signal.signal(sig, signal.SIG_DFL)
             code = 1
             try:
-                code = run_one(rules, options)
+                code = run_one(current, options)
             finally:
                 os._exit(code)
         children[pid] = index
@@ -154,7 +155,7 @@ def run_workers(rules: Rules, options: ServeOptions) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, forward)
     for index in range(options.workers):
-        spawn(index)
+        spawn(index, rules)
     log.info("goproxy-router: %d workers on %s", options.workers, options.listen)
     failed = False
     deadline: float | None = None
@@ -180,8 +181,22 @@ def run_workers(rules: Rules, options: ServeOptions) -> int:
         else:
             log.error("worker %d (pid %d) exited with %d; restarting it", index, pid, code)
             time.sleep(0.5)
-            spawn(index)
+            if not stopping:  # a stop that came meanwhile would never reach a new one
+                spawn(index, _rules_now(rules, options))
     return 1 if failed else 0
+
+
+def _rules_now(started: Rules, options: ServeOptions) -> Rules:
+    """The rules as their files say now, for a worker started again: the others may have
+    reloaded since the start (else it would serve routes and tokens they dropped). The
+    rules the process started with when the files are not valid now."""
+    if not options.rules_paths:
+        return started
+    result = load_rules(list(options.rules_paths))
+    if result.rules is None:
+        log.error("the rules are not valid now: the restarted worker serves those of the start")
+        return started
+    return result.rules
 
 
 def _mark_dead(pid: int) -> None:

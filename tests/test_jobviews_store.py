@@ -12,6 +12,7 @@ from support.clock import Clock
 
 from router.core.jobviews import view_id
 from router.core.model import Jobs
+from router.fleet import keys
 from router.fleet.client import connect
 from router.jobviews import MemoryViews, Pin, RedisViews, ViewStore
 
@@ -58,7 +59,7 @@ async def test_new_bounds_hold_for_views_already_held(backend: tuple[ViewStore, 
     for n in range(3):
         await store.put(view_id("finance", f"run-{n}"), "q", pin(b"x"))
     clock.now += 100
-    store.configure(Jobs(ttl=60.0, max_views=2, max_bytes=1000))  # a reload
+    await store.configure(Jobs(ttl=60.0, max_views=2, max_bytes=1000))  # a reload
     assert await store.get(A, "q") is None  # idle past the new TTL
     await store.put(A, "q", pin(b"y"))
     await store.gc()
@@ -127,6 +128,23 @@ async def test_byte_bound(backend: tuple[ViewStore, Clock]) -> None:
     await store.gc()
     assert await store.get(A, "q") is None
     assert await store.get(B, "q") is not None
+
+
+async def test_a_longer_ttl_keeps_a_view_redis_would_have_expired(redis_server: Any) -> None:
+    clock = Clock()
+    client = connect(redis_server.url)
+    try:
+        store = RedisViews(client, CFG, clock)
+        await store.put(A, "q", pin(b"a"))
+        clock.now += 3000
+        assert 0 < await client.pttl(keys.job(A)) <= 3600_000  # the old TTL, from the put
+        await store.configure(Jobs(ttl=7200.0, max_views=3, max_bytes=1000))
+        # the new TTL from the view's last use (3000 s ago): about 4200 s left in Redis
+        assert 4100_000 < await client.pttl(keys.job(A)) <= 4200_000
+        clock.now += 1000  # idle 4000 s: past the old TTL, within the new one
+        assert await store.get(A, "q") == pin(b"a")
+    finally:
+        await client.aclose()
 
 
 async def test_redis_down_falls_back_to_this_process(redis_server: Any) -> None:

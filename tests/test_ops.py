@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import signal
 import threading
 import time
@@ -13,7 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import aiohttp
-from support.gateway import GatewayProcess, gateway_in_process, write_rules
+from support.gateway import GatewayProcess, gateway_in_process, one_pool_rules, write_rules
 from support.gomod import ModuleSet, simple_module
 from support.goproxy_server import Fault, FixtureProxy
 
@@ -187,3 +188,44 @@ def test_two_workers_serve_one_port_report_one_sum_and_drain(tmp_path: Path) -> 
     finally:
         gw.stop()
         proxy.stop()
+
+
+def test_workers_started_again_serve_the_rules_they_had_reloaded(tmp_path: Path) -> None:
+    a = FixtureProxy(ModuleSet([LIB]), name="a").start_in_thread()
+    b = FixtureProxy(ModuleSet([LIB]), name="b").start_in_thread()
+    rules = tmp_path / "rules.yaml"
+    path = f"/{LIB.path}/@v/{LIB.version}.mod"
+    try:
+        one_pool_rules(rules, {"a": a.url})
+        gw = GatewayProcess(rules, args=["--workers", "2"])
+        gw.wait_ready()
+
+        def upstreams(n: int) -> set[str]:
+            seen = set()
+            for _ in range(n):  # a new connection each: both workers answer some
+                with urllib.request.urlopen(gw.url + path, timeout=10) as resp:
+                    seen.add(resp.headers["X-Router-Upstream"])
+            return seen
+
+        assert upstreams(10) == {"a"}
+        one_pool_rules(rules, {"b": b.url})  # every worker watches the file
+        deadline = time.monotonic() + 30
+        while upstreams(10) != {"b"}:
+            assert time.monotonic() < deadline, "the workers never reloaded"
+        children = Path(f"/proc/{gw.proc.pid}/task/{gw.proc.pid}/children")
+        for pid in children.read_text().split():  # both: only started-again ones answer
+            os.kill(int(pid), signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                assert upstreams(20) == {"b"}  # not the rules the process started with
+                break
+            except (urllib.error.URLError, ConnectionError):
+                assert time.monotonic() < deadline, "the workers were never started again"
+                time.sleep(0.05)
+        code = gw.stop(30)
+        assert code == 0, gw.output()[-3000:]
+    finally:
+        gw.stop()
+        a.stop()
+        b.stop()
