@@ -386,7 +386,10 @@ class JobViews:
         self.jobs = rules.jobs
         await self.store.configure(rules.jobs)
         self.interval = gc_interval(rules.jobs)  # from the loop's next turn
-        await self.collect()
+        try:
+            await self.collect()
+        except Exception:  # the reload goes on; the loop collects again later
+            log.exception("job view collection after a reload failed")
 
     async def serve(
         self,
