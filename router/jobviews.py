@@ -376,7 +376,11 @@ class JobViews:
         self.metrics = metrics
         self.clock: Clock = getattr(store, "clock", time.time)
         self.jobs = cfg
-        self.interval = gc_interval(cfg)
+
+    @property
+    def interval(self) -> float:
+        """Seconds between collections (read at each turn of the loop)."""
+        return gc_interval(self.jobs)
 
     async def apply_rules(self, rules: Rules) -> None:
         """A reload's `jobs:` bounds: the TTL, count and bytes every view is held to from
@@ -385,7 +389,6 @@ class JobViews:
             return
         self.jobs = rules.jobs
         await self.store.configure(rules.jobs)
-        self.interval = gc_interval(rules.jobs)  # from the loop's next turn
         try:
             await self.collect()
         except Exception:  # the reload goes on; the loop collects again later

@@ -75,7 +75,6 @@ class AnswerCache:
         """`owner` names this process in the fleet's fetch locks; `rollouts` are compared
         on sampled requests (what a rolled-back one served is forgotten); `inspect` looks
         at every whole zip (the policy's licence check)."""
-        self.cfg = cfg
         self.metrics = metrics
         self.tasks = tasks
         self.tiers = tiers
@@ -97,7 +96,7 @@ class AnswerCache:
         """A reload's lifetimes (`cache.ttl`, `cache.stale_if_error`), `cache.bad_zips`
         and `server.stall_timeout`, for answers fetched from now on; the tiers' sizes are
         the process's (`router.core.restart`)."""
-        self.cfg = self.keeper.cfg = self.zips.cfg = rules.cache
+        self.keeper.cfg = self.zips.cfg = rules.cache
         self.zips.stall = rules.server.stall_timeout
 
     @property
