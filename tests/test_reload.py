@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from support.clock import Clock
-from support.gateway import GatewayProcess, gateway_in_process, one_pool_rules
+from support.gateway import GatewayProcess, gateway_in_process, one_pool_rules, until_equal
 from support.gomod import ModuleSet, simple_module
 from support.goproxy_server import FixtureProxy
 
@@ -156,7 +156,7 @@ async def test_a_reload_applies_cache_lifetimes_and_the_access_log_and_names_the
             a.modules.add(simple_module("example.com/other", "v1.1.0"))
             clock.advance(20)
             assert await listed() == "v1.0.0\n"  # stale: served while it is refreshed
-            await _until_async(lambda: listed(), "v1.0.0\nv1.1.0\n")
+            await until_equal(listed, "v1.0.0\nv1.1.0\n")
 
             caplog.clear()  # back to the size it started with: nothing waits any more
             cache = {"memory": "16MiB", "ttl": {"list": "10s"}}
@@ -165,13 +165,6 @@ async def test_a_reload_applies_cache_lifetimes_and_the_access_log_and_names_the
                 assert await reloader.reload("test")
             assert "restart" not in caplog.text
             assert gw.app[ACCESS_LOG].enabled is True
-
-
-async def _until_async(get: Any, want: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while (got := await get()) != want:
-        assert time.monotonic() < deadline, f"still {got!r}"
-        await asyncio.sleep(0.02)
 
 
 def test_only_what_the_process_built_at_start_waits_for_a_restart() -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from support.gateway import GatewayProcess, gateway_in_process, write_rules
+from support.gateway import GatewayProcess, gateway_in_process, until_equal, write_rules
 from support.gomod import ModuleSet, simple_module
 from support.goproxy_server import Fault, FixtureProxy
 
@@ -170,22 +170,11 @@ async def test_failing_upstream_is_ejected_probed_and_readmitted(tmp_path: Path)
             await _share(http, gw.url, 10)
             assert a.count("/@v/") == asked  # ejected: not asked while others serve
             # after the ejection, a half-open probe still fails: ejected again, for longer
-            await _until_async(ejections, "again", 3.0)
+            await until_equal(ejections, "again", 3.0, interval=0.05)
             a.clear_faults()
-            await _until_async(health, "healthy", 6.0)  # a probe re-admits it
+            await until_equal(health, "healthy", 6.0, interval=0.05)  # a probe re-admits it
             got = await _share(http, gw.url, 10)
             assert got["a"] == 10  # ordered pool: back in first place
-
-
-async def _until_async(fn: Any, want: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    seen = None
-    while time.monotonic() < deadline:
-        seen = await fn()
-        if seen == want:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"wanted {want!r}, last saw {seen!r}")
 
 
 def _debug(url: str, module: str | None = None) -> dict[str, Any]:

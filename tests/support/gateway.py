@@ -202,6 +202,19 @@ def gateway_process(rules_path: Path, **kwargs: Any) -> Iterator[GatewayProcess]
         gw.stop()
 
 
+async def until_equal(get: Any, want: Any, timeout: float = 30.0, interval: float = 0.02) -> None:
+    """Poll the coroutine function `get` until it returns `want` (AssertionError naming
+    the last value after `timeout` seconds)."""
+    deadline = time.monotonic() + timeout
+    seen = None
+    while time.monotonic() < deadline:
+        seen = await get()
+        if seen == want:
+            return
+        await asyncio.sleep(interval)
+    raise AssertionError(f"wanted {want!r}, last saw {seen!r}")
+
+
 async def wait_for(predicate: Any, timeout: float = 5.0, interval: float = 0.02) -> None:
     """Poll until `predicate()` is true (no fixed sleeps in tests)."""
     deadline = time.monotonic() + timeout
